@@ -1,0 +1,524 @@
+//! The shared circuit: a lock-free front over the locked state machine.
+//!
+//! # Why a `&'static Core`
+//!
+//! The closed-state hot path must not write to any memory that another
+//! thread writes, or two threads calling one breaker would fight over a cache
+//! line (the benchmarks in `BENCHMARKING.md` show a shared refcount alone
+//! cutting two-thread throughput to a third). A response future has to reach
+//! the circuit to record its outcome, and cloning an `Arc` into it is exactly
+//! such a write. So futures hold a `&'static Core` instead: cores are
+//! allocated once and recycled through a pool when their breaker is dropped,
+//! so memory is bounded by the most breakers ever alive at once. Every use of
+//! a core is stamped with an epoch (bumped on every transition and on
+//! recycling), so a straggler from an earlier epoch or an earlier owner is
+//! recognised and discarded.
+//!
+//! # What the hot path touches
+//!
+//! * `head.word`: state, flags and epoch in one `u64`, read with one load per
+//!   call and written only on transitions.
+//! * one `Stripe` per thread, written only by that thread (a plain load and
+//!   store, no read-modify-write), counting fast successes, rejections and
+//!   ignored outcomes.
+//!
+//! Failures, slow calls, probes and time-window outcomes take the mutex.
+
+use std::cell::Cell;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::classify::Outcome;
+use super::config::Config;
+use super::state::{Ctx, Machine, Snapshot, State, Transition};
+use crate::telemetry;
+
+/// Stripes owned by one thread each; one more is shared by any further
+/// threads, which update it with read-modify-writes.
+const OWNED_STRIPES: usize = 64;
+const SHARED_STRIPE: usize = OWNED_STRIPES;
+const UNASSIGNED: usize = usize::MAX;
+/// Counters are published to `metrics` every this many events per stripe.
+const PUBLISH_EVERY: u64 = 256;
+
+const STATE_MASK: u64 = 0b111;
+/// The open (or half-open) period has no timer task: whoever sees the
+/// circuit rejecting must check the clock.
+pub(crate) const LAZY: u64 = 1 << 3;
+/// Calls must note their start time (slow-call detection is on).
+pub(crate) const CLOCKED: u64 = 1 << 4;
+/// Every outcome goes through the lock (time window).
+pub(crate) const LOCKED: u64 = 1 << 5;
+const EPOCH_SHIFT: u32 = 8;
+
+pub(crate) fn state_of(word: u64) -> State {
+    State::from_code(word & STATE_MASK)
+}
+
+pub(crate) fn epoch_of(word: u64) -> u64 {
+    word >> EPOCH_SHIFT
+}
+
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct Head {
+    word: AtomicU64,
+    /// End of the open period, in nanoseconds since `Live::base`.
+    open_until: AtomicU64,
+    /// Slow-call threshold in nanoseconds (0: off).
+    slow_nanos: AtomicU64,
+}
+
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct Stripe {
+    successes: AtomicU64,
+    rejections: AtomicU64,
+    ignored: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
+    successes: u64,
+    rejections: u64,
+    ignored: u64,
+}
+
+/// One circuit. See the module docs for why it is `'static`.
+#[derive(Debug)]
+pub(crate) struct Core {
+    head: Head,
+    stripes: Box<[Stripe]>,
+    live: Mutex<Option<Live>>,
+}
+
+/// The parts of a core that belong to its current breaker.
+#[derive(Debug)]
+struct Live {
+    machine: Machine,
+    name: std::sync::Arc<str>,
+    base: Instant,
+    events: broadcast::Sender<Transition>,
+    timer: Option<AbortHandle>,
+    /// Stripe totals when this breaker took the core (metrics start at 0).
+    metrics_base: Totals,
+    /// Outcomes recorded under the lock, for the published totals.
+    locked: Totals,
+}
+
+static POOL: Mutex<Vec<&'static Core>> = Mutex::new(Vec::new());
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Core {
+    /// Takes a core from the pool (or allocates one) for a new breaker.
+    pub(crate) fn acquire(config: Config) -> (&'static Core, Instant) {
+        let core: &'static Core = lock(&POOL).pop().unwrap_or_else(|| {
+            Box::leak(Box::new(Core {
+                head: Head::default(),
+                stripes: (0..=OWNED_STRIPES).map(|_| Stripe::default()).collect(),
+                live: Mutex::new(None),
+            }))
+        });
+        let now = Instant::now();
+        let mut live = lock(&core.live);
+        let totals = core.totals();
+        let epoch = epoch_of(core.head.word.load(Relaxed)) + 1;
+        let mut flags = 0;
+        if config.slow.is_some() {
+            flags |= CLOCKED;
+        }
+        if matches!(config.window, super::Window::Time { .. }) {
+            flags |= LOCKED;
+        }
+        let slow = config.slow.map_or(0, |s| nanos(s.threshold));
+        core.head.slow_nanos.store(slow, Relaxed);
+        core.head.open_until.store(0, Relaxed);
+        let name: std::sync::Arc<str> = config.name.as_str().into();
+        let machine = Machine::new(config, epoch, Ctx { now, fast: totals.successes });
+        *live = Some(Live {
+            machine,
+            name,
+            base: now,
+            events: broadcast::channel(64).0,
+            timer: None,
+            metrics_base: totals,
+            locked: Totals::default(),
+        });
+        core.head.word.store(flags | (epoch << EPOCH_SHIFT), Release);
+        drop(live);
+        (core, now)
+    }
+
+    /// Returns the core to the pool when its breaker is dropped.
+    pub(crate) fn release(&'static self) {
+        let mut live = lock(&self.live);
+        if let Some(timer) = live.as_mut().and_then(|l| l.timer.take()) {
+            timer.abort();
+        }
+        *live = None;
+        let epoch = epoch_of(self.head.word.load(Relaxed)) + 1;
+        self.head.word.store((epoch << EPOCH_SHIFT) | State::Disabled.code(), Release);
+        drop(live);
+        lock(&POOL).push(self);
+    }
+
+    #[inline]
+    pub(crate) fn word(&self) -> u64 {
+        self.head.word.load(Acquire)
+    }
+
+    pub(crate) fn slow_threshold(&self) -> Duration {
+        Duration::from_nanos(self.head.slow_nanos.load(Relaxed))
+    }
+
+    /// When the current open period ends.
+    pub(crate) fn open_until(&self, base: Instant) -> Instant {
+        base + Duration::from_nanos(self.head.open_until.load(Relaxed))
+    }
+
+    /// Counts a success of a call admitted while closed under `word`.
+    #[inline]
+    pub(crate) fn record_fast_success(&'static self, word: u64) {
+        if self.head.word.load(Relaxed) == word {
+            self.bump(|s| &s.successes);
+        }
+    }
+
+    /// Counts a rejected call.
+    #[inline]
+    pub(crate) fn record_rejection(&'static self) {
+        self.bump(|s| &s.rejections);
+    }
+
+    /// Counts a call whose outcome was ignored.
+    #[inline]
+    pub(crate) fn record_ignored(&'static self) {
+        self.bump(|s| &s.ignored);
+    }
+
+    #[inline]
+    fn bump(&'static self, counter: impl Fn(&Stripe) -> &AtomicU64) {
+        let (index, owned) = stripe_index();
+        let c = counter(&self.stripes[index]);
+        let n = if owned {
+            let n = c.load(Relaxed) + 1;
+            c.store(n, Relaxed);
+            n
+        } else {
+            c.fetch_add(1, Relaxed) + 1
+        };
+        if n % PUBLISH_EVERY == 0 {
+            self.publish();
+        }
+    }
+
+    fn totals(&self) -> Totals {
+        self.stripes.iter().fold(Totals::default(), |t, s| Totals {
+            successes: t.successes + s.successes.load(Relaxed),
+            rejections: t.rejections + s.rejections.load(Relaxed),
+            ignored: t.ignored + s.ignored.load(Relaxed),
+        })
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            now: Instant::now(),
+            fast: self.totals().successes,
+        }
+    }
+
+    /// Sends the running call totals to `metrics`.
+    #[cold]
+    fn publish(&self) {
+        let totals = self.totals();
+        let (name, published) = {
+            let live = lock(&self.live);
+            let Some(live) = live.as_ref() else { return };
+            let base = live.metrics_base;
+            let published = Totals {
+                successes: totals.successes - base.successes + live.locked.successes,
+                rejections: totals.rejections - base.rejections + live.locked.rejections,
+                ignored: totals.ignored - base.ignored + live.locked.ignored,
+            };
+            (live.name.clone(), published)
+        };
+        telemetry::breaker_totals(
+            &name,
+            published.successes,
+            published.rejections,
+            published.ignored,
+        );
+    }
+
+    /// Runs `op` on the machine of `epoch`'s breaker, then applies and emits
+    /// the transition it returns, if any.
+    fn with_machine<R>(
+        &'static self,
+        op: impl FnOnce(&mut Machine, &mut Totals, Ctx) -> (R, Option<Transition>),
+    ) -> Option<R> {
+        let ctx = self.ctx();
+        let mut guard = lock(&self.live);
+        let live = guard.as_mut()?;
+        let (result, transition) = op(&mut live.machine, &mut live.locked, ctx);
+        let emitted = transition.map(|t| {
+            self.apply(live, &t);
+            (live.name.clone(), t)
+        });
+        drop(guard);
+        if let Some((name, t)) = emitted {
+            telemetry::breaker_transition(&name, &t);
+            self.publish();
+        }
+        Some(result)
+    }
+
+    /// Publishes a transition to the lock-free front (under the lock).
+    fn apply(&'static self, live: &mut Live, t: &Transition) {
+        if let Some(timer) = live.timer.take() {
+            timer.abort();
+        }
+        let machine = &live.machine;
+        let epoch = machine.epoch();
+        let mut word = self.head.word.load(Relaxed) & (CLOCKED | LOCKED);
+        word |= (epoch << EPOCH_SHIFT) | machine.state().code();
+        if let Some(until) = machine.open_until() {
+            let offset = until.saturating_duration_since(live.base);
+            self.head.open_until.store(nanos(offset), Relaxed);
+        }
+        if let Some(deadline) = machine.deadline() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    let guard = TimerGuard { core: self, epoch, fired: false };
+                    let task = handle.spawn(guard.run(deadline));
+                    if task.is_finished() {
+                        // The runtime is shutting down and dropped the task.
+                        word |= LAZY;
+                    } else {
+                        live.timer = Some(task.abort_handle());
+                    }
+                }
+                Err(_) => word |= LAZY,
+            }
+        }
+        self.head.word.store(word, Release);
+        // Sent under the lock so subscribers see transitions in order.
+        let _ = live.events.send(t.clone());
+    }
+
+    /// Records the outcome of a closed-state call that needs the lock.
+    pub(crate) fn record_call(&'static self, epoch: u64, outcome: Outcome, slow: bool) {
+        self.with_machine(|m, locked, ctx| {
+            if outcome == Outcome::Success {
+                locked.successes += 1;
+            }
+            ((), m.on_call(epoch, outcome, slow, ctx))
+        });
+        telemetry::breaker_outcome(self.name_for(outcome, slow).as_deref(), outcome, slow);
+    }
+
+    fn name_for(&self, outcome: Outcome, slow: bool) -> Option<std::sync::Arc<str>> {
+        // Successes are published as totals; failures and slow calls are
+        // counted one by one, so they need the label.
+        (outcome == Outcome::Failure || slow)
+            .then(|| lock(&self.live).as_ref().map(|l| l.name.clone()))
+            .flatten()
+    }
+
+    /// Records the outcome of a probe admitted in `epoch`.
+    pub(crate) fn record_probe(&'static self, epoch: u64, outcome: Outcome, slow: bool) {
+        self.with_machine(|m, locked, ctx| {
+            match outcome {
+                Outcome::Success => locked.successes += 1,
+                Outcome::Ignored => locked.ignored += 1,
+                Outcome::Failure => {}
+            }
+            ((), m.on_probe(epoch, outcome, slow, ctx))
+        });
+        telemetry::breaker_outcome(self.name_for(outcome, slow).as_deref(), outcome, slow);
+    }
+
+    /// Takes a probe slot while half-open in `epoch`.
+    pub(crate) fn try_acquire_probe(&'static self, epoch: u64) -> bool {
+        self.with_machine(|m, _, _| (m.try_acquire_probe(epoch), None))
+            .unwrap_or(false)
+    }
+
+    /// Frees a probe slot that ended without an outcome.
+    pub(crate) fn release_probe(&'static self, epoch: u64) {
+        self.with_machine(|m, _, _| {
+            m.release_probe(epoch);
+            ((), None)
+        });
+    }
+
+    /// Ends the open or half-open period of `epoch` if it is over.
+    pub(crate) fn on_deadline(&'static self, epoch: u64) {
+        self.with_machine(|m, _, ctx| ((), m.on_deadline(epoch, ctx)));
+    }
+
+    /// For a circuit without a timer task: checks the clock, and ends the
+    /// period if it is over. Returns the (possibly new) word.
+    #[cold]
+    pub(crate) fn check_lazy_deadline(&'static self, word: u64) -> u64 {
+        self.on_deadline(epoch_of(word));
+        self.word()
+    }
+
+    pub(crate) fn force(&'static self, target: State) {
+        self.with_machine(|m, _, ctx| ((), m.force(target, ctx)));
+    }
+
+    pub(crate) fn reset(&'static self) {
+        self.with_machine(|m, _, ctx| ((), m.reset(ctx)));
+    }
+
+    pub(crate) fn snapshot(&'static self) -> Option<Snapshot> {
+        self.with_machine(|m, _, ctx| (m.snapshot(ctx), None))
+    }
+
+    pub(crate) fn subscribe(&'static self) -> Option<broadcast::Receiver<Transition>> {
+        lock(&self.live).as_ref().map(|l| l.events.subscribe())
+    }
+
+    pub(crate) fn config(&'static self) -> Option<Config> {
+        lock(&self.live).as_ref().map(|l| l.machine.config().clone())
+    }
+
+    /// Marks the period of `epoch` as lazily checked (its timer task died
+    /// without firing, e.g. its runtime shut down). Lock-free: a task can be
+    /// dropped while this thread holds the lock.
+    fn fall_back_to_lazy(&'static self, epoch: u64) {
+        let word = self.head.word.load(Relaxed);
+        if epoch_of(word) == epoch {
+            let _ = self
+                .head
+                .word
+                .compare_exchange(word, word | LAZY, Release, Relaxed);
+        }
+    }
+}
+
+/// Ends an open or half-open period when its deadline passes. If its task is
+/// dropped before then without being superseded (its runtime shut down), the
+/// circuit falls back to checking the clock on rejections.
+struct TimerGuard {
+    core: &'static Core,
+    epoch: u64,
+    fired: bool,
+}
+
+impl TimerGuard {
+    async fn run(mut self, deadline: Instant) {
+        tokio::time::sleep_until(deadline).await;
+        self.fired = true;
+        self.core.on_deadline(self.epoch);
+    }
+}
+
+impl Drop for TimerGuard {
+    fn drop(&mut self) {
+        if !self.fired {
+            self.core.fall_back_to_lazy(self.epoch);
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+// ---- per-thread stripes -------------------------------------------------
+
+thread_local! {
+    /// This thread's stripe, or `UNASSIGNED`.
+    static STRIPE: Cell<usize> = const { Cell::new(UNASSIGNED) };
+    /// Gives an owned stripe back when the thread exits.
+    static STRIPE_OWNER: StripeOwner = const { StripeOwner(Cell::new(UNASSIGNED)) };
+}
+
+/// Owned stripe indices not held by a live thread.
+static FREE_STRIPES: Mutex<Option<Vec<usize>>> = Mutex::new(None);
+
+struct StripeOwner(Cell<usize>);
+
+impl Drop for StripeOwner {
+    fn drop(&mut self) {
+        let index = self.0.get();
+        if index != UNASSIGNED {
+            // Anything this thread records from now on goes to the shared
+            // stripe, since the owned one may soon have a new owner.
+            let _ = STRIPE.try_with(|s| s.set(SHARED_STRIPE));
+            lock(&FREE_STRIPES).get_or_insert_with(Vec::new).push(index);
+        }
+    }
+}
+
+/// This thread's stripe, and whether it owns it alone.
+#[inline]
+fn stripe_index() -> (usize, bool) {
+    let index = STRIPE.try_with(Cell::get).unwrap_or(SHARED_STRIPE);
+    if index == UNASSIGNED {
+        return assign_stripe();
+    }
+    (index, index != SHARED_STRIPE)
+}
+
+#[cold]
+fn assign_stripe() -> (usize, bool) {
+    let index = lock(&FREE_STRIPES)
+        .get_or_insert_with(|| (0..OWNED_STRIPES).rev().collect())
+        .pop();
+    let registered = index.and_then(|i| STRIPE_OWNER.try_with(|o| o.0.set(i)).ok().map(|()| i));
+    let (index, owned) = match registered {
+        Some(i) => (i, true),
+        None => {
+            if let Some(i) = index {
+                lock(&FREE_STRIPES).get_or_insert_with(Vec::new).push(i);
+            }
+            (SHARED_STRIPE, false)
+        }
+    };
+    let _ = STRIPE.try_with(|s| s.set(index));
+    (index, owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_get_distinct_owned_stripes_and_give_them_back() {
+        let (mine, owned) = stripe_index();
+        assert!(owned && mine < OWNED_STRIPES);
+        let theirs = std::thread::spawn(stripe_index).join().unwrap();
+        assert!(theirs.1);
+        assert_ne!(theirs.0, mine);
+        assert!(lock(&FREE_STRIPES).as_ref().unwrap().contains(&theirs.0));
+    }
+
+    #[test]
+    fn cores_are_recycled_with_a_new_epoch() {
+        let (core, _) = Core::acquire(Config::default());
+        let word = core.word();
+        core.release();
+        assert_eq!(state_of(core.word()), State::Disabled);
+        // A straggler of the old breaker records nothing.
+        let before = core.totals().successes;
+        core.record_fast_success(word);
+        assert_eq!(core.totals().successes, before);
+        let (again, _) = Core::acquire(Config::default());
+        if std::ptr::eq(again, core) {
+            assert!(epoch_of(again.word()) > epoch_of(word));
+        }
+        again.release();
+    }
+}

@@ -1,0 +1,94 @@
+//! A circuit breaker for any [`tower::Service`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use fusebox::breaker::{BreakerOpen, CircuitBreakerLayer, Config, State};
+//! use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let layer = CircuitBreakerLayer::new(
+//!     Config::builder()
+//!         .name("backend")
+//!         .consecutive_failures(3)
+//!         .open_for(Duration::from_secs(10))
+//!         .build()?,
+//! );
+//! let breaker = layer.breaker().clone();
+//! let backend = service_fn(|fail: bool| async move {
+//!     if fail { Err("backend is down") } else { Ok("pong") }
+//! });
+//! let mut svc = layer.layer(backend);
+//!
+//! assert_eq!(svc.ready().await?.call(false).await?, "pong");
+//! for _ in 0..3 {
+//!     assert!(svc.ready().await?.call(true).await.is_err());
+//! }
+//! assert_eq!(breaker.state(), State::Open);
+//!
+//! // Rejected at once, without reaching the backend, with a typed error.
+//! let err = svc.ready().await?.call(false).await.unwrap_err();
+//! let open = err.downcast_ref::<BreakerOpen>().expect("rejected by the breaker");
+//! assert!(open.retry_after().unwrap() <= Duration::from_secs(10));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # States
+//!
+//! ```text
+//!            failure rate, slow-call rate or consecutive failures
+//!   Closed ─────────────────────────────────────────────────────▶ Open
+//!     ▲                                                         │  ▲
+//!     │ enough probes succeed                 open period ends  │  │ a probe fails, or the
+//!     │                                                         ▼  │ half-open period ends
+//!     └─────────────────────────────────────────────────────── HalfOpen
+//!
+//!   ForcedOpen, Disabled: entered and left only by hand (Breaker).
+//! ```
+//!
+//! * **Closed**: calls pass. A trip is evaluated each time a failure or slow
+//!   call is recorded (a success never trips the breaker): the window must
+//!   hold [`minimum_calls`](ConfigBuilder::minimum_calls), then the failure
+//!   rate or the slow-call rate must reach its threshold; or the
+//!   [consecutive-failure](ConfigBuilder::consecutive_failures) count must.
+//! * **Open**: calls are rejected with [`BreakerOpen`] for the open duration,
+//!   which grows on repeated trips (back-off, capped, jittered).
+//! * **HalfOpen**: up to [`half_open_probes`](ConfigBuilder::half_open_probes)
+//!   calls run at once; a failure re-opens, enough successes close.
+//!
+//! Outcomes of calls admitted before a transition are discarded after it, so
+//! a slow call from the closed period never counts as a probe.
+//!
+//! # Cost
+//!
+//! In the closed state with a count window and no slow-call detection (the
+//! default), a call costs one atomic load to admit and one store to a
+//! counter owned by the calling thread: no lock, no allocation, no clock
+//! read, no write to memory another thread writes. Rejections cost the same
+//! plus the boxed error. Failures, probes, slow-call detection and time
+//! windows take a short lock. The figures are in the README.
+//!
+//! # Metrics and events
+//!
+//! See [`telemetry`](crate::telemetry) for the metric names; subscribe to
+//! transitions with [`Breaker::subscribe`].
+
+mod classify;
+mod config;
+mod core;
+mod error;
+pub mod future;
+mod handle;
+mod layer;
+mod service;
+mod state;
+mod window;
+
+pub use classify::{Classify, DefaultClassifier, Outcome};
+pub use config::{Config, ConfigBuilder, ConfigError, Window};
+pub use error::BreakerOpen;
+pub use handle::Breaker;
+pub use layer::CircuitBreakerLayer;
+pub use service::CircuitBreaker;
+pub use state::{Reason, Snapshot, State, Transition};

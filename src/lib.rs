@@ -1,0 +1,25 @@
+//! Circuit breakers and fail-open caching for [Tower] services, built for
+//! Redis.
+//!
+//! When the cache a service depends on fails — down, hung, or out of memory
+//! because keys without expiry piled up for weeks — a service that only
+//! needed a *cache* should keep answering from its source of truth. fusebox
+//! turns such failures into fast, bounded, counted cache misses.
+//!
+//! This release holds the foundation: a [circuit breaker](breaker) that wraps
+//! any `tower::Service` (an HTTP client, a gRPC channel, a cache client),
+//! with a closed-state hot path that takes no lock, reads no clock and writes
+//! no shared memory.
+//!
+//! # Layout
+//!
+//! * [`breaker`]: the circuit breaker layer, its configuration, its handle,
+//!   and the state machine behind them.
+//! * [`telemetry`]: the names of every metric, in one place.
+//!
+//! [Tower]: https://docs.rs/tower
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod breaker;
+pub mod telemetry;

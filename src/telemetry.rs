@@ -1,0 +1,79 @@
+//! Metric names and the events every layer emits, in one place.
+//!
+//! | metric | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `fusebox_breaker_calls_total` | counter | `breaker`, `outcome` = `success` / `failure` / `ignored` / `rejected` | calls through a breaker, by outcome |
+//! | `fusebox_breaker_slow_calls_total` | counter | `breaker` | calls slower than the slow-call threshold |
+//! | `fusebox_breaker_transitions_total` | counter | `breaker`, `from`, `to`, `reason` | state changes |
+//! | `fusebox_breaker_state` | gauge | `breaker` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled |
+//!
+//! Successes, rejections and ignored outcomes are counted per thread without
+//! touching shared memory, and published as totals every 256 events on a
+//! thread and on every transition; failures are published one by one.
+//!
+//! Every transition is also a `tracing` event of target `fusebox::breaker`:
+//! `WARN` when a circuit opens, `INFO` otherwise.
+
+use metrics::{counter, gauge};
+
+use crate::breaker::{Outcome, Transition};
+
+/// Counter of calls through a breaker, by `outcome`.
+pub const BREAKER_CALLS_TOTAL: &str = "fusebox_breaker_calls_total";
+/// Counter of slow calls through a breaker.
+pub const BREAKER_SLOW_CALLS_TOTAL: &str = "fusebox_breaker_slow_calls_total";
+/// Counter of breaker state changes, by `from`, `to` and `reason`.
+pub const BREAKER_TRANSITIONS_TOTAL: &str = "fusebox_breaker_transitions_total";
+/// Gauge of a breaker's state (see the table above for the values).
+pub const BREAKER_STATE: &str = "fusebox_breaker_state";
+
+pub(crate) fn breaker_transition(name: &str, t: &Transition) {
+    let (from, to, reason) = (t.from.as_str(), t.to.as_str(), t.reason.as_str());
+    let open_ms = t
+        .open_until
+        .map(|u| u.saturating_duration_since(t.at).as_millis() as u64);
+    if t.to.is_rejecting() {
+        tracing::warn!(
+            target: "fusebox::breaker",
+            breaker = name, from, to, reason,
+            failure_rate = t.failure_rate, open_ms,
+            "circuit breaker opened"
+        );
+    } else {
+        tracing::info!(
+            target: "fusebox::breaker",
+            breaker = name, from, to, reason,
+            "circuit breaker {to}"
+        );
+    }
+    let breaker = name.to_owned();
+    counter!(BREAKER_TRANSITIONS_TOTAL, "breaker" => breaker.clone(), "from" => from, "to" => to, "reason" => reason)
+        .increment(1);
+    gauge!(BREAKER_STATE, "breaker" => breaker).set(t.to.code() as f64);
+}
+
+pub(crate) fn breaker_totals(name: &str, successes: u64, rejections: u64, ignored: u64) {
+    for (outcome, total) in [
+        ("success", successes),
+        ("rejected", rejections),
+        ("ignored", ignored),
+    ] {
+        counter!(BREAKER_CALLS_TOTAL, "breaker" => name.to_owned(), "outcome" => outcome)
+            .absolute(total);
+    }
+}
+
+pub(crate) fn breaker_outcome(name: Option<&str>, outcome: Outcome, slow: bool) {
+    let Some(name) = name else { return };
+    if outcome == Outcome::Failure {
+        counter!(BREAKER_CALLS_TOTAL, "breaker" => name.to_owned(), "outcome" => "failure")
+            .increment(1);
+    }
+    if slow {
+        counter!(BREAKER_SLOW_CALLS_TOTAL, "breaker" => name.to_owned()).increment(1);
+    }
+}
+
+pub(crate) fn breaker_created(name: &str) {
+    gauge!(BREAKER_STATE, "breaker" => name.to_owned()).set(0.0);
+}
