@@ -282,9 +282,11 @@ impl ConfigBuilder {
                 check((1..=10_000).contains(&buckets), "time_window", || {
                     format!("buckets must be in 1..=10000, got {buckets}")
                 })?;
-                check(span / buckets >= Duration::from_millis(1), "time_window", || {
-                    format!("buckets of {span:?} / {buckets} are shorter than 1 ms")
-                })?;
+                check(
+                    span / buckets >= Duration::from_millis(1),
+                    "time_window",
+                    || format!("buckets of {span:?} / {buckets} are shorter than 1 ms"),
+                )?;
             }
         }
         if let Some(slow) = c.slow {
@@ -353,7 +355,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid circuit breaker `{}`: {}", self.field, self.reason)
+        write!(
+            f,
+            "invalid circuit breaker `{}`: {}",
+            self.field, self.reason
+        )
     }
 }
 
@@ -386,12 +392,21 @@ mod tests {
             (b().slow_calls(Duration::ZERO, 0.5), "slow_calls"),
             (b().slow_calls(Duration::from_millis(1), 0.0), "slow_calls"),
             (b().open_for(Duration::ZERO), "open_for"),
-            (b().open_backoff(0.5, Duration::from_secs(60)), "open_backoff"),
-            (b().open_backoff(2.0, Duration::from_secs(1)), "open_backoff"),
+            (
+                b().open_backoff(0.5, Duration::from_secs(60)),
+                "open_backoff",
+            ),
+            (
+                b().open_backoff(2.0, Duration::from_secs(1)),
+                "open_backoff",
+            ),
             (b().open_jitter(1.0), "open_jitter"),
             (b().half_open_probes(0), "half_open_probes"),
             (b().half_open_successes(0), "half_open_successes"),
-            (b().half_open_max_duration(Duration::ZERO), "half_open_max_duration"),
+            (
+                b().half_open_max_duration(Duration::ZERO),
+                "half_open_max_duration",
+            ),
         ];
         for (builder, field) in cases {
             let err = builder.build().unwrap_err();

@@ -143,7 +143,14 @@ impl Core {
         core.head.slow_nanos.store(slow, Relaxed);
         core.head.open_until.store(0, Relaxed);
         let name: std::sync::Arc<str> = config.name.as_str().into();
-        let machine = Machine::new(config, epoch, Ctx { now, fast: totals.successes });
+        let machine = Machine::new(
+            config,
+            epoch,
+            Ctx {
+                now,
+                fast: totals.successes,
+            },
+        );
         *live = Some(Live {
             machine,
             name,
@@ -153,7 +160,9 @@ impl Core {
             metrics_base: totals,
             locked: Totals::default(),
         });
-        core.head.word.store(flags | (epoch << EPOCH_SHIFT), Release);
+        core.head
+            .word
+            .store(flags | (epoch << EPOCH_SHIFT), Release);
         drop(live);
         (core, now)
     }
@@ -166,7 +175,9 @@ impl Core {
         }
         *live = None;
         let epoch = epoch_of(self.head.word.load(Relaxed)) + 1;
-        self.head.word.store((epoch << EPOCH_SHIFT) | State::Disabled.code(), Release);
+        self.head
+            .word
+            .store((epoch << EPOCH_SHIFT) | State::Disabled.code(), Release);
         drop(live);
         lock(&POOL).push(self);
     }
@@ -269,10 +280,11 @@ impl Core {
         let mut guard = lock(&self.live);
         let live = guard.as_mut()?;
         let (result, transition) = op(&mut live.machine, &mut live.locked, ctx);
-        let emitted = transition.map(|t| {
-            self.apply(live, &t);
-            (live.name.clone(), t)
-        });
+        // A reset of a closed circuit changes the epoch without a transition.
+        if transition.is_some() || live.machine.epoch() != epoch_of(self.head.word.load(Relaxed)) {
+            self.apply(live, transition.as_ref());
+        }
+        let emitted = transition.map(|t| (live.name.clone(), t));
         drop(guard);
         if let Some((name, t)) = emitted {
             telemetry::breaker_transition(&name, &t);
@@ -281,8 +293,10 @@ impl Core {
         Some(result)
     }
 
-    /// Publishes a transition to the lock-free front (under the lock).
-    fn apply(&'static self, live: &mut Live, t: &Transition) {
+    /// Publishes the machine's state to the lock-free front, arms the timer
+    /// for its deadline and tells subscribers of the transition (under the
+    /// lock).
+    fn apply(&'static self, live: &mut Live, t: Option<&Transition>) {
         if let Some(timer) = live.timer.take() {
             timer.abort();
         }
@@ -297,7 +311,11 @@ impl Core {
         if let Some(deadline) = machine.deadline() {
             match tokio::runtime::Handle::try_current() {
                 Ok(handle) => {
-                    let guard = TimerGuard { core: self, epoch, fired: false };
+                    let guard = TimerGuard {
+                        core: self,
+                        epoch,
+                        fired: false,
+                    };
                     let task = handle.spawn(guard.run(deadline));
                     if task.is_finished() {
                         // The runtime is shutting down and dropped the task.
@@ -311,7 +329,9 @@ impl Core {
         }
         self.head.word.store(word, Release);
         // Sent under the lock so subscribers see transitions in order.
-        let _ = live.events.send(t.clone());
+        if let Some(t) = t {
+            let _ = live.events.send(t.clone());
+        }
     }
 
     /// Records the outcome of a closed-state call that needs the lock.
@@ -390,7 +410,9 @@ impl Core {
     }
 
     pub(crate) fn config(&'static self) -> Option<Config> {
-        lock(&self.live).as_ref().map(|l| l.machine.config().clone())
+        lock(&self.live)
+            .as_ref()
+            .map(|l| l.machine.config().clone())
     }
 
     /// Marks the period of `epoch` as lazily checked (its timer task died

@@ -35,15 +35,21 @@ pin_project! {
 impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn admitted(future: F, recorder: Recorder<C>) -> Self {
         let recorder = Some(recorder);
-        ResponseFuture { kind: Kind::Admitted { future, recorder } }
+        ResponseFuture {
+            kind: Kind::Admitted { future, recorder },
+        }
     }
 
     pub(crate) fn passthrough(future: F) -> Self {
-        ResponseFuture { kind: Kind::Passthrough { future } }
+        ResponseFuture {
+            kind: Kind::Passthrough { future },
+        }
     }
 
     pub(crate) fn rejected(error: BreakerOpen) -> Self {
-        ResponseFuture { kind: Kind::Rejected { error: Some(error) } }
+        ResponseFuture {
+            kind: Kind::Rejected { error: Some(error) },
+        }
     }
 }
 
@@ -81,7 +87,9 @@ impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
             Kind::Passthrough { .. } => "passthrough",
             Kind::Rejected { .. } => "rejected",
         };
-        f.debug_struct("ResponseFuture").field("kind", &kind).finish()
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish()
     }
 }
 
@@ -124,9 +132,20 @@ pub(crate) struct Recorder<C> {
 }
 
 impl<C> Recorder<C> {
-    pub(crate) fn new(core: &'static Core, word: u64, classifier: C, permit: Option<Permit>) -> Self {
+    pub(crate) fn new(
+        core: &'static Core,
+        word: u64,
+        classifier: C,
+        permit: Option<Permit>,
+    ) -> Self {
         let start = (word & CLOCKED != 0).then(Instant::now);
-        Recorder { core, word, classifier, start, permit }
+        Recorder {
+            core,
+            word,
+            classifier,
+            start,
+            permit,
+        }
     }
 
     #[inline]

@@ -111,7 +111,9 @@ impl<S, C> CircuitBreaker<S, C> {
             match state_of(word) {
                 State::Closed => return Admit::Closed(word),
                 State::Disabled => return Admit::Disabled,
-                State::ForcedOpen => return Admit::Reject(BreakerOpen::new(State::ForcedOpen, None)),
+                State::ForcedOpen => {
+                    return Admit::Reject(BreakerOpen::new(State::ForcedOpen, None))
+                }
                 State::Open => {
                     let retry_at = self.core.open_until(self.breaker.base());
                     if word & LAZY != 0 && Instant::now() >= retry_at {
@@ -196,7 +198,8 @@ where
             }
             Admit::Probe(permit) => {
                 let word = self.core.word();
-                let recorder = Recorder::new(self.core, word, self.classifier.clone(), Some(permit));
+                let recorder =
+                    Recorder::new(self.core, word, self.classifier.clone(), Some(permit));
                 ResponseFuture::admitted(self.inner.call(request), recorder)
             }
             Admit::Disabled => ResponseFuture::passthrough(self.inner.call(request)),
@@ -204,7 +207,9 @@ where
                 self.core.record_rejection();
                 ResponseFuture::rejected(error)
             }
-            Admit::Unready => panic!("CircuitBreaker::call before poll_ready returned Ready(Ok(()))"),
+            Admit::Unready => {
+                panic!("CircuitBreaker::call before poll_ready returned Ready(Ok(()))")
+            }
         }
     }
 }

@@ -366,8 +366,14 @@ impl Machine {
             slow_call_rate: figures.slow_rate(),
             consecutive_failures: if current { self.consecutive } else { 0 },
             trips: self.trips,
-            open_until: (self.state == State::Open).then_some(self.open_until).flatten(),
-            probes_in_flight: if self.state == State::HalfOpen { self.probes } else { 0 },
+            open_until: (self.state == State::Open)
+                .then_some(self.open_until)
+                .flatten(),
+            probes_in_flight: if self.state == State::HalfOpen {
+                self.probes
+            } else {
+                0
+            },
         }
     }
 
@@ -417,7 +423,9 @@ impl Machine {
     /// rounded to whole milliseconds (at least one).
     fn open_duration(&mut self) -> Duration {
         let c = &self.cfg;
-        let exponent = i32::try_from(self.trips.saturating_sub(1)).unwrap_or(i32::MAX).min(1024);
+        let exponent = i32::try_from(self.trips.saturating_sub(1))
+            .unwrap_or(i32::MAX)
+            .min(1024);
         let secs = (c.open_base.as_secs_f64() * c.open_multiplier.powi(exponent))
             .min(c.open_max.as_secs_f64());
         let unit = (splitmix64(&mut self.rng) >> 11) as f64 / (1u64 << 53) as f64;
@@ -456,13 +464,19 @@ mod tests {
 
     #[test]
     fn failure_rate_trips_only_after_minimum_calls() {
-        let b = Config::builder().count_window(10).minimum_calls(4).consecutive_failures(0);
+        let b = Config::builder()
+            .count_window(10)
+            .minimum_calls(4)
+            .consecutive_failures(0);
         let (mut m, now) = machine(b);
         assert!(m.on_call(0, Failure, false, at(now, 0)).is_none());
         assert!(m.on_call(0, Failure, false, at(now, 0)).is_none());
         // F, F, two fast successes, F: 5 calls, 3 failures.
         let t = m.on_call(0, Failure, false, at(now, 2)).unwrap();
-        assert_eq!((t.from, t.to, t.reason), (State::Closed, State::Open, Reason::FailureRate));
+        assert_eq!(
+            (t.from, t.to, t.reason),
+            (State::Closed, State::Open, Reason::FailureRate)
+        );
         assert_eq!(t.failure_rate, 0.6);
         assert_eq!(t.open_until, Some(now + Duration::from_secs(5)));
         assert_eq!(m.epoch(), 1);
@@ -470,7 +484,10 @@ mod tests {
 
     #[test]
     fn successes_never_trip_and_dilute_the_rate() {
-        let b = Config::builder().count_window(10).minimum_calls(2).failure_rate(0.5);
+        let b = Config::builder()
+            .count_window(10)
+            .minimum_calls(2)
+            .failure_rate(0.5);
         let (mut m, now) = machine(b.consecutive_failures(0));
         assert!(m.on_call(0, Failure, false, at(now, 0)).is_none());
         // 1 failure, 3 successes, 1 failure: 2 / 5 < 0.5.
@@ -570,8 +587,12 @@ mod tests {
         let t1 = now + Duration::from_secs(5);
         m.on_deadline(1, at(t1, 0)).unwrap();
         assert!(m.try_acquire_probe(2));
-        assert!(m.on_deadline(2, at(t1 + Duration::from_millis(1999), 0)).is_none());
-        let t = m.on_deadline(2, at(t1 + Duration::from_secs(2), 0)).unwrap();
+        assert!(m
+            .on_deadline(2, at(t1 + Duration::from_millis(1999), 0))
+            .is_none());
+        let t = m
+            .on_deadline(2, at(t1 + Duration::from_secs(2), 0))
+            .unwrap();
         assert_eq!((t.to, t.reason), (State::Open, Reason::HalfOpenTimedOut));
         // The hung probe's late outcome belongs to an old epoch.
         assert!(m.on_probe(2, Success, false, at(t1, 0)).is_none());
@@ -594,25 +615,37 @@ mod tests {
         let t = m.force(State::ForcedOpen, at(now, 0)).unwrap();
         assert_eq!((t.from, t.to), (State::Closed, State::ForcedOpen));
         assert!(m.force(State::ForcedOpen, at(now, 0)).is_none());
-        assert!(m.on_deadline(m.epoch(), at(now + Duration::from_secs(999), 0)).is_none());
+        assert!(m
+            .on_deadline(m.epoch(), at(now + Duration::from_secs(999), 0))
+            .is_none());
         m.force(State::Disabled, at(now, 0)).unwrap();
         assert!(m.on_call(m.epoch(), Failure, false, at(now, 0)).is_none());
         assert_eq!(m.state(), State::Disabled);
         let t = m.reset(at(now, 0)).unwrap();
         assert_eq!((t.to, t.reason), (State::Closed, Reason::Reset));
-        assert!(m.reset(at(now, 0)).is_none(), "closed to closed is no transition");
+        assert!(
+            m.reset(at(now, 0)).is_none(),
+            "closed to closed is no transition"
+        );
     }
 
     #[test]
     fn jitter_shortens_within_bounds() {
-        let cfg = Config::builder().open_jitter(0.5).jitter_seed(7).build().unwrap();
+        let cfg = Config::builder()
+            .open_jitter(0.5)
+            .jitter_seed(7)
+            .build()
+            .unwrap();
         let now = Instant::now();
         let mut m = Machine::new(cfg, 0, Ctx { now, fast: 0 });
         let mut seen = std::collections::HashSet::new();
         for _ in 0..50 {
             m.trips = 1;
             let d = m.open_duration();
-            assert!(d >= Duration::from_millis(2500) && d <= Duration::from_secs(5), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(2500) && d <= Duration::from_secs(5),
+                "{d:?}"
+            );
             seen.insert(d);
         }
         assert!(seen.len() > 10, "jitter varies: {seen:?}");

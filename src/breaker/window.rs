@@ -194,7 +194,10 @@ impl TimeWindow {
         let len = self.buckets.len() as u64;
         let bucket = &mut self.buckets[(index % len) as usize];
         if bucket.index != index {
-            *bucket = Bucket { index, ..Bucket::EMPTY };
+            *bucket = Bucket {
+                index,
+                ..Bucket::EMPTY
+            };
         }
         bucket.calls += 1;
         bucket.failures += u64::from(failure);

@@ -1,0 +1,7 @@
+//! Circuit breaker tests through the tower `Service` interface.
+
+mod common;
+mod concurrency;
+mod contract;
+mod model;
+mod service;

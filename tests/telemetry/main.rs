@@ -1,0 +1,168 @@
+//! Transitions and outcomes reach `metrics` and `tracing`.
+//!
+//! A test binary of its own: the metrics recorder is process-global, and
+//! tracing caches per-callsite interest process-wide, so tests running in
+//! parallel in one binary would race with the subscriber installed here.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use fusebox::breaker::Breaker;
+use fusebox::telemetry::{BREAKER_CALLS_TOTAL, BREAKER_STATE, BREAKER_TRANSITIONS_TOTAL};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
+
+async fn advance(d: Duration) {
+    tokio::time::advance(d).await;
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn exact() -> fusebox::breaker::ConfigBuilder {
+    fusebox::breaker::Config::builder().open_jitter(0.0)
+}
+
+fn snapshotter() -> &'static Snapshotter {
+    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder
+            .install()
+            .expect("no other recorder in this test binary");
+        snapshotter
+    })
+}
+
+/// The metrics of one breaker, as `(name, sorted labels, value)`.
+/// A metric's name, labels and value.
+type Row = (String, Vec<(String, String)>, DebugValue);
+
+fn metrics_of(breaker: &str) -> Vec<Row> {
+    snapshotter()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| {
+            let key = key.key();
+            let labels: Vec<(String, String)> = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            labels
+                .iter()
+                .any(|(k, v)| k == "breaker" && v == breaker)
+                .then(|| (key.name().to_owned(), labels, value))
+        })
+        .collect()
+}
+
+/// A counter's or gauge's value, as f64.
+fn value(metrics: &[Row], name: &str, label: (&str, &str)) -> Option<f64> {
+    metrics
+        .iter()
+        .find(|(n, labels, _)| {
+            n == name && labels.iter().any(|(k, v)| k == label.0 && v == label.1)
+        })
+        .and_then(|(_, _, v)| match v {
+            DebugValue::Counter(c) => Some(*c as f64),
+            DebugValue::Gauge(g) => Some(g.into_inner()),
+            DebugValue::Histogram(_) => None,
+        })
+}
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn transitions_and_outcomes_are_counted_and_traced() {
+    snapshotter();
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let breaker = Breaker::new(
+        exact()
+            .name("telemetry-test")
+            .consecutive_failures(2)
+            .build()
+            .unwrap(),
+    );
+    let mut svc = breaker.layer().layer(service_fn(|ok: bool| async move {
+        if ok {
+            Ok(())
+        } else {
+            Err::<(), BoxError>("down".into())
+        }
+    }));
+    for _ in 0..300 {
+        svc.ready().await.unwrap().call(true).await.unwrap();
+    }
+    for _ in 0..2 {
+        svc.ready().await.unwrap().call(false).await.unwrap_err();
+    }
+    for _ in 0..3 {
+        svc.ready().await.unwrap().call(true).await.unwrap_err();
+    }
+    advance(Duration::from_secs(5)).await;
+    svc.ready().await.unwrap().call(true).await.unwrap();
+
+    let m = metrics_of("telemetry-test");
+    assert_eq!(
+        value(&m, BREAKER_CALLS_TOTAL, ("outcome", "failure")),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&m, BREAKER_CALLS_TOTAL, ("outcome", "rejected")),
+        Some(3.0)
+    );
+    // Published on the last transition: 300 before, 1 probe.
+    assert_eq!(
+        value(&m, BREAKER_CALLS_TOTAL, ("outcome", "success")),
+        Some(301.0)
+    );
+    for to in ["open", "half_open", "closed"] {
+        assert_eq!(
+            value(&m, BREAKER_TRANSITIONS_TOTAL, ("to", to)),
+            Some(1.0),
+            "{to}"
+        );
+    }
+    assert_eq!(
+        value(&m, BREAKER_STATE, ("breaker", "telemetry-test")),
+        Some(0.0)
+    );
+
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("telemetry-test"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "one event per transition, none per call:\n{log}"
+    );
+    assert!(
+        lines[0].contains("WARN") && lines[0].contains("reason=\"consecutive_failures\""),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[2].contains("to=\"closed\""), "{}", lines[2]);
+}
