@@ -8,11 +8,13 @@
 //! | `fusebox_breaker_state` | gauge | `breaker` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled |
 //!
 //! Successes, rejections and ignored outcomes are counted per thread without
-//! touching shared memory, and published as totals every 256 events on a
+//! touching shared memory, and published as totals every 1024 events on a
 //! thread and on every transition; failures are published one by one.
 //!
 //! Every transition is also a `tracing` event of target `fusebox::breaker`:
 //! `WARN` when a circuit opens, `INFO` otherwise.
+
+use std::sync::Arc;
 
 use metrics::{counter, gauge};
 
@@ -27,7 +29,7 @@ pub const BREAKER_TRANSITIONS_TOTAL: &str = "fusebox_breaker_transitions_total";
 /// Gauge of a breaker's state (see the table above for the values).
 pub const BREAKER_STATE: &str = "fusebox_breaker_state";
 
-pub(crate) fn breaker_transition(name: &str, t: &Transition) {
+pub(crate) fn breaker_transition(name: &Arc<str>, t: &Transition) {
     let (from, to, reason) = (t.from.as_str(), t.to.as_str(), t.reason.as_str());
     let open_ms = t
         .open_until
@@ -35,45 +37,44 @@ pub(crate) fn breaker_transition(name: &str, t: &Transition) {
     if t.to.is_rejecting() {
         tracing::warn!(
             target: "fusebox::breaker",
-            breaker = name, from, to, reason,
+            breaker = &**name, from, to, reason,
             failure_rate = t.failure_rate, open_ms,
             "circuit breaker opened"
         );
     } else {
         tracing::info!(
             target: "fusebox::breaker",
-            breaker = name, from, to, reason,
+            breaker = &**name, from, to, reason,
             "circuit breaker {to}"
         );
     }
-    let breaker = name.to_owned();
-    counter!(BREAKER_TRANSITIONS_TOTAL, "breaker" => breaker.clone(), "from" => from, "to" => to, "reason" => reason)
+    counter!(BREAKER_TRANSITIONS_TOTAL, "breaker" => name.clone(), "from" => from, "to" => to, "reason" => reason)
         .increment(1);
-    gauge!(BREAKER_STATE, "breaker" => breaker).set(t.to.code() as f64);
+    gauge!(BREAKER_STATE, "breaker" => name.clone()).set(t.to.code() as f64);
 }
 
-pub(crate) fn breaker_totals(name: &str, successes: u64, rejections: u64, ignored: u64) {
+pub(crate) fn breaker_totals(name: &Arc<str>, successes: u64, rejections: u64, ignored: u64) {
     for (outcome, total) in [
         ("success", successes),
         ("rejected", rejections),
         ("ignored", ignored),
     ] {
-        counter!(BREAKER_CALLS_TOTAL, "breaker" => name.to_owned(), "outcome" => outcome)
+        counter!(BREAKER_CALLS_TOTAL, "breaker" => name.clone(), "outcome" => outcome)
             .absolute(total);
     }
 }
 
-pub(crate) fn breaker_outcome(name: Option<&str>, outcome: Outcome, slow: bool) {
+pub(crate) fn breaker_outcome(name: Option<&Arc<str>>, outcome: Outcome, slow: bool) {
     let Some(name) = name else { return };
     if outcome == Outcome::Failure {
-        counter!(BREAKER_CALLS_TOTAL, "breaker" => name.to_owned(), "outcome" => "failure")
+        counter!(BREAKER_CALLS_TOTAL, "breaker" => name.clone(), "outcome" => "failure")
             .increment(1);
     }
     if slow {
-        counter!(BREAKER_SLOW_CALLS_TOTAL, "breaker" => name.to_owned()).increment(1);
+        counter!(BREAKER_SLOW_CALLS_TOTAL, "breaker" => name.clone()).increment(1);
     }
 }
 
-pub(crate) fn breaker_created(name: &str) {
-    gauge!(BREAKER_STATE, "breaker" => name.to_owned()).set(0.0);
+pub(crate) fn breaker_created(name: &Arc<str>) {
+    gauge!(BREAKER_STATE, "breaker" => name.clone()).set(0.0);
 }

@@ -45,7 +45,7 @@ const OWNED_STRIPES: usize = 64;
 const SHARED_STRIPE: usize = OWNED_STRIPES;
 const UNASSIGNED: usize = usize::MAX;
 /// Counters are published to `metrics` every this many events per stripe.
-const PUBLISH_EVERY: u64 = 256;
+const PUBLISH_EVERY: u64 = 1024;
 
 const STATE_MASK: u64 = 0b111;
 /// The open (or half-open) period has no timer task: whoever sees the
@@ -56,6 +56,12 @@ pub(crate) const CLOCKED: u64 = 1 << 4;
 /// Every outcome goes through the lock (time window).
 pub(crate) const LOCKED: u64 = 1 << 5;
 const EPOCH_SHIFT: u32 = 8;
+
+/// Whether `word` says closed (one mask and compare, for the hot path).
+#[inline]
+pub(crate) fn is_closed(word: u64) -> bool {
+    word & STATE_MASK == 0
+}
 
 pub(crate) fn state_of(word: u64) -> State {
     State::from_code(word & STATE_MASK)
@@ -94,7 +100,7 @@ struct Totals {
 #[derive(Debug)]
 pub(crate) struct Core {
     head: Head,
-    stripes: Box<[Stripe]>,
+    stripes: [Stripe; OWNED_STRIPES + 1],
     live: Mutex<Option<Live>>,
 }
 
@@ -124,7 +130,7 @@ impl Core {
         let core: &'static Core = lock(&POOL).pop().unwrap_or_else(|| {
             Box::leak(Box::new(Core {
                 head: Head::default(),
-                stripes: (0..=OWNED_STRIPES).map(|_| Stripe::default()).collect(),
+                stripes: std::array::from_fn(|_| Stripe::default()),
                 live: Mutex::new(None),
             }))
         });
@@ -218,6 +224,25 @@ impl Core {
 
     #[inline]
     fn bump(&'static self, counter: impl Fn(&Stripe) -> &AtomicU64) {
+        let index = STRIPE.with(Cell::get);
+        if index < OWNED_STRIPES {
+            // This thread is the only writer of its stripe: no
+            // read-modify-write needed.
+            let c = counter(&self.stripes[index]);
+            let n = c.load(Relaxed) + 1;
+            c.store(n, Relaxed);
+            if n % PUBLISH_EVERY == 0 {
+                self.publish();
+            }
+        } else {
+            self.bump_shared(counter);
+        }
+    }
+
+    /// For a thread without a stripe of its own (yet).
+    #[cold]
+    #[inline(never)]
+    fn bump_shared(&'static self, counter: impl Fn(&Stripe) -> &AtomicU64) {
         let (index, owned) = stripe_index();
         let c = counter(&self.stripes[index]);
         let n = if owned {
@@ -249,6 +274,7 @@ impl Core {
 
     /// Sends the running call totals to `metrics`.
     #[cold]
+    #[inline(never)]
     fn publish(&self) {
         let totals = self.totals();
         let (name, published) = {
@@ -342,7 +368,7 @@ impl Core {
             }
             ((), m.on_call(epoch, outcome, slow, ctx))
         });
-        telemetry::breaker_outcome(self.name_for(outcome, slow).as_deref(), outcome, slow);
+        telemetry::breaker_outcome(self.name_for(outcome, slow).as_ref(), outcome, slow);
     }
 
     fn name_for(&self, outcome: Outcome, slow: bool) -> Option<std::sync::Arc<str>> {
@@ -363,7 +389,7 @@ impl Core {
             }
             ((), m.on_probe(epoch, outcome, slow, ctx))
         });
-        telemetry::breaker_outcome(self.name_for(outcome, slow).as_deref(), outcome, slow);
+        telemetry::breaker_outcome(self.name_for(outcome, slow).as_ref(), outcome, slow);
     }
 
     /// Takes a probe slot while half-open in `epoch`.
@@ -485,7 +511,6 @@ impl Drop for StripeOwner {
 }
 
 /// This thread's stripe, and whether it owns it alone.
-#[inline]
 fn stripe_index() -> (usize, bool) {
     let index = STRIPE.try_with(Cell::get).unwrap_or(SHARED_STRIPE);
     if index == UNASSIGNED {
@@ -495,6 +520,7 @@ fn stripe_index() -> (usize, bool) {
 }
 
 #[cold]
+#[inline(never)]
 fn assign_stripe() -> (usize, bool) {
     let index = lock(&FREE_STRIPES)
         .get_or_insert_with(|| (0..OWNED_STRIPES).rev().collect())

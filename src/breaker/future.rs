@@ -9,14 +9,14 @@ use tokio::time::Instant;
 use tower::BoxError;
 
 use super::classify::{Classify, Outcome};
-use super::core::{epoch_of, Core, CLOCKED, LOCKED};
+use super::core::{epoch_of, Core, LOCKED};
+
 use super::error::BreakerOpen;
 
 pin_project! {
     /// The response future of [`CircuitBreaker`](super::CircuitBreaker):
     /// the inner future, recording its outcome when it completes, or an
     /// already-failed rejection.
-    #[project = Proj]
     pub struct ResponseFuture<F, C> {
         #[pin]
         kind: Kind<F, C>,
@@ -26,30 +26,34 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F, C> {
-        Admitted { #[pin] future: F, recorder: Option<Recorder<C>> },
+        // The hot path: a closed-state call whose success needs no clock.
+        Closed { #[pin] future: F, core: &'static Core, word: u64, classifier: C },
+        // A probe, or a call timed for slow-call detection: boxed, to keep
+        // the hot variant's future small.
+        Tracked { #[pin] future: F, recorder: Option<Box<Recorder<C>>> },
         Passthrough { #[pin] future: F },
         Rejected { error: Option<BreakerOpen> },
     }
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn admitted(future: F, recorder: Recorder<C>) -> Self {
-        let recorder = Some(recorder);
-        ResponseFuture {
-            kind: Kind::Admitted { future, recorder },
-        }
+    #[inline]
+    pub(crate) fn closed(future: F, core: &'static Core, word: u64, classifier: C) -> Self {
+        let kind = Kind::Closed { future, core, word, classifier };
+        ResponseFuture { kind }
+    }
+
+    pub(crate) fn tracked(future: F, recorder: Recorder<C>) -> Self {
+        let recorder = Some(Box::new(recorder));
+        ResponseFuture { kind: Kind::Tracked { future, recorder } }
     }
 
     pub(crate) fn passthrough(future: F) -> Self {
-        ResponseFuture {
-            kind: Kind::Passthrough { future },
-        }
+        ResponseFuture { kind: Kind::Passthrough { future } }
     }
 
     pub(crate) fn rejected(error: BreakerOpen) -> Self {
-        ResponseFuture {
-            kind: Kind::Rejected { error: Some(error) },
-        }
+        ResponseFuture { kind: Kind::Rejected { error: Some(error) } }
     }
 }
 
@@ -63,33 +67,82 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Admitted { future, recorder } => {
-                let result = ready!(future.poll(cx));
-                if let Some(recorder) = recorder.take() {
-                    recorder.finish(result.as_ref());
-                }
-                Poll::Ready(result.map_err(Into::into))
+        let mut kind = self.project().kind;
+        if let KindProj::Closed { future, core, word, classifier } = kind.as_mut().project() {
+            let value = match ready!(future.poll(cx)) {
+                Ok(value) => value,
+                Err(error) => return Poll::Ready(Err(closed_error(core, *word, classifier, error))),
+            };
+            // Closed futures are only made for words without LOCKED or
+            // CLOCKED: a success needs no lock and no clock.
+            match classifier.classify(Ok(&value)) {
+                Outcome::Success => core.record_fast_success(*word),
+                outcome => closed_outcome(core, *word, outcome),
             }
-            KindProj::Passthrough { future } => future.poll(cx).map_err(Into::into),
-            KindProj::Rejected { error } => Poll::Ready(Err(match error.take() {
-                Some(error) => error.into(),
-                None => "circuit breaker future polled after completion".into(),
-            })),
+            return Poll::Ready(Ok(value));
         }
+        poll_other(kind, cx)
+    }
+}
+
+/// Records a closed call's error and boxes it.
+#[cold]
+#[inline(never)]
+fn closed_error<T, E, C>(core: &'static Core, word: u64, classifier: &C, error: E) -> BoxError
+where
+    E: Into<BoxError>,
+    C: Classify<T, E>,
+{
+    closed_outcome(core, word, classifier.classify(Err(&error)));
+    error.into()
+}
+
+/// Records a closed call's outcome other than a fast success.
+#[cold]
+#[inline(never)]
+fn closed_outcome(core: &'static Core, word: u64, outcome: Outcome) {
+    match outcome {
+        Outcome::Ignored => core.record_ignored(),
+        Outcome::Success if word & LOCKED == 0 => core.record_fast_success(word),
+        outcome => core.record_call(epoch_of(word), outcome, false),
+    }
+}
+
+/// Every kind of response but the closed-state hot path.
+#[cold]
+#[inline(never)]
+fn poll_other<F, C, T, E>(kind: Pin<&mut Kind<F, C>>, cx: &mut Context<'_>) -> Poll<Result<T, BoxError>>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: Classify<T, E>,
+{
+    match kind.project() {
+        KindProj::Closed { .. } => unreachable!("handled inline"),
+        KindProj::Tracked { future, recorder } => {
+            let result = ready!(future.poll(cx));
+            if let Some(recorder) = recorder.take() {
+                recorder.finish(result.as_ref());
+            }
+            Poll::Ready(result.map_err(Into::into))
+        }
+        KindProj::Passthrough { future } => future.poll(cx).map_err(Into::into),
+        KindProj::Rejected { error } => Poll::Ready(Err(match error.take() {
+            Some(error) => error.into(),
+            None => "circuit breaker future polled after completion".into(),
+        })),
     }
 }
 
 impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.kind {
-            Kind::Admitted { .. } => "admitted",
+            Kind::Closed { .. } => "closed",
+            Kind::Tracked { .. } => "tracked",
             Kind::Passthrough { .. } => "passthrough",
             Kind::Rejected { .. } => "rejected",
         };
-        f.debug_struct("ResponseFuture")
-            .field("kind", &kind)
-            .finish()
+        f.debug_struct("ResponseFuture").field("kind", &kind).finish()
     }
 }
 
@@ -119,16 +172,17 @@ impl Drop for Permit {
     }
 }
 
-/// Records the outcome of one admitted call.
+/// Records the outcome of a probe or of a call timed for slow-call
+/// detection.
 #[derive(Debug)]
 pub(crate) struct Recorder<C> {
-    pub(crate) core: &'static Core,
+    core: &'static Core,
     /// The state word the call was admitted under.
-    pub(crate) word: u64,
-    pub(crate) classifier: C,
+    word: u64,
+    classifier: C,
     /// When the call started, if slow calls are detected.
-    pub(crate) start: Option<Instant>,
-    pub(crate) permit: Option<Permit>,
+    start: Option<Instant>,
+    permit: Option<Permit>,
 }
 
 impl<C> Recorder<C> {
@@ -136,19 +190,12 @@ impl<C> Recorder<C> {
         core: &'static Core,
         word: u64,
         classifier: C,
+        start: Option<Instant>,
         permit: Option<Permit>,
     ) -> Self {
-        let start = (word & CLOCKED != 0).then(Instant::now);
-        Recorder {
-            core,
-            word,
-            classifier,
-            start,
-            permit,
-        }
+        Recorder { core, word, classifier, start, permit }
     }
 
-    #[inline]
     pub(crate) fn finish<T, E>(self, result: Result<&T, &E>)
     where
         C: Classify<T, E>,

@@ -5,7 +5,7 @@ use tokio::time::Instant;
 use tower::{BoxError, Service};
 
 use super::classify::{Classify, DefaultClassifier};
-use super::core::{epoch_of, state_of, Core, LAZY};
+use super::core::{epoch_of, is_closed, state_of, Core, CLOCKED, LAZY, LOCKED};
 use super::error::BreakerOpen;
 use super::future::{Permit, Recorder, ResponseFuture};
 use super::handle::Breaker;
@@ -53,7 +53,8 @@ enum Admit {
     Closed(u64),
     Disabled,
     Probe(Permit),
-    Reject(BreakerOpen),
+    /// Rejected under this state word.
+    Reject(u64),
 }
 
 impl<S> CircuitBreaker<S> {
@@ -99,7 +100,16 @@ impl<S, C> CircuitBreaker<S, C> {
     /// Decides what the next call gets, from the state word.
     #[inline]
     fn admission(&mut self) -> Admit {
-        let mut word = self.core.word();
+        let word = self.core.word();
+        if is_closed(word) && self.held.is_none() {
+            return Admit::Closed(word);
+        }
+        self.admission_slow(word)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn admission_slow(&mut self, mut word: u64) -> Admit {
         if let Some(permit) = self.held.take() {
             if state_of(word) == State::HalfOpen {
                 return Admit::Probe(permit);
@@ -111,16 +121,13 @@ impl<S, C> CircuitBreaker<S, C> {
             match state_of(word) {
                 State::Closed => return Admit::Closed(word),
                 State::Disabled => return Admit::Disabled,
-                State::ForcedOpen => {
-                    return Admit::Reject(BreakerOpen::new(State::ForcedOpen, None))
-                }
+                State::ForcedOpen => return Admit::Reject(word),
                 State::Open => {
-                    let retry_at = self.core.open_until(self.breaker.base());
-                    if word & LAZY != 0 && Instant::now() >= retry_at {
+                    if word & LAZY != 0 && Instant::now() >= self.retry_at() {
                         word = self.core.check_lazy_deadline(word);
                         continue;
                     }
-                    return Admit::Reject(BreakerOpen::new(State::Open, Some(retry_at)));
+                    return Admit::Reject(word);
                 }
                 State::HalfOpen => {
                     let epoch = epoch_of(word);
@@ -134,11 +141,32 @@ impl<S, C> CircuitBreaker<S, C> {
                             continue;
                         }
                     }
-                    return Admit::Reject(BreakerOpen::new(State::HalfOpen, None));
+                    return Admit::Reject(word);
                 }
             }
         }
-        Admit::Reject(BreakerOpen::new(state_of(word), None))
+        Admit::Reject(word)
+    }
+
+    fn retry_at(&self) -> Instant {
+        self.core.open_until(self.breaker.base())
+    }
+
+    /// The error of a call rejected under `word`.
+    fn rejection(&self, word: u64) -> BreakerOpen {
+        let state = state_of(word);
+        let retry_at = (state == State::Open).then(|| self.retry_at());
+        BreakerOpen::new(state, retry_at)
+    }
+
+    #[cold]
+    fn start_tracked<F>(&mut self, future: F, word: u64, permit: Option<Permit>) -> ResponseFuture<F, C>
+    where
+        C: Clone,
+    {
+        let start = (word & CLOCKED != 0).then(Instant::now);
+        let recorder = Recorder::new(self.core, word, self.classifier.clone(), start, permit);
+        ResponseFuture::tracked(future, recorder)
     }
 }
 
@@ -154,16 +182,14 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let Admit::Probe(permit) = std::mem::replace(&mut self.admit, Admit::Unready) {
-            self.held = Some(permit);
+        if let Admit::Probe(_) = self.admit {
+            self.keep_probe();
         }
-        let admit = match self.admission() {
-            reject @ Admit::Reject(_) => {
-                self.admit = reject;
-                return Poll::Ready(Ok(()));
-            }
-            admit => admit,
-        };
+        let admit = self.admission();
+        if let Admit::Reject(_) = admit {
+            self.admit = admit;
+            return Poll::Ready(Ok(()));
+        }
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => {
                 self.admit = admit;
@@ -175,42 +201,73 @@ where
                 }
                 Poll::Pending
             }
-            Poll::Ready(Err(error)) => {
-                let (word, permit) = match admit {
-                    Admit::Closed(word) => (word, None),
-                    Admit::Probe(permit) => (self.core.word(), Some(permit)),
-                    _ => return Poll::Ready(Err(error.into())),
-                };
-                let classifier = self.classifier.clone();
-                Recorder::new(self.core, word, classifier, permit)
-                    .finish::<S::Response, S::Error>(Err(&error));
-                Poll::Ready(Err(error.into()))
-            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(self.not_ready(admit, error))),
         }
     }
 
     #[inline]
     fn call(&mut self, request: Request) -> Self::Future {
         match std::mem::replace(&mut self.admit, Admit::Unready) {
+            Admit::Closed(word) if word & (CLOCKED | LOCKED) == 0 => {
+                let classifier = self.classifier.clone();
+                ResponseFuture::closed(self.inner.call(request), self.core, word, classifier)
+            }
+            admit => self.call_other(admit, request),
+        }
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    /// Every call but the closed-state hot path.
+    #[cold]
+    #[inline(never)]
+    fn call_other<Request>(&mut self, admit: Admit, request: Request) -> ResponseFuture<S::Future, C>
+    where
+        S: Service<Request>,
+        C: Clone,
+    {
+        match admit {
             Admit::Closed(word) => {
-                let recorder = Recorder::new(self.core, word, self.classifier.clone(), None);
-                ResponseFuture::admitted(self.inner.call(request), recorder)
+                let future = self.inner.call(request);
+                self.start_tracked(future, word, None)
             }
             Admit::Probe(permit) => {
-                let word = self.core.word();
-                let recorder =
-                    Recorder::new(self.core, word, self.classifier.clone(), Some(permit));
-                ResponseFuture::admitted(self.inner.call(request), recorder)
+                let future = self.inner.call(request);
+                self.start_tracked(future, self.core.word(), Some(permit))
             }
             Admit::Disabled => ResponseFuture::passthrough(self.inner.call(request)),
-            Admit::Reject(error) => {
+            Admit::Reject(word) => {
                 self.core.record_rejection();
-                ResponseFuture::rejected(error)
+                ResponseFuture::rejected(self.rejection(word))
             }
-            Admit::Unready => {
-                panic!("CircuitBreaker::call before poll_ready returned Ready(Ok(()))")
-            }
+            Admit::Unready => panic!("CircuitBreaker::call before poll_ready returned Ready(Ok(()))"),
         }
+    }
+
+    /// Moves a probe slot taken by an earlier `poll_ready` aside, so that
+    /// the next admission reuses it instead of taking another.
+    #[cold]
+    fn keep_probe(&mut self) {
+        if let Admit::Probe(permit) = std::mem::replace(&mut self.admit, Admit::Unready) {
+            self.held = Some(permit);
+        }
+    }
+
+    /// Records the inner service's readiness error like a call's outcome.
+    #[cold]
+    fn not_ready<T, E>(&mut self, admit: Admit, error: E) -> BoxError
+    where
+        C: Classify<T, E> + Clone,
+        E: Into<BoxError>,
+    {
+        let (word, permit) = match admit {
+            Admit::Closed(word) => (word, None),
+            Admit::Probe(permit) => (self.core.word(), Some(permit)),
+            _ => return error.into(),
+        };
+        Recorder::new(self.core, word, self.classifier.clone(), None, permit)
+            .finish::<T, E>(Err(&error));
+        error.into()
     }
 }
 

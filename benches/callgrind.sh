@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Instructions, clock reads and allocations per call, counted by callgrind
+# (stable on a noisy machine): (count(N) - count(0)) / N for each case.
+#
+#   bash benches/callgrind.sh [N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000000}
+cargo build -q --profile bench -p fusebox-benches --bin calls
+BIN=target/release/calls
+[ -x "$BIN" ] || BIN=target/bench/calls
+OUT=$(mktemp -d)
+count() { # case n -> "Ir clock_gettime malloc"
+  valgrind --tool=callgrind --callgrind-out-file="$OUT/$1.$2" "$BIN" "$1" "$2" >/dev/null 2>&1
+  python3 - "$OUT/$1.$2" <<'PY'
+import re, sys
+names, calls, cur, total = {}, {}, None, 0
+for line in open(sys.argv[1]):
+    if line.startswith("summary:") or line.startswith("totals:"):
+        total = int(line.split()[1])
+    m = re.match(r"cfn=\((\d+)\)(?: (.*))?", line)
+    if m:
+        if m.group(2): names[m.group(1)] = m.group(2)
+        cur = names.get(m.group(1), "")
+        continue
+    m = re.match(r"calls=(\d+)", line)
+    if m and cur is not None:
+        calls[cur] = calls.get(cur, 0) + int(m.group(1)); cur = None
+def n(pat): return sum(v for k, v in calls.items() if re.search(pat, k))
+print(total, n(r"^(__)?clock_gettime|^__vdso_clock_gettime"), n(r"^(__libc_)?malloc$"))
+PY
+}
+echo "| case | instructions/call | clock reads/call | allocations/call |"
+echo "|---|---|---|---|"
+for c in baseline fusebox recloser failsafe tower-resilience fusebox-open recloser-open failsafe-open tower-resilience-open; do
+  read -r i0 c0 m0 <<<"$(count "$c" 0)"
+  read -r i1 c1 m1 <<<"$(count "$c" "$N")"
+  python3 -c "print('| $c | %.1f | %.2f | %.2f |' % (($i1-$i0)/$N, ($c1-$c0)/$N, ($m1-$m0)/$N))"
+done
+rm -rf "$OUT"
