@@ -47,7 +47,7 @@ const UNASSIGNED: usize = usize::MAX;
 /// Counters are published to `metrics` every this many events per stripe.
 const PUBLISH_EVERY: u64 = 1024;
 
-const STATE_MASK: u64 = 0b111;
+pub(crate) const STATE_MASK: u64 = 0b111;
 /// The open (or half-open) period has no timer task: whoever sees the
 /// circuit rejecting must check the clock.
 pub(crate) const LAZY: u64 = 1 << 3;
@@ -55,7 +55,7 @@ pub(crate) const LAZY: u64 = 1 << 3;
 pub(crate) const CLOCKED: u64 = 1 << 4;
 /// Every outcome goes through the lock (time window).
 pub(crate) const LOCKED: u64 = 1 << 5;
-const EPOCH_SHIFT: u32 = 8;
+pub(crate) const EPOCH_SHIFT: u32 = 8;
 
 /// Whether `word` says closed (one mask and compare, for the hot path).
 #[inline]

@@ -159,6 +159,15 @@ impl Permit {
         Permit { core, epoch }
     }
 
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// A state word carrying this probe's epoch, with the flags of `word`.
+    pub(crate) fn word_for(&self, word: u64) -> u64 {
+        (self.epoch << super::core::EPOCH_SHIFT) | (word & 0xff)
+    }
+
     fn finish(self, outcome: Outcome, slow: bool) {
         let (core, epoch) = (self.core, self.epoch);
         std::mem::forget(self);

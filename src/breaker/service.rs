@@ -5,7 +5,7 @@ use tokio::time::Instant;
 use tower::{BoxError, Service};
 
 use super::classify::{Classify, DefaultClassifier};
-use super::core::{epoch_of, is_closed, state_of, Core, CLOCKED, LAZY, LOCKED};
+use super::core::{epoch_of, is_closed, state_of, Core, CLOCKED, LAZY, LOCKED, STATE_MASK};
 use super::error::BreakerOpen;
 use super::future::{Permit, Recorder, ResponseFuture};
 use super::handle::Breaker;
@@ -39,22 +39,27 @@ pub struct CircuitBreaker<S, C = DefaultClassifier> {
     /// chase two pointers.
     core: &'static Core,
     classifier: C,
-    /// What the last `poll_ready` decided for the next `call`.
-    admit: Admit,
-    /// A probe slot taken while the inner service was not ready yet.
-    held: Option<Permit>,
+    /// What the last `poll_ready` decided for the next `call`. A one-byte
+    /// flag, so the hot path stores and loads no more than that.
+    ready: Ready,
+    /// A probe slot taken by `poll_ready` while half-open.
+    permit: Option<Permit>,
+    /// The state word a rejection was decided under.
+    rejected: u64,
 }
 
-#[derive(Debug)]
-enum Admit {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ready {
     /// `poll_ready` has not returned `Ready(Ok)` since the last call.
-    Unready,
-    /// Closed: the call records its outcome against this state word.
-    Closed(u64),
+    No,
+    /// The inner service is ready and the circuit was closed.
+    Closed,
+    /// The inner service is ready and the breaker disabled.
     Disabled,
-    Probe(Permit),
-    /// Rejected under this state word.
-    Reject(u64),
+    /// The inner service is ready and `permit` holds a probe slot.
+    Probe,
+    /// The call will be rejected (the inner service was not polled).
+    Reject,
 }
 
 impl<S> CircuitBreaker<S> {
@@ -72,8 +77,9 @@ impl<S, C> CircuitBreaker<S, C> {
             core: breaker.core(),
             breaker,
             classifier,
-            admit: Admit::Unready,
-            held: None,
+            ready: Ready::No,
+            permit: None,
+            rejected: 0,
         }
     }
 
@@ -97,42 +103,40 @@ impl<S, C> CircuitBreaker<S, C> {
         self.inner
     }
 
-    /// Decides what the next call gets, from the state word.
-    #[inline]
-    fn admission(&mut self) -> Admit {
-        let word = self.core.word();
-        if is_closed(word) && self.held.is_none() {
-            return Admit::Closed(word);
-        }
-        self.admission_slow(word)
-    }
-
+    /// Decides, from the state word, whether the next call goes to the inner
+    /// service (which must then be polled) or is rejected. Every state but
+    /// closed-without-a-held-permit comes here.
     #[cold]
     #[inline(never)]
-    fn admission_slow(&mut self, mut word: u64) -> Admit {
-        if let Some(permit) = self.held.take() {
-            if state_of(word) == State::HalfOpen {
-                return Admit::Probe(permit);
-            }
-        }
+    fn admission(&mut self, mut word: u64) -> Ready {
         // At most one lazy deadline check: it either changes the state or
         // the deadline has not passed.
         for _ in 0..2 {
             match state_of(word) {
-                State::Closed => return Admit::Closed(word),
-                State::Disabled => return Admit::Disabled,
-                State::ForcedOpen => return Admit::Reject(word),
+                State::Closed => {
+                    self.permit = None;
+                    return Ready::Closed;
+                }
+                State::Disabled => {
+                    self.permit = None;
+                    return Ready::Disabled;
+                }
+                State::ForcedOpen => break,
                 State::Open => {
                     if word & LAZY != 0 && Instant::now() >= self.retry_at() {
                         word = self.core.check_lazy_deadline(word);
                         continue;
                     }
-                    return Admit::Reject(word);
+                    break;
                 }
                 State::HalfOpen => {
                     let epoch = epoch_of(word);
+                    if self.permit.as_ref().is_some_and(|p| p.epoch() == epoch) {
+                        return Ready::Probe;
+                    }
                     if self.core.try_acquire_probe(epoch) {
-                        return Admit::Probe(Permit::new(self.core, epoch));
+                        self.permit = Some(Permit::new(self.core, epoch));
+                        return Ready::Probe;
                     }
                     if word & LAZY != 0 {
                         let now = self.core.check_lazy_deadline(word);
@@ -141,11 +145,13 @@ impl<S, C> CircuitBreaker<S, C> {
                             continue;
                         }
                     }
-                    return Admit::Reject(word);
+                    break;
                 }
             }
         }
-        Admit::Reject(word)
+        self.permit = None;
+        self.rejected = word;
+        Ready::Reject
     }
 
     fn retry_at(&self) -> Instant {
@@ -159,8 +165,7 @@ impl<S, C> CircuitBreaker<S, C> {
         BreakerOpen::new(state, retry_at)
     }
 
-    #[cold]
-    fn start_tracked<F>(&mut self, future: F, word: u64, permit: Option<Permit>) -> ResponseFuture<F, C>
+    fn tracked<F>(&mut self, future: F, word: u64, permit: Option<Permit>) -> ResponseFuture<F, C>
     where
         C: Clone,
     {
@@ -182,38 +187,38 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let Admit::Probe(_) = self.admit {
-            self.keep_probe();
-        }
-        let admit = self.admission();
-        if let Admit::Reject(_) = admit {
-            self.admit = admit;
+        let word = self.core.word();
+        let admit = if is_closed(word) && self.permit.is_none() {
+            Ready::Closed
+        } else {
+            self.admission(word)
+        };
+        if admit == Ready::Reject {
+            self.ready = Ready::Reject;
             return Poll::Ready(Ok(()));
         }
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => {
-                self.admit = admit;
+                self.ready = admit;
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                if let Admit::Probe(permit) = admit {
-                    self.held = Some(permit);
-                }
+                self.ready = Ready::No;
                 Poll::Pending
             }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(self.not_ready(admit, error))),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(self.not_ready(admit, word, error))),
         }
     }
 
     #[inline]
     fn call(&mut self, request: Request) -> Self::Future {
-        match std::mem::replace(&mut self.admit, Admit::Unready) {
-            Admit::Closed(word) if word & (CLOCKED | LOCKED) == 0 => {
-                let classifier = self.classifier.clone();
-                ResponseFuture::closed(self.inner.call(request), self.core, word, classifier)
-            }
-            admit => self.call_other(admit, request),
+        let ready = std::mem::replace(&mut self.ready, Ready::No);
+        let word = self.core.word();
+        if ready == Ready::Closed && word & (STATE_MASK | CLOCKED | LOCKED) == 0 {
+            let classifier = self.classifier.clone();
+            return ResponseFuture::closed(self.inner.call(request), self.core, word, classifier);
         }
+        self.call_other(ready, word, request)
     }
 }
 
@@ -221,48 +226,49 @@ impl<S, C> CircuitBreaker<S, C> {
     /// Every call but the closed-state hot path.
     #[cold]
     #[inline(never)]
-    fn call_other<Request>(&mut self, admit: Admit, request: Request) -> ResponseFuture<S::Future, C>
+    fn call_other<Request>(&mut self, ready: Ready, word: u64, request: Request) -> ResponseFuture<S::Future, C>
     where
         S: Service<Request>,
         C: Clone,
     {
-        match admit {
-            Admit::Closed(word) => {
+        match ready {
+            // Closed when polled; the inner service is ready. Timed, or the
+            // circuit changed since: recorded against the word of now.
+            Ready::Closed if is_closed(word) => {
                 let future = self.inner.call(request);
-                self.start_tracked(future, word, None)
+                self.tracked(future, word, None)
             }
-            Admit::Probe(permit) => {
+            Ready::Closed => {
                 let future = self.inner.call(request);
-                self.start_tracked(future, self.core.word(), Some(permit))
+                ResponseFuture::passthrough(future)
             }
-            Admit::Disabled => ResponseFuture::passthrough(self.inner.call(request)),
-            Admit::Reject(word) => {
+            Ready::Probe => {
+                let permit = self.permit.take();
+                let word = permit.as_ref().map_or(word, |p| p.word_for(word));
+                let future = self.inner.call(request);
+                self.tracked(future, word, permit)
+            }
+            Ready::Disabled => ResponseFuture::passthrough(self.inner.call(request)),
+            Ready::Reject => {
                 self.core.record_rejection();
-                ResponseFuture::rejected(self.rejection(word))
+                ResponseFuture::rejected(self.rejection(self.rejected))
             }
-            Admit::Unready => panic!("CircuitBreaker::call before poll_ready returned Ready(Ok(()))"),
-        }
-    }
-
-    /// Moves a probe slot taken by an earlier `poll_ready` aside, so that
-    /// the next admission reuses it instead of taking another.
-    #[cold]
-    fn keep_probe(&mut self) {
-        if let Admit::Probe(permit) = std::mem::replace(&mut self.admit, Admit::Unready) {
-            self.held = Some(permit);
+            Ready::No => panic!("CircuitBreaker::call before poll_ready returned Ready(Ok(()))"),
         }
     }
 
     /// Records the inner service's readiness error like a call's outcome.
     #[cold]
-    fn not_ready<T, E>(&mut self, admit: Admit, error: E) -> BoxError
+    #[inline(never)]
+    fn not_ready<T, E>(&mut self, admit: Ready, word: u64, error: E) -> BoxError
     where
         C: Classify<T, E> + Clone,
         E: Into<BoxError>,
     {
-        let (word, permit) = match admit {
-            Admit::Closed(word) => (word, None),
-            Admit::Probe(permit) => (self.core.word(), Some(permit)),
+        self.ready = Ready::No;
+        let permit = match admit {
+            Ready::Closed => None,
+            Ready::Probe => self.permit.take(),
             _ => return error.into(),
         };
         Recorder::new(self.core, word, self.classifier.clone(), None, permit)
@@ -279,8 +285,9 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
             breaker: self.breaker.clone(),
             core: self.core,
             classifier: self.classifier.clone(),
-            admit: Admit::Unready,
-            held: None,
+            ready: Ready::No,
+            permit: None,
+            rejected: 0,
         }
     }
 }
