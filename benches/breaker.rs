@@ -4,10 +4,17 @@
 //! `cargo bench -p fusebox-benches --bench breaker`
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use fusebox_benches::{baseline, failsafe, fusebox, recloser, tower_resilience, with_runtime, Case};
+use fusebox_benches::{
+    baseline, failsafe_closed, failsafe_open, fusebox, recloser, tower_resilience, with_runtime,
+    Case,
+};
 use std::hint::black_box;
 
-fn bench_case(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, mut case: impl Case) {
+fn bench_case(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    mut case: impl Case,
+) {
     c.bench_function(name, |b| b.iter(|| black_box(case.call())));
 }
 
@@ -17,7 +24,7 @@ fn closed(c: &mut Criterion) {
         bench_case(&mut g, "baseline", baseline());
         bench_case(&mut g, "fusebox", fusebox(false));
         bench_case(&mut g, "recloser", recloser(false));
-        bench_case(&mut g, "failsafe", failsafe(false));
+        bench_case(&mut g, "failsafe", failsafe_closed());
         bench_case(&mut g, "tower-resilience", tower_resilience(false));
         g.finish();
     });
@@ -28,7 +35,7 @@ fn open(c: &mut Criterion) {
         let mut g = c.benchmark_group("open");
         bench_case(&mut g, "fusebox", fusebox(true));
         bench_case(&mut g, "recloser", recloser(true));
-        bench_case(&mut g, "failsafe", failsafe(true));
+        bench_case(&mut g, "failsafe", failsafe_open());
         bench_case(&mut g, "tower-resilience", tower_resilience(true));
         g.finish();
     });

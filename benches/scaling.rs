@@ -12,7 +12,7 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use fusebox_benches::{baseline, failsafe, fusebox, recloser, tower_resilience, Case};
+use fusebox_benches::{baseline, failsafe_closed, fusebox, recloser, tower_resilience, Case};
 
 const CALLS: u64 = 4_000_000;
 const ROUNDS: usize = 5;
@@ -20,7 +20,11 @@ const ROUNDS: usize = 5;
 /// This thread's CPU time, from the scheduler's own accounting.
 fn thread_cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    let ns = stat.split_whitespace().next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let ns = stat
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     Duration::from_nanos(ns)
 }
 
@@ -48,7 +52,10 @@ fn measure(case: &impl Case, threads: usize, handle: &tokio::runtime::Handle) ->
     let end = results.iter().map(|r| r.0).max().unwrap();
     let wall = end - start;
     let cpu: Duration = results.iter().map(|r| r.1).sum();
-    ((threads as u64 * CALLS) as f64 / wall.as_secs_f64(), cpu.as_secs_f64() / wall.as_secs_f64())
+    (
+        (threads as u64 * CALLS) as f64 / wall.as_secs_f64(),
+        cpu.as_secs_f64() / wall.as_secs_f64(),
+    )
 }
 
 fn median(mut v: Vec<(f64, f64)>) -> (f64, f64) {
@@ -70,7 +77,10 @@ fn row(name: &str, case: impl Case, handle: &tokio::runtime::Handle) {
 
 fn main() {
     // Criterion's flags (`--bench`) are not ours; ignore them.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     let handle = rt.handle().clone();
     let _guard = rt.enter();
     println!("closed state, {CALLS} calls per thread, median of {ROUNDS} rounds");
@@ -79,6 +89,6 @@ fn main() {
     row("baseline (plain tower service)", baseline(), &handle);
     row("fusebox", fusebox(false), &handle);
     row("recloser", recloser(false), &handle);
-    row("failsafe", failsafe(false), &handle);
+    row("failsafe", failsafe_closed(), &handle);
     row("tower-resilience", tower_resilience(false), &handle);
 }

@@ -84,7 +84,10 @@ pub fn fusebox(open: bool) -> impl Case {
     use fusebox::breaker::{CircuitBreakerLayer, Config};
     use tower::Layer;
     let config = if open {
-        Config::builder().consecutive_failures(1).open_for(LONG).open_backoff(1.0, LONG)
+        Config::builder()
+            .consecutive_failures(1)
+            .open_for(LONG)
+            .open_backoff(1.0, LONG)
     } else {
         Config::builder()
     };
@@ -116,27 +119,31 @@ pub fn tower_resilience(open: bool) -> impl Case {
     TowerCase(svc)
 }
 
-/// failsafe's future-aware breaker with its defaults; `open` trips it.
-pub fn failsafe(open: bool) -> impl Case {
-    #[derive(Clone)]
-    struct Failsafe<B>(B);
-    impl<B: failsafe::futures::CircuitBreaker + Clone + Send + 'static> Case for Failsafe<B> {
-        #[inline(always)]
-        fn call(&mut self) -> bool {
-            complete(self.0.call(std::future::ready(Ok::<(), ()>(())))).is_ok()
-        }
+#[derive(Clone)]
+struct Failsafe<B>(B);
+
+impl<B: failsafe::futures::CircuitBreaker + Clone + Send + 'static> Case for Failsafe<B> {
+    #[inline(always)]
+    fn call(&mut self) -> bool {
+        complete(self.0.call(std::future::ready(Ok::<(), ()>(())))).is_ok()
     }
+}
+
+/// failsafe's future-aware breaker with its default configuration (a
+/// success rate over a time window, or consecutive failures).
+pub fn failsafe_closed() -> impl Case {
+    Failsafe(failsafe::Config::new().build())
+}
+
+/// failsafe tripped by one failure, open for an hour.
+pub fn failsafe_open() -> impl Case {
+    use failsafe::futures::CircuitBreaker;
     use failsafe::{backoff, failure_policy, Config};
-    let policy = failure_policy::consecutive_failures(if open { 1 } else { 5 }, backoff::constant(LONG));
+    let policy = failure_policy::consecutive_failures(1, backoff::constant(LONG));
     let breaker = Config::new().failure_policy(policy).build();
-    if open {
-        use failsafe::futures::CircuitBreaker;
-        let _ = complete(breaker.call(std::future::ready(Err::<(), ()>(()))));
-    }
+    let _ = complete(breaker.call(std::future::ready(Err::<(), ()>(()))));
     let mut case = Failsafe(breaker);
-    if open {
-        assert!(!case.call(), "failsafe should be open");
-    }
+    assert!(!case.call(), "failsafe should be open");
     case
 }
 
@@ -151,7 +158,10 @@ pub fn recloser(open: bool) -> impl Case {
         }
     }
     let r = if open {
-        recloser::Recloser::custom().closed_len(1).open_wait(LONG).build()
+        recloser::Recloser::custom()
+            .closed_len(1)
+            .open_wait(LONG)
+            .build()
     } else {
         recloser::Recloser::default()
     };
@@ -193,8 +203,8 @@ pub fn run_named(name: &str, n: u64) -> Option<u64> {
         "fusebox-open" => go(fusebox(true), n),
         "recloser" => go(recloser(false), n),
         "recloser-open" => go(recloser(true), n),
-        "failsafe" => go(failsafe(false), n),
-        "failsafe-open" => go(failsafe(true), n),
+        "failsafe" => go(failsafe_closed(), n),
+        "failsafe-open" => go(failsafe_open(), n),
         "tower-resilience" => go(tower_resilience(false), n),
         "tower-resilience-open" => go(tower_resilience(true), n),
         _ => return None,

@@ -39,21 +39,32 @@ pin_project! {
 impl<F, C> ResponseFuture<F, C> {
     #[inline]
     pub(crate) fn closed(future: F, core: &'static Core, word: u64, classifier: C) -> Self {
-        let kind = Kind::Closed { future, core, word, classifier };
+        let kind = Kind::Closed {
+            future,
+            core,
+            word,
+            classifier,
+        };
         ResponseFuture { kind }
     }
 
     pub(crate) fn tracked(future: F, recorder: Recorder<C>) -> Self {
         let recorder = Some(Box::new(recorder));
-        ResponseFuture { kind: Kind::Tracked { future, recorder } }
+        ResponseFuture {
+            kind: Kind::Tracked { future, recorder },
+        }
     }
 
     pub(crate) fn passthrough(future: F) -> Self {
-        ResponseFuture { kind: Kind::Passthrough { future } }
+        ResponseFuture {
+            kind: Kind::Passthrough { future },
+        }
     }
 
     pub(crate) fn rejected(error: BreakerOpen) -> Self {
-        ResponseFuture { kind: Kind::Rejected { error: Some(error) } }
+        ResponseFuture {
+            kind: Kind::Rejected { error: Some(error) },
+        }
     }
 }
 
@@ -68,10 +79,18 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut kind = self.project().kind;
-        if let KindProj::Closed { future, core, word, classifier } = kind.as_mut().project() {
+        if let KindProj::Closed {
+            future,
+            core,
+            word,
+            classifier,
+        } = kind.as_mut().project()
+        {
             let value = match ready!(future.poll(cx)) {
                 Ok(value) => value,
-                Err(error) => return Poll::Ready(Err(closed_error(core, *word, classifier, error))),
+                Err(error) => {
+                    return Poll::Ready(Err(closed_error(core, *word, classifier, error)))
+                }
             };
             // Closed futures are only made for words without LOCKED or
             // CLOCKED: a success needs no lock and no clock.
@@ -111,7 +130,10 @@ fn closed_outcome(core: &'static Core, word: u64, outcome: Outcome) {
 /// Every kind of response but the closed-state hot path.
 #[cold]
 #[inline(never)]
-fn poll_other<F, C, T, E>(kind: Pin<&mut Kind<F, C>>, cx: &mut Context<'_>) -> Poll<Result<T, BoxError>>
+fn poll_other<F, C, T, E>(
+    kind: Pin<&mut Kind<F, C>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<T, BoxError>>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
@@ -142,7 +164,9 @@ impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
             Kind::Passthrough { .. } => "passthrough",
             Kind::Rejected { .. } => "rejected",
         };
-        f.debug_struct("ResponseFuture").field("kind", &kind).finish()
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .finish()
     }
 }
 
@@ -202,7 +226,13 @@ impl<C> Recorder<C> {
         start: Option<Instant>,
         permit: Option<Permit>,
     ) -> Self {
-        Recorder { core, word, classifier, start, permit }
+        Recorder {
+            core,
+            word,
+            classifier,
+            start,
+            permit,
+        }
     }
 
     pub(crate) fn finish<T, E>(self, result: Result<&T, &E>)

@@ -226,7 +226,12 @@ impl<S, C> CircuitBreaker<S, C> {
     /// Every call but the closed-state hot path.
     #[cold]
     #[inline(never)]
-    fn call_other<Request>(&mut self, ready: Ready, word: u64, request: Request) -> ResponseFuture<S::Future, C>
+    fn call_other<Request>(
+        &mut self,
+        ready: Ready,
+        word: u64,
+        request: Request,
+    ) -> ResponseFuture<S::Future, C>
     where
         S: Service<Request>,
         C: Clone,
