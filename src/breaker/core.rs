@@ -231,7 +231,7 @@ impl Core {
             let c = counter(&self.stripes[index]);
             let n = c.load(Relaxed) + 1;
             c.store(n, Relaxed);
-            if n % PUBLISH_EVERY == 0 {
+            if n.is_multiple_of(PUBLISH_EVERY) {
                 self.publish();
             }
         } else {
@@ -252,7 +252,7 @@ impl Core {
         } else {
             c.fetch_add(1, Relaxed) + 1
         };
-        if n % PUBLISH_EVERY == 0 {
+        if n.is_multiple_of(PUBLISH_EVERY) {
             self.publish();
         }
     }
