@@ -181,7 +181,8 @@ impl ConfigBuilder {
 
     /// Counts calls that take `threshold` or longer as slow, and trips the
     /// breaker when at least `rate` of the window is slow. A slow probe
-    /// counts as a failed probe. Enabling this reads the clock twice per call.
+    /// counts as a failed probe. Enabling this reads the clock twice per call
+    /// and allocates a small record per call.
     ///
     /// Defaults to off.
     pub fn slow_calls(mut self, threshold: Duration, rate: f64) -> Self {

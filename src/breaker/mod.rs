@@ -65,9 +65,10 @@
 //! In the closed state with a count window and no slow-call detection (the
 //! default), a call costs one atomic load to admit and one store to a
 //! counter owned by the calling thread: no lock, no allocation, no clock
-//! read, no write to memory another thread writes. Rejections cost the same
-//! plus the boxed error. Failures, probes, slow-call detection and time
-//! windows take a short lock. The figures are in the README.
+//! read, no write to memory another thread writes. Rejections read no clock
+//! but allocate their boxed error. Failures, probes, slow-call detection and
+//! time windows take a short lock; probes and slow-call detection also
+//! allocate a small record per call. The figures are in the README.
 //!
 //! # Metrics and events
 //!
