@@ -239,19 +239,16 @@ impl Core {
         }
     }
 
-    /// For a thread without a stripe of its own (yet).
+    /// For a thread without a stripe of its own: takes one if any is free
+    /// (then counts as its owner), else counts on the shared stripe.
     #[cold]
     #[inline(never)]
     fn bump_shared(&'static self, counter: impl Fn(&Stripe) -> &AtomicU64) {
         let (index, owned) = stripe_index();
-        let c = counter(&self.stripes[index]);
-        let n = if owned {
-            let n = c.load(Relaxed) + 1;
-            c.store(n, Relaxed);
-            n
-        } else {
-            c.fetch_add(1, Relaxed) + 1
-        };
+        if owned {
+            return self.bump(counter);
+        }
+        let n = counter(&self.stripes[index]).fetch_add(1, Relaxed) + 1;
         if n.is_multiple_of(PUBLISH_EVERY) {
             self.publish();
         }
