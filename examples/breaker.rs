@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fusebox::breaker::{BreakerOpen, CircuitBreakerLayer, Config};
+use fusebox::breaker::{CircuitBreakerLayer, Config, Error};
 use tokio::time::Instant;
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
 
@@ -70,7 +70,7 @@ async fn main() -> Result<(), BoxError> {
         );
         match svc.ready().await?.call(n).await {
             Ok(_) => ok += 1,
-            Err(e) if e.is::<BreakerOpen>() => {
+            Err(Error::Open(_)) => {
                 rejected += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

@@ -63,6 +63,13 @@ pub(crate) fn is_closed(word: u64) -> bool {
     word & STATE_MASK == 0
 }
 
+/// Whether `word` says open with a timer task to end the period, so a
+/// rejection needs no clock check.
+#[inline]
+pub(crate) fn is_open_on_timer(word: u64) -> bool {
+    word & (STATE_MASK | LAZY) == State::Open.code()
+}
+
 pub(crate) fn state_of(word: u64) -> State {
     State::from_code(word & STATE_MASK)
 }
@@ -75,7 +82,7 @@ pub(crate) fn epoch_of(word: u64) -> u64 {
 #[derive(Debug, Default)]
 struct Head {
     word: AtomicU64,
-    /// End of the open period, in nanoseconds since `Live::base`.
+    /// End of the open period, in nanoseconds since `Core::base`.
     open_until: AtomicU64,
     /// Slow-call threshold in nanoseconds (0: off).
     slow_nanos: AtomicU64,
@@ -100,6 +107,10 @@ struct Totals {
 #[derive(Debug)]
 pub(crate) struct Core {
     head: Head,
+    /// The origin of `head.open_until`: fixed when the core is allocated,
+    /// so a rejection's error can carry the core instead of an `Instant`.
+    /// A core is only reused by a breaker made at or after it.
+    base: Instant,
     stripes: [Stripe; OWNED_STRIPES + 1],
     live: Mutex<Option<Live>>,
 }
@@ -109,7 +120,6 @@ pub(crate) struct Core {
 struct Live {
     machine: Machine,
     name: std::sync::Arc<str>,
-    base: Instant,
     events: broadcast::Sender<Transition>,
     timer: Option<AbortHandle>,
     /// Stripe totals when this breaker took the core (metrics start at 0).
@@ -126,15 +136,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Core {
     /// Takes a core from the pool (or allocates one) for a new breaker.
-    pub(crate) fn acquire(config: Config) -> (&'static Core, Instant) {
-        let core: &'static Core = lock(&POOL).pop().unwrap_or_else(|| {
+    pub(crate) fn acquire(config: Config) -> &'static Core {
+        let now = Instant::now();
+        // Only a core whose base is not after now: with real time that is
+        // every core; a paused test clock can be behind an earlier one's.
+        let pooled = {
+            let mut pool = lock(&POOL);
+            let found = pool.iter().rposition(|core| core.base <= now);
+            found.map(|i| pool.swap_remove(i))
+        };
+        let core: &'static Core = pooled.unwrap_or_else(|| {
             Box::leak(Box::new(Core {
                 head: Head::default(),
+                base: now,
                 stripes: std::array::from_fn(|_| Stripe::default()),
                 live: Mutex::new(None),
             }))
         });
-        let now = Instant::now();
         let mut live = lock(&core.live);
         let totals = core.totals();
         let epoch = epoch_of(core.head.word.load(Relaxed)) + 1;
@@ -160,7 +178,6 @@ impl Core {
         *live = Some(Live {
             machine,
             name,
-            base: now,
             events: broadcast::channel(64).0,
             timer: None,
             metrics_base: totals,
@@ -170,7 +187,7 @@ impl Core {
             .word
             .store(flags | (epoch << EPOCH_SHIFT), Release);
         drop(live);
-        (core, now)
+        core
     }
 
     /// Returns the core to the pool when its breaker is dropped.
@@ -198,8 +215,20 @@ impl Core {
     }
 
     /// When the current open period ends.
-    pub(crate) fn open_until(&self, base: Instant) -> Instant {
-        base + Duration::from_nanos(self.head.open_until.load(Relaxed))
+    pub(crate) fn open_until(&self) -> Instant {
+        self.instant(self.open_nanos())
+    }
+
+    /// When the current open period ends, in nanoseconds since the base.
+    #[inline]
+    pub(crate) fn open_nanos(&self) -> u64 {
+        self.head.open_until.load(Relaxed)
+    }
+
+    /// The instant `nanos` after this core's base.
+    pub(crate) fn instant(&self, nanos: u64) -> Instant {
+        let offset = Duration::from_nanos(nanos);
+        self.base.checked_add(offset).unwrap_or(self.base)
     }
 
     /// Counts a success of a call admitted while closed under `word`.
@@ -328,7 +357,7 @@ impl Core {
         let mut word = self.head.word.load(Relaxed) & (CLOCKED | LOCKED);
         word |= (epoch << EPOCH_SHIFT) | machine.state().code();
         if let Some(until) = machine.open_until() {
-            let offset = until.saturating_duration_since(live.base);
+            let offset = until.saturating_duration_since(self.base);
             self.head.open_until.store(nanos(offset), Relaxed);
         }
         if let Some(deadline) = machine.deadline() {
@@ -552,7 +581,7 @@ mod tests {
 
     #[test]
     fn cores_are_recycled_with_a_new_epoch() {
-        let (core, _) = Core::acquire(Config::default());
+        let core = Core::acquire(Config::default());
         let word = core.word();
         core.release();
         assert_eq!(state_of(core.word()), State::Disabled);
@@ -560,7 +589,7 @@ mod tests {
         let before = core.totals().successes;
         core.record_fast_success(word);
         assert_eq!(core.totals().successes, before);
-        let (again, _) = Core::acquire(Config::default());
+        let again = Core::acquire(Config::default());
         if std::ptr::eq(again, core) {
             assert!(epoch_of(again.word()) > epoch_of(word));
         }

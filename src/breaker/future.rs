@@ -4,14 +4,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use pin_project_lite::pin_project;
-use tokio::time::Instant;
-use tower::BoxError;
-
 use super::classify::{Classify, Outcome};
 use super::core::{epoch_of, Core, LOCKED};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
 
-use super::error::BreakerOpen;
+use super::error::{BreakerOpen, Error};
 
 pin_project! {
     /// The response future of [`CircuitBreaker`](super::CircuitBreaker):
@@ -32,7 +30,7 @@ pin_project! {
         // the hot variant's future small.
         Tracked { #[pin] future: F, recorder: Option<Box<Recorder<C>>> },
         Passthrough { #[pin] future: F },
-        Rejected { error: Option<BreakerOpen> },
+        Rejected { error: BreakerOpen },
     }
 }
 
@@ -63,7 +61,7 @@ impl<F, C> ResponseFuture<F, C> {
 
     pub(crate) fn rejected(error: BreakerOpen) -> Self {
         ResponseFuture {
-            kind: Kind::Rejected { error: Some(error) },
+            kind: Kind::Rejected { error },
         }
     }
 }
@@ -71,10 +69,9 @@ impl<F, C> ResponseFuture<F, C> {
 impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
     C: Classify<T, E>,
 {
-    type Output = Result<T, BoxError>;
+    type Output = Result<T, Error<E>>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -100,20 +97,22 @@ where
             }
             return Poll::Ready(Ok(value));
         }
+        if let KindProj::Rejected { error } = kind.as_mut().project() {
+            return Poll::Ready(Err(Error::Open(*error)));
+        }
         poll_other(kind, cx)
     }
 }
 
-/// Records a closed call's error and boxes it.
+/// Records a closed call's error.
 #[cold]
 #[inline(never)]
-fn closed_error<T, E, C>(core: &'static Core, word: u64, classifier: &C, error: E) -> BoxError
+fn closed_error<T, E, C>(core: &'static Core, word: u64, classifier: &C, error: E) -> Error<E>
 where
-    E: Into<BoxError>,
     C: Classify<T, E>,
 {
     closed_outcome(core, word, classifier.classify(Err(&error)));
-    error.into()
+    Error::Inner(error)
 }
 
 /// Records a closed call's outcome other than a fast success.
@@ -133,10 +132,9 @@ fn closed_outcome(core: &'static Core, word: u64, outcome: Outcome) {
 fn poll_other<F, C, T, E>(
     kind: Pin<&mut Kind<F, C>>,
     cx: &mut Context<'_>,
-) -> Poll<Result<T, BoxError>>
+) -> Poll<Result<T, Error<E>>>
 where
     F: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
     C: Classify<T, E>,
 {
     match kind.project() {
@@ -146,13 +144,10 @@ where
             if let Some(recorder) = recorder.take() {
                 recorder.finish(result.as_ref());
             }
-            Poll::Ready(result.map_err(Into::into))
+            Poll::Ready(result.map_err(Error::Inner))
         }
-        KindProj::Passthrough { future } => future.poll(cx).map_err(Into::into),
-        KindProj::Rejected { error } => Poll::Ready(Err(match error.take() {
-            Some(error) => error.into(),
-            None => "circuit breaker future polled after completion".into(),
-        })),
+        KindProj::Passthrough { future } => future.poll(cx).map_err(Error::Inner),
+        KindProj::Rejected { .. } => unreachable!("handled inline"),
     }
 }
 

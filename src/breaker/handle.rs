@@ -4,7 +4,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
-use tokio::time::Instant;
 
 use super::config::Config;
 use super::core::{state_of, Core};
@@ -37,8 +36,6 @@ pub struct Breaker {
 
 struct Shared {
     core: &'static Core,
-    /// The instant the core's open deadlines are measured from.
-    base: Instant,
     name: Arc<str>,
 }
 
@@ -54,9 +51,9 @@ impl Breaker {
     pub fn new(config: Config) -> Self {
         let name: Arc<str> = config.name().into();
         crate::telemetry::breaker_created(&name);
-        let (core, base) = Core::acquire(config);
+        let core = Core::acquire(config);
         Breaker {
-            shared: Arc::new(Shared { core, base, name }),
+            shared: Arc::new(Shared { core, name }),
         }
     }
 
@@ -127,10 +124,6 @@ impl Breaker {
 
     pub(crate) fn core(&self) -> &'static Core {
         self.shared.core
-    }
-
-    pub(crate) fn base(&self) -> Instant {
-        self.shared.base
     }
 }
 

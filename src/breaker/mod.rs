@@ -26,10 +26,15 @@
 //! }
 //! assert_eq!(breaker.state(), State::Open);
 //!
-//! // Rejected at once, without reaching the backend, with a typed error.
+//! // Rejected at once, without reaching the backend, with a typed error
+//! // (no allocation): `Error::Open`, or `Error::Inner` for the backend's.
 //! let err = svc.ready().await?.call(false).await.unwrap_err();
-//! let open = err.downcast_ref::<BreakerOpen>().expect("rejected by the breaker");
+//! let open = err.as_open().expect("rejected by the breaker");
 //! assert!(open.retry_after().unwrap() <= Duration::from_secs(10));
+//!
+//! // Boxed (as by `?` in a tower stack), it is the `BreakerOpen` itself.
+//! let boxed: BoxError = err.into();
+//! assert!(boxed.is::<BreakerOpen>());
 //! # Ok(())
 //! # }
 //! ```
@@ -52,7 +57,7 @@
 //!   hold [`minimum_calls`](ConfigBuilder::minimum_calls), then the failure
 //!   rate or the slow-call rate must reach its threshold; or the
 //!   [consecutive-failure](ConfigBuilder::consecutive_failures) count must.
-//! * **Open**: calls are rejected with [`BreakerOpen`] for the open duration,
+//! * **Open**: calls are rejected with [`Error::Open`] for the open duration,
 //!   which grows on repeated trips (back-off, capped, jittered).
 //! * **HalfOpen**: up to [`half_open_probes`](ConfigBuilder::half_open_probes)
 //!   calls run at once; a failure re-opens, enough successes close.
@@ -88,7 +93,7 @@ mod window;
 
 pub use classify::{Classify, DefaultClassifier, Outcome};
 pub use config::{Config, ConfigBuilder, ConfigError, Window};
-pub use error::BreakerOpen;
+pub use error::{BreakerOpen, Error};
 pub use handle::Breaker;
 pub use layer::CircuitBreakerLayer;
 pub use service::CircuitBreaker;

@@ -2,11 +2,13 @@ use std::fmt;
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
-use tower::{BoxError, Service};
+use tower::Service;
 
 use super::classify::{Classify, DefaultClassifier};
-use super::core::{epoch_of, is_closed, state_of, Core, CLOCKED, LAZY, LOCKED, STATE_MASK};
-use super::error::BreakerOpen;
+use super::core::{
+    epoch_of, is_closed, is_open_on_timer, state_of, Core, CLOCKED, LAZY, LOCKED, STATE_MASK,
+};
+use super::error::{BreakerOpen, Error};
 use super::future::{Permit, Recorder, ResponseFuture};
 use super::handle::Breaker;
 use super::state::State;
@@ -18,7 +20,7 @@ use super::state::State;
 ///   classified and recorded (disabled: not recorded).
 /// * Open or forced open: `poll_ready` is `Ready(Ok(()))` at once, without
 ///   polling the inner service, and `call` returns an already-failed future
-///   whose error is a [`BreakerOpen`]. `poll_ready` never fails because the
+///   whose error is [`Error::Open`] (no allocation). `poll_ready` never fails because the
 ///   circuit is open.
 /// * Half-open: `poll_ready` takes one of the probe slots if one is free (the
 ///   slot then travels with the call and is freed when it completes or is
@@ -154,15 +156,15 @@ impl<S, C> CircuitBreaker<S, C> {
         Ready::Reject
     }
 
+    #[inline]
     fn retry_at(&self) -> Instant {
-        self.core.open_until(self.breaker.base())
+        self.core.open_until()
     }
 
     /// The error of a call rejected under `word`.
+    #[inline]
     fn rejection(&self, word: u64) -> BreakerOpen {
-        let state = state_of(word);
-        let retry_at = (state == State::Open).then(|| self.retry_at());
-        BreakerOpen::new(state, retry_at)
+        BreakerOpen::new(self.core, word)
     }
 
     fn tracked<F>(&mut self, future: F, word: u64, permit: Option<Permit>) -> ResponseFuture<F, C>
@@ -178,11 +180,10 @@ impl<S, C> CircuitBreaker<S, C> {
 impl<S, C, Request> Service<Request> for CircuitBreaker<S, C>
 where
     S: Service<Request>,
-    S::Error: Into<BoxError>,
     C: Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
-    type Error = BoxError;
+    type Error = Error<S::Error>;
     type Future = ResponseFuture<S::Future, C>;
 
     #[inline]
@@ -190,6 +191,10 @@ where
         let word = self.core.word();
         let admit = if is_closed(word) && self.permit.is_none() {
             Ready::Closed
+        } else if is_open_on_timer(word) && self.permit.is_none() {
+            // The other cheap case: open, with a timer task to end it.
+            self.rejected = word;
+            Ready::Reject
         } else {
             self.admission(word)
         };
@@ -217,6 +222,10 @@ where
         if ready == Ready::Closed && word & (STATE_MASK | CLOCKED | LOCKED) == 0 {
             let classifier = self.classifier.clone();
             return ResponseFuture::closed(self.inner.call(request), self.core, word, classifier);
+        }
+        if ready == Ready::Reject {
+            self.core.record_rejection();
+            return ResponseFuture::rejected(self.rejection(self.rejected));
         }
         self.call_other(ready, word, request)
     }
@@ -254,10 +263,7 @@ impl<S, C> CircuitBreaker<S, C> {
                 self.tracked(future, word, permit)
             }
             Ready::Disabled => ResponseFuture::passthrough(self.inner.call(request)),
-            Ready::Reject => {
-                self.core.record_rejection();
-                ResponseFuture::rejected(self.rejection(self.rejected))
-            }
+            Ready::Reject => unreachable!("handled inline"),
             Ready::No => panic!("CircuitBreaker::call before poll_ready returned Ready(Ok(()))"),
         }
     }
@@ -265,20 +271,19 @@ impl<S, C> CircuitBreaker<S, C> {
     /// Records the inner service's readiness error like a call's outcome.
     #[cold]
     #[inline(never)]
-    fn not_ready<T, E>(&mut self, admit: Ready, word: u64, error: E) -> BoxError
+    fn not_ready<T, E>(&mut self, admit: Ready, word: u64, error: E) -> Error<E>
     where
         C: Classify<T, E> + Clone,
-        E: Into<BoxError>,
     {
         self.ready = Ready::No;
         let permit = match admit {
             Ready::Closed => None,
             Ready::Probe => self.permit.take(),
-            _ => return error.into(),
+            _ => return Error::Inner(error),
         };
         Recorder::new(self.core, word, self.classifier.clone(), None, permit)
             .finish::<T, E>(Err(&error));
-        error.into()
+        Error::Inner(error)
     }
 }
 

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use fusebox::breaker::{BreakerOpen, ConfigBuilder, Outcome};
+use fusebox::breaker::{ConfigBuilder, Error, Outcome};
 use tower::BoxError;
 
 /// Lets timer tasks woken by `tokio::time::advance` run.
@@ -21,8 +21,8 @@ pub(crate) fn exact() -> ConfigBuilder {
     fusebox::breaker::Config::builder().open_jitter(0.0)
 }
 
-pub(crate) fn is_open(err: &BoxError) -> bool {
-    err.is::<BreakerOpen>()
+pub(crate) fn is_open<E>(err: &Error<E>) -> bool {
+    err.is_open()
 }
 
 /// Errors named "ignored" say nothing about health.

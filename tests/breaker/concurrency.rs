@@ -65,7 +65,7 @@ async fn probe_limit_holds_and_no_permit_leaks_under_contention() {
             let mut rejected = 0u64;
             while !stop.load(SeqCst) {
                 match svc.ready().await.unwrap().call(()).await {
-                    Err(e) if e.is::<fusebox::breaker::BreakerOpen>() => {
+                    Err(e) if e.is_open() => {
                         rejected += 1;
                         tokio::task::yield_now().await;
                     }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use fusebox::breaker::{Breaker, BreakerOpen, CircuitBreakerLayer, Reason, State};
+use fusebox::breaker::{Breaker, CircuitBreakerLayer, Error, Reason, State};
 use tokio::time::Instant;
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
@@ -34,7 +34,7 @@ async fn call(
     svc: &mut mock::Spawn<fusebox::breaker::CircuitBreaker<Mock, ClassifyFn>>,
     handle: &mut Handle,
     answer: Result<&'static str, &'static str>,
-) -> Result<&'static str, BoxError> {
+) -> Result<&'static str, Error<BoxError>> {
     handle.allow(1);
     assert_ready_ok!(svc.poll_ready());
     let fut = svc.call("req");
@@ -74,7 +74,7 @@ async fn consecutive_failures_open_and_rejections_skip_the_inner_service() {
     let opened = Instant::now();
     assert_ready_ok!(svc.poll_ready());
     let err = svc.call("req").await.unwrap_err();
-    let open = err.downcast_ref::<BreakerOpen>().unwrap();
+    let open = err.as_open().unwrap();
     assert_eq!(open.state(), State::Open);
     assert_eq!(open.retry_at(), Some(opened + Duration::from_secs(3)));
     assert_eq!(open.to_string(), "circuit breaker is open");
@@ -100,10 +100,7 @@ async fn open_half_open_closed_through_probes() {
     assert_ready_ok!(svc.poll_ready());
     assert_ready_ok!(other.poll_ready());
     let err = other.call("req").await.unwrap_err();
-    assert_eq!(
-        err.downcast_ref::<BreakerOpen>().unwrap().state(),
-        State::HalfOpen
-    );
+    assert_eq!(err.as_open().unwrap().state(), State::HalfOpen);
     let fut = svc.call("probe");
     let (_, respond) = handle.next_request().await.unwrap();
     respond.send_response("ok");
@@ -332,7 +329,7 @@ async fn forced_states_disabled_and_reset() {
     handle.allow(0);
     assert_ready_ok!(svc.poll_ready());
     let err = svc.call("req").await.unwrap_err();
-    let open = err.downcast_ref::<BreakerOpen>().unwrap();
+    let open = err.as_open().unwrap();
     assert_eq!((open.state(), open.retry_at()), (State::ForcedOpen, None));
     advance(Duration::from_secs(3600)).await;
     assert_eq!(
