@@ -22,4 +22,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod breaker;
+pub mod cache;
+pub mod fail_open;
+pub mod redis;
 pub mod telemetry;

@@ -78,3 +78,24 @@ pub(crate) fn breaker_outcome(name: Option<&Arc<str>>, outcome: Outcome, slow: b
 pub(crate) fn breaker_created(name: &Arc<str>) {
     gauge!(BREAKER_STATE, "breaker" => name.clone()).set(0.0);
 }
+
+/// Counter of cache calls answered without the cache (a miss or a skip), by
+/// `cache`, `op` (`get`, `set`, …) and `reason` (see
+/// [`Reason::as_str`](crate::cache::Reason::as_str)).
+pub const CACHE_FAIL_OPEN_TOTAL: &str = "fusebox_cache_fail_open_total";
+/// Counter of failed attempts to connect to Redis, by `addr` and `reason`.
+pub const REDIS_CONNECT_ERRORS_TOTAL: &str = "fusebox_redis_connect_errors_total";
+/// Counter of values read from the cache that could not be decoded, by
+/// `cache`.
+pub const CACHE_UNDECODABLE_TOTAL: &str = "fusebox_cache_undecodable_total";
+
+pub(crate) fn cache_fail_open(name: &Arc<str>, op: &'static str, reason: crate::cache::Reason) {
+    counter!(CACHE_FAIL_OPEN_TOTAL, "cache" => name.clone(), "op" => op, "reason" => reason.as_str())
+        .increment(1);
+}
+
+pub(crate) fn redis_connect_error(addr: &str, reason: crate::cache::Reason) {
+    tracing::debug!(target: "fusebox::redis", addr, reason = reason.as_str(), "redis connect failed");
+    counter!(REDIS_CONNECT_ERRORS_TOTAL, "addr" => addr.to_owned(), "reason" => reason.as_str())
+        .increment(1);
+}

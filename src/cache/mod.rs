@@ -1,0 +1,46 @@
+//! The fail-open cache: a typed handle over backend → breaker → fail-open.
+//!
+//! ```
+//! use std::time::Duration;
+//! use fusebox::cache::{Cache, Write};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Never fails or waits because Redis is down: only bad settings are errors.
+//! let cache = Cache::builder()
+//!     .name("pages")
+//!     .prefix("fusebox-doc:")
+//!     .default_ttl(Duration::from_secs(60))
+//!     .redis_url("redis://127.0.0.1:6379")?;
+//!
+//! // Every write gets a TTL (60 s here) unless asked otherwise. With Redis
+//! // down this is `Write::Skipped(reason)`, never an error.
+//! let written: Write = cache.set("home", "<html>home").await;
+//! // A miss when the key is absent, and also when Redis is down, hung or
+//! // full: within the deadline, or at once once the breaker is open.
+//! let page = cache.get("home").await;
+//! if written.is_done() {
+//!     assert_eq!(page.as_deref(), Some(&b"<html>home"[..]));
+//! }
+//!
+//! // One loader call per key at a time, however many callers miss at once;
+//! // the loader's errors are the only errors.
+//! let about = cache
+//!     .get_or_load("about", || async { Ok::<_, std::io::Error>("<html>about") })
+//!     .await?;
+//! assert_eq!(about, "<html>about");
+//! # Ok(()) }
+//! ```
+//!
+//! What the layers under the handle do, and every default, is in
+//! [`CacheBuilder`]. The request vocabulary ([`CacheRequest`],
+//! [`CacheResponse`]) is public, so the same stack works over any
+//! `Service<CacheRequest>` ([`CacheBuilder::service`]).
+
+mod config;
+mod handle;
+mod request;
+
+pub use config::{CacheBuilder, ConfigError};
+pub use handle::{Cache, FaultClassifier, Stack, Write};
+pub use request::{CacheRequest, CacheResponse, Fault, Reason, Ttl};

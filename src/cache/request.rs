@@ -1,0 +1,204 @@
+//! The vocabulary of cache work: requests, responses, and why a call was
+//! answered without the cache.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// How long a written key lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ttl {
+    /// Expires after this long (rounded to milliseconds, at least 1 ms).
+    After(Duration),
+    /// Never expires. Only by explicit request: keys without expiry are
+    /// what fills a Redis over weeks.
+    Never,
+}
+
+impl From<Duration> for Ttl {
+    fn from(d: Duration) -> Self {
+        Ttl::After(d)
+    }
+}
+
+/// One unit of cache work, on binary keys and values.
+///
+/// Keys are sent as given: prefixes, TTL defaults and size caps are applied
+/// by the [`Cache`](super::Cache) handle before a request is made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheRequest {
+    /// `GET key` → [`CacheResponse::Value`].
+    Get(Bytes),
+    /// `MGET keys…` → [`CacheResponse::Values`], one slot per key.
+    GetMany(Vec<Bytes>),
+    /// `SET key value [PX ttl]` → [`CacheResponse::Written`]`(true)`.
+    Set {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// Its lifetime.
+        ttl: Ttl,
+    },
+    /// `SET key value NX [PX ttl]` → [`CacheResponse::Written`]: whether the
+    /// key was absent and is now set.
+    SetIfAbsent {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// Its lifetime.
+        ttl: Ttl,
+    },
+    /// `DEL keys…` → [`CacheResponse::Deleted`] with how many existed.
+    Delete(Vec<Bytes>),
+    /// `PEXPIRE key ttl` → [`CacheResponse::Expired`]: whether the key
+    /// existed.
+    Expire {
+        /// The key.
+        key: Bytes,
+        /// Its new lifetime.
+        ttl: Duration,
+    },
+}
+
+impl CacheRequest {
+    /// The operation's name, as used in metric labels: `get`, `get_many`,
+    /// `set`, `set_if_absent`, `delete`, `expire`.
+    pub fn op(&self) -> &'static str {
+        match self {
+            CacheRequest::Get(_) => "get",
+            CacheRequest::GetMany(_) => "get_many",
+            CacheRequest::Set { .. } => "set",
+            CacheRequest::SetIfAbsent { .. } => "set_if_absent",
+            CacheRequest::Delete(_) => "delete",
+            CacheRequest::Expire { .. } => "expire",
+        }
+    }
+
+    /// Whether the request only reads.
+    pub fn is_read(&self) -> bool {
+        matches!(self, CacheRequest::Get(_) | CacheRequest::GetMany(_))
+    }
+
+    /// Whether the request may grow memory (and so fails when Redis is out
+    /// of memory).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            CacheRequest::Set { .. } | CacheRequest::SetIfAbsent { .. }
+        )
+    }
+}
+
+/// The answer to a [`CacheRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheResponse {
+    /// `Get`: the value, or `None` if the key is absent.
+    Value(Option<Bytes>),
+    /// `GetMany`: one slot per key, `None` where absent (or, behind a
+    /// fail-open layer, where the cache could not answer).
+    Values(Vec<Option<Bytes>>),
+    /// `Set`, `SetIfAbsent`: whether the value was written.
+    Written(bool),
+    /// `Delete`: how many of the keys existed.
+    Deleted(u64),
+    /// `Expire`: whether the key existed.
+    Expired(bool),
+    /// A read answered as a miss because the cache could not answer it
+    /// (only from a fail-open layer).
+    Miss(Reason),
+    /// A write or delete not done because the cache could not take it
+    /// (only from a fail-open layer, or refused locally, e.g. too large).
+    Skipped(Reason),
+}
+
+/// Why a call was answered without the cache. Used as the `reason` label of
+/// [`CACHE_FAIL_OPEN_TOTAL`](crate::telemetry::CACHE_FAIL_OPEN_TOTAL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The circuit breaker is open: the cache was not asked.
+    BreakerOpen,
+    /// No answer within the response deadline.
+    Timeout,
+    /// No connection could be had within the checkout deadline (Redis down,
+    /// unreachable, refusing, or every connection busy).
+    Unavailable,
+    /// The connection failed (refused, reset, broken pipe).
+    Io,
+    /// Redis is out of memory (`OOM`): writes are shed for a while.
+    OutOfMemory,
+    /// Redis is up but cannot serve (`LOADING`, `MASTERDOWN`, `CLUSTERDOWN`,
+    /// `TRYAGAIN`, `READONLY`, `BUSY`, `MISCONF`).
+    Busy,
+    /// Redis refused the credentials (`WRONGPASS`, `NOAUTH`, `NOPERM`).
+    Auth,
+    /// Redis rejected the command itself (`WRONGTYPE`, a bad argument): the
+    /// caller's bug, not a health signal.
+    Rejected,
+    /// The value is larger than the configured cap: not sent.
+    TooLarge,
+    /// A stored value could not be decoded.
+    Undecodable,
+    /// Any other failure.
+    Other,
+}
+
+impl Reason {
+    /// The reason as a metric label (`breaker_open`, `timeout`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::BreakerOpen => "breaker_open",
+            Reason::Timeout => "timeout",
+            Reason::Unavailable => "unavailable",
+            Reason::Io => "io",
+            Reason::OutOfMemory => "out_of_memory",
+            Reason::Busy => "busy",
+            Reason::Auth => "auth",
+            Reason::Rejected => "rejected",
+            Reason::TooLarge => "too_large",
+            Reason::Undecodable => "undecodable",
+            Reason::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error that can say why, as a fail-open [`Reason`].
+pub trait Fault {
+    /// The reason to report when this error is turned into a miss or a skip.
+    fn reason(&self) -> Reason;
+}
+
+impl<E: Fault> Fault for crate::breaker::Error<E> {
+    fn reason(&self) -> Reason {
+        match self {
+            crate::breaker::Error::Open(_) => Reason::BreakerOpen,
+            crate::breaker::Error::Inner(e) => e.reason(),
+        }
+    }
+}
+
+impl Fault for tower::BoxError {
+    /// Looks for a known error in the box (a [`RedisError`], a
+    /// [`BreakerOpen`]); anything else is [`Reason::Other`].
+    ///
+    /// [`RedisError`]: crate::redis::RedisError
+    /// [`BreakerOpen`]: crate::breaker::BreakerOpen
+    fn reason(&self) -> Reason {
+        if let Some(e) = self.downcast_ref::<crate::redis::RedisError>() {
+            e.reason()
+        } else if self.is::<crate::breaker::BreakerOpen>() {
+            Reason::BreakerOpen
+        } else {
+            Reason::Other
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Fail open: every error from the cache below becomes a miss (reads) or a
+//! skip (writes, deletes), counted and traced, never surfaced.
+//!
+//! [`FailOpen`] wraps any `Service<CacheRequest, Response = CacheResponse>`
+//! whose error says why it failed ([`Fault`]): usually a
+//! [`CircuitBreaker`](crate::breaker::CircuitBreaker) over a Redis backend.
+//! Its error type is [`Infallible`].
+//!
+//! * A failed `Get` answers [`CacheResponse::Miss`]`(reason)`; a failed
+//!   `GetMany` answers all-`None`; anything else [`CacheResponse::Skipped`].
+//! * When Redis answers `OOM`, writes (`Set`, `SetIfAbsent`) are shed
+//!   locally for the [hold-down](FailOpenLayer::oom_hold_down) period,
+//!   counted with reason `out_of_memory`, while reads and deletes go on.
+//! * Each fallback increments
+//!   [`CACHE_FAIL_OPEN_TOTAL`](crate::telemetry::CACHE_FAIL_OPEN_TOTAL); a
+//!   `WARN` event of target `fusebox::cache` summarises them at most once per
+//!   second per layer, not once per call.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use crate::cache::{CacheRequest, CacheResponse, Fault, Reason};
+
+/// Makes [`FailOpen`] services that share one OOM hold-down and one log
+/// rate limit.
+#[derive(Clone, Debug)]
+pub struct FailOpenLayer {
+    shared: Arc<Shared>,
+}
+
+impl FailOpenLayer {
+    /// A layer whose metrics and logs carry `name` as the `cache` label.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self::with_hold_down(name, Duration::from_secs(5))
+    }
+
+    /// As [`new`](Self::new), shedding writes for `hold_down` after an `OOM`
+    /// answer (the default is 5 s).
+    pub fn with_hold_down(name: impl Into<Arc<str>>, hold_down: Duration) -> Self {
+        FailOpenLayer {
+            shared: Arc::new(Shared {
+                name: name.into(),
+                hold_down,
+                base: Instant::now(),
+                shed_until: AtomicU64::new(0),
+                next_log: AtomicU64::new(0),
+                unlogged: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// How long writes are shed after an `OOM` answer.
+    pub fn oom_hold_down(&self) -> Duration {
+        self.shared.hold_down
+    }
+}
+
+impl<S> Layer<S> for FailOpenLayer {
+    type Service = FailOpen<S>;
+
+    fn layer(&self, inner: S) -> FailOpen<S> {
+        FailOpen {
+            inner,
+            shared: self.shared.clone(),
+            not_ready: None,
+        }
+    }
+}
+
+struct Shared {
+    name: Arc<str>,
+    hold_down: Duration,
+    /// Origin of the nanosecond clocks below.
+    base: Instant,
+    /// Writes are shed until this many nanoseconds after `base` (0: never
+    /// was, so no clock is read on the write path).
+    shed_until: AtomicU64,
+    /// No summary is logged before this.
+    next_log: AtomicU64,
+    /// Fallbacks since the last summary.
+    unlogged: AtomicU64,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailOpen")
+            .field("name", &self.name)
+            .field("hold_down", &self.hold_down)
+            .finish_non_exhaustive()
+    }
+}
+
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+impl Shared {
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn shedding(&self) -> bool {
+        let until = self.shed_until.load(Relaxed);
+        until != 0 && self.nanos() < until
+    }
+
+    fn fell_back(&self, op: &'static str, reason: Reason) {
+        crate::telemetry::cache_fail_open(&self.name, op, reason);
+        if reason == Reason::OutOfMemory && op_is_write(op) {
+            let until = self.nanos() + nanos(self.hold_down);
+            self.shed_until.fetch_max(until.max(1), Relaxed);
+        }
+        self.unlogged.fetch_add(1, Relaxed);
+        let now = self.nanos();
+        let next = self.next_log.load(Relaxed);
+        if now >= next
+            && self
+                .next_log
+                .compare_exchange(next, now + nanos(LOG_EVERY), Relaxed, Relaxed)
+                .is_ok()
+        {
+            let count = self.unlogged.swap(0, Relaxed);
+            tracing::warn!(
+                target: "fusebox::cache",
+                cache = &*self.name,
+                op,
+                reason = reason.as_str(),
+                count,
+                "cache failing open: answering without it"
+            );
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn op_is_write(op: &str) -> bool {
+    matches!(op, "set" | "set_if_absent")
+}
+
+/// A cache service that never fails: see the [module docs](self).
+pub struct FailOpen<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    /// The inner service's readiness failed: the next call falls back
+    /// without calling it.
+    not_ready: Option<Reason>,
+}
+
+impl<S: Clone> Clone for FailOpen<S> {
+    fn clone(&self) -> Self {
+        FailOpen {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            not_ready: None,
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for FailOpen<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FailOpen")
+            .field("inner", &self.inner)
+            .field("name", &self.shared.name)
+            .finish()
+    }
+}
+
+impl<S> Service<CacheRequest> for FailOpen<S>
+where
+    S: Service<CacheRequest, Response = CacheResponse>,
+    S::Error: Fault,
+{
+    type Response = CacheResponse;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        match ready!(self.inner.poll_ready(cx)) {
+            Ok(()) => self.not_ready = None,
+            Err(e) => self.not_ready = Some(e.reason()),
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: CacheRequest) -> Self::Future {
+        let op = request.op();
+        let early = match self.not_ready.take() {
+            Some(reason) => Some(reason),
+            None if request.is_write() && self.shared.shedding() => Some(Reason::OutOfMemory),
+            None => None,
+        };
+        if let Some(reason) = early {
+            self.shared.fell_back(op, reason);
+            return ResponseFuture {
+                state: State::Done {
+                    response: Some(Fallback::of(&request).response(reason)),
+                },
+            };
+        }
+        let fallback = Fallback::of(&request);
+        ResponseFuture {
+            state: State::Call {
+                future: self.inner.call(request),
+                fallback,
+                shared: self.shared.clone(),
+            },
+        }
+    }
+}
+
+/// Enough of a request to answer it without the cache.
+#[derive(Clone, Copy, Debug)]
+struct Fallback {
+    op: &'static str,
+    /// For `GetMany`, how many keys.
+    keys: Option<usize>,
+}
+
+impl Fallback {
+    fn of(request: &CacheRequest) -> Self {
+        let keys = match request {
+            CacheRequest::GetMany(keys) => Some(keys.len()),
+            _ => None,
+        };
+        Fallback {
+            op: request.op(),
+            keys,
+        }
+    }
+
+    fn response(self, reason: Reason) -> CacheResponse {
+        match (self.op, self.keys) {
+            ("get", _) => CacheResponse::Miss(reason),
+            (_, Some(n)) => CacheResponse::Values(vec![None; n]),
+            _ => CacheResponse::Skipped(reason),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`FailOpen`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Call { #[pin] future: F, fallback: Fallback, shared: Arc<Shared> },
+        Done { response: Option<CacheResponse> },
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("fail_open::ResponseFuture")
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<CacheResponse, E>>,
+    E: Fault,
+{
+    type Output = Result<CacheResponse, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Call {
+                future,
+                fallback,
+                shared,
+            } => Poll::Ready(Ok(match ready!(future.poll(cx)) {
+                Ok(response) => response,
+                Err(e) => {
+                    let reason = e.reason();
+                    shared.fell_back(fallback.op, reason);
+                    fallback.response(reason)
+                }
+            })),
+            StateProj::Done { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or(CacheResponse::Skipped(Reason::Other)))),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! How to reach Redis, and how long to wait for it.
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::{IntoConnectionInfo, ProtocolVersion};
+
+use crate::cache::ConfigError;
+
+/// Connection settings for [`RedisBackend`](super::RedisBackend): the
+/// address and credentials (from a URL) and every deadline.
+///
+/// Its `Debug` shows the address and database, never the password.
+#[derive(Clone)]
+pub struct RedisConfig {
+    pub(crate) client: redis::Client,
+    /// `host:port` or the socket path, for logs (no credentials).
+    pub(crate) addr: String,
+    pub(crate) resp3: bool,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) checkout_timeout: Duration,
+    pub(crate) pool_size: u32,
+}
+
+impl RedisConfig {
+    /// Starts a configuration from a URL: `redis://[user[:password]@]host[:port][/db]`
+    /// or `unix:///path/to.sock[?db=N]`. (`rediss://`, TLS, is not supported
+    /// yet: it is refused at build time.)
+    ///
+    /// Connections use RESP3 unless the URL says `?protocol=resp2` (needed
+    /// for Redis older than 6): with RESP3 a dropped connection is noticed
+    /// from a push message, without a `PING` per checkout.
+    pub fn builder(url: impl AsRef<str>) -> RedisConfigBuilder {
+        RedisConfigBuilder {
+            url: url.as_ref().to_owned(),
+            connect_timeout: Duration::from_millis(50),
+            response_timeout: Duration::from_millis(50),
+            checkout_timeout: Duration::from_millis(30),
+            pool_size: 4,
+        }
+    }
+
+    /// The address connected to (`host:port` or a socket path).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The longest a call can take: checking a connection out, then the
+    /// response.
+    pub fn call_deadline(&self) -> Duration {
+        self.checkout_timeout + self.response_timeout
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.client.get_connection_info().redis_settings();
+        f.debug_struct("RedisConfig")
+            .field("addr", &self.addr)
+            .field("db", &info.db())
+            .field("username", &info.username())
+            .field("password", &info.password().map(|_| "<redacted>"))
+            .field("resp3", &self.resp3)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("checkout_timeout", &self.checkout_timeout)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// Builds a [`RedisConfig`]; see [`RedisConfig::builder`].
+#[must_use]
+pub struct RedisConfigBuilder {
+    url: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    checkout_timeout: Duration,
+    pool_size: u32,
+}
+
+impl fmt::Debug for RedisConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfigBuilder")
+            .field("url", &"<redacted>")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("checkout_timeout", &self.checkout_timeout)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl RedisConfigBuilder {
+    /// The longest a new connection may take, TCP connect and handshake
+    /// (`HELLO`, `AUTH`, `SELECT`) included. Defaults to 50 ms.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// The longest a command waits for its response. Defaults to 50 ms.
+    pub fn response_timeout(mut self, d: Duration) -> Self {
+        self.response_timeout = d;
+        self
+    }
+
+    /// The longest a call waits for a connection from the pool (including
+    /// waiting for a new one to be made). Defaults to 30 ms.
+    pub fn checkout_timeout(mut self, d: Duration) -> Self {
+        self.checkout_timeout = d;
+        self
+    }
+
+    /// How many connections the pool holds. Each is multiplexed: a call
+    /// holds its connection only long enough to clone it, so many calls
+    /// share one. Defaults to 4.
+    pub fn pool_size(mut self, n: u32) -> Self {
+        self.pool_size = n;
+        self
+    }
+
+    /// Validates the settings. Never connects: Redis being down is not a
+    /// configuration error.
+    pub fn build(self) -> Result<RedisConfig, ConfigError> {
+        for (field, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("response_timeout", self.response_timeout),
+            ("checkout_timeout", self.checkout_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(field, "must be more than zero"));
+            }
+            if d > Duration::from_secs(60) {
+                return Err(ConfigError::new(field, "must be at most 60 s"));
+            }
+        }
+        if self.pool_size == 0 {
+            return Err(ConfigError::new("pool_size", "must be at least 1"));
+        }
+        let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
+            .iter()
+            .any(|s| self.url.starts_with(s));
+        if !scheme_ok {
+            // The URL itself is never echoed: it may hold a password.
+            return Err(ConfigError::new(
+                "url",
+                "must start with redis://, rediss:// or unix://",
+            ));
+        }
+        if self.url.starts_with("rediss://") {
+            return Err(ConfigError::new(
+                "url",
+                "rediss:// (TLS) is not supported yet by this release",
+            ));
+        }
+        let info = self.url.as_str().into_connection_info().map_err(|e| {
+            ConfigError::new("url", format!("not a valid redis URL ({})", e.category()))
+        })?;
+        let resp3 = !self.url.contains("protocol=");
+        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
+        if resp3 {
+            settings = settings.set_protocol(ProtocolVersion::RESP3);
+        }
+        let resp3 = settings.protocol() == ProtocolVersion::RESP3;
+        let addr = info.addr().to_string();
+        let info = info.set_redis_settings(settings);
+        let client = redis::Client::open(info)
+            .map_err(|e| ConfigError::new("url", format!("not usable ({})", e.category())))?;
+        Ok(RedisConfig {
+            client,
+            addr,
+            resp3,
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+            checkout_timeout: self.checkout_timeout,
+            pool_size: self.pool_size,
+        })
+    }
+}

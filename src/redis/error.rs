@@ -1,0 +1,214 @@
+//! Redis errors, classified by what they say about Redis' health.
+
+use std::fmt;
+
+use crate::breaker::{Classify, Outcome};
+use crate::cache::{Fault, Reason};
+
+/// A failed Redis call: what went wrong, as a [`Reason`], and the client's
+/// error when there is one.
+///
+/// Its `Display` and `Debug` never include credentials: connection errors
+/// carry the address, never the URL.
+#[derive(Clone)]
+pub struct RedisError {
+    reason: Reason,
+    source: Option<redis::RedisError>,
+    /// Set when a checkout timed out: the last error from connecting, which
+    /// says *why* no connection could be had (refused, auth, timeout…).
+    connect: Option<Reason>,
+}
+
+impl RedisError {
+    pub(crate) fn checkout_timeout(last_connect: Option<Reason>) -> Self {
+        RedisError {
+            reason: Reason::Unavailable,
+            source: None,
+            connect: last_connect,
+        }
+    }
+
+    /// A connect or call that hit its deadline without a client error.
+    pub(crate) fn timeout() -> Self {
+        RedisError {
+            reason: Reason::Timeout,
+            source: None,
+            connect: None,
+        }
+    }
+
+    /// A connect that did not finish within its deadline.
+    pub(crate) fn connect_timeout() -> Self {
+        Self::timeout()
+    }
+
+    /// A pooled connection found flagged as broken at checkout.
+    pub(crate) fn broken() -> Self {
+        RedisError {
+            reason: Reason::Io,
+            source: None,
+            connect: None,
+        }
+    }
+
+    /// Why the call failed.
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+
+    /// For a checkout that timed out ([`Reason::Unavailable`]): why the last
+    /// attempt to connect failed, if one did (for example [`Reason::Auth`]
+    /// for a wrong password, [`Reason::Io`] for a refused connection).
+    pub fn connect_reason(&self) -> Option<Reason> {
+        self.connect
+    }
+
+    /// The `redis` crate's error, if the client produced one.
+    pub fn client_error(&self) -> Option<&redis::RedisError> {
+        self.source.as_ref()
+    }
+
+    /// Whether the connection that produced this error should be dropped
+    /// rather than reused.
+    pub(crate) fn breaks_connection(&self) -> bool {
+        match &self.source {
+            Some(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_unrecoverable_error()
+            }
+            None => false,
+        }
+    }
+}
+
+impl From<redis::RedisError> for RedisError {
+    fn from(e: redis::RedisError) -> Self {
+        RedisError {
+            reason: classify(&e),
+            source: Some(e),
+            connect: None,
+        }
+    }
+}
+
+/// Maps a client error to a [`Reason`]. Looks inside pipeline errors, whose
+/// own `code()` is `None`.
+pub(crate) fn classify(e: &redis::RedisError) -> Reason {
+    use redis::{ErrorKind as K, ServerErrorKind as S};
+    if e.is_timeout() {
+        return Reason::Timeout;
+    }
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return Reason::Io;
+    }
+    if let Some(code) = e.code() {
+        return by_code(code);
+    }
+    match e.kind() {
+        K::Server(S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown | S::ReadOnly) => {
+            Reason::Busy
+        }
+        K::AuthenticationFailed => Reason::Auth,
+        K::Server(S::NoPerm) => Reason::Auth,
+        K::UnexpectedReturnType | K::Server(S::ResponseError) => Reason::Rejected,
+        _ => match e.clone().into_server_errors() {
+            // A pipeline: the worst of its commands' errors.
+            Some(errors) => errors
+                .iter()
+                .map(|(_, err)| by_code(err.code()))
+                .max_by_key(|r| severity(*r))
+                .unwrap_or(Reason::Other),
+            None => Reason::Other,
+        },
+    }
+}
+
+fn by_code(code: &str) -> Reason {
+    match code {
+        "OOM" => Reason::OutOfMemory,
+        "LOADING" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" | "READONLY" | "BUSY" | "MISCONF" => {
+            Reason::Busy
+        }
+        "WRONGPASS" | "NOAUTH" | "NOPERM" => Reason::Auth,
+        "WRONGTYPE" | "ERR" | "EXECABORT" | "NOSCRIPT" | "CROSSSLOT" => Reason::Rejected,
+        _ => Reason::Other,
+    }
+}
+
+/// Which reason wins when a pipeline holds several: health signals first.
+fn severity(r: Reason) -> u8 {
+    match r {
+        Reason::OutOfMemory => 4,
+        Reason::Busy | Reason::Auth => 3,
+        Reason::Other => 2,
+        Reason::Rejected => 1,
+        _ => 0,
+    }
+}
+
+impl Fault for RedisError {
+    fn reason(&self) -> Reason {
+        self.reason
+    }
+}
+
+impl fmt::Display for RedisError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.source, self.connect) {
+            (Some(e), _) => write!(f, "redis {}: {e}", self.reason),
+            (None, Some(last)) => write!(
+                f,
+                "redis unavailable: no connection within the checkout deadline (last connect error: {last})"
+            ),
+            (None, None) => match self.reason {
+                Reason::Timeout => f.write_str("redis timeout: no answer within the deadline"),
+                Reason::Io => f.write_str("redis connection broken"),
+                _ => f.write_str("redis unavailable: no connection within the checkout deadline"),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for RedisError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisError")
+            .field("reason", &self.reason)
+            .field("connect", &self.connect)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl std::error::Error for RedisError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The breaker classifier for Redis: what says Redis is unhealthy.
+///
+/// * failures: timeouts, I/O errors, no connection ([`Reason::Unavailable`]),
+///   `LOADING`/`MASTERDOWN`/`CLUSTERDOWN`/`TRYAGAIN`/`READONLY`/`BUSY`/
+///   `MISCONF`, authentication errors, anything unknown;
+/// * ignored: `OOM` (a full Redis still serves reads; writes are shed by the
+///   fail-open layer instead) and the caller's own errors (`WRONGTYPE`, bad
+///   arguments);
+/// * every response is a success.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RedisClassifier;
+
+impl<T> Classify<T, RedisError> for RedisClassifier {
+    fn classify(&self, result: Result<&T, &RedisError>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Success,
+            Err(e) => match e.reason {
+                Reason::OutOfMemory | Reason::Rejected => Outcome::Ignored,
+                _ => Outcome::Failure,
+            },
+        }
+    }
+}

@@ -1,0 +1,186 @@
+use std::time::Duration;
+
+use fusebox::breaker::State;
+use fusebox::cache::{Cache, Reason, Write};
+use fusebox::telemetry::CACHE_FAIL_OPEN_TOTAL;
+
+use crate::common::{counter, metrics, RedisServer};
+
+fn pttl(redis: &RedisServer, key: &str) -> i64 {
+    redis
+        .cmd(&["PTTL", key])
+        .trim_start_matches(':')
+        .parse()
+        .expect("PTTL reply")
+}
+
+#[tokio::test]
+async fn round_trip_applies_prefix_and_ttls() {
+    metrics();
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("healthy")
+        .prefix("app:")
+        .default_ttl(Duration::from_secs(60))
+        .max_ttl(Duration::from_secs(3600))
+        .redis_url(redis.url())
+        .unwrap();
+
+    assert_eq!(cache.get("k").await, None);
+    assert_eq!(cache.set("k", "v1").await, Write::Done);
+    assert_eq!(cache.get("k").await.as_deref(), Some(&b"v1"[..]));
+    // Stored under the prefix, with the default TTL.
+    assert_eq!(redis.cmd(&["GET", "app:k"]), "v1");
+    assert_eq!(redis.cmd(&["GET", "k"]), "(nil)");
+    let ttl = pttl(&redis, "app:k");
+    assert!(ttl > 50_000 && ttl <= 60_000, "default TTL applied: {ttl}");
+
+    // Longer TTLs are clamped; no expiry only when asked for.
+    let week = Duration::from_secs(7 * 24 * 3600);
+    assert_eq!(cache.set_with_ttl("long", "x", week).await, Write::Done);
+    let ttl = pttl(&redis, "app:long");
+    assert!(ttl > 3_500_000 && ttl <= 3_600_000, "clamped: {ttl}");
+    assert_eq!(cache.set_without_ttl("kept", "x").await, Write::Done);
+    assert_eq!(pttl(&redis, "app:kept"), -1);
+
+    assert_eq!(cache.set_if_absent("k", "v2").await, Write::Unchanged);
+    assert_eq!(cache.set_if_absent("new", "n").await, Write::Done);
+    assert!(pttl(&redis, "app:new") > 0);
+    assert_eq!(
+        cache.get_many(["k", "missing", "new"]).await,
+        vec![Some("v1".into()), None, Some("n".into())]
+    );
+
+    assert_eq!(cache.expire("k", Duration::from_secs(5)).await, Write::Done);
+    assert!(pttl(&redis, "app:k") <= 5_000);
+    assert_eq!(
+        cache.expire("missing", Duration::from_secs(5)).await,
+        Write::Unchanged
+    );
+
+    assert_eq!(cache.delete("k").await, Write::Done);
+    assert_eq!(cache.delete("k").await, Write::Unchanged);
+    assert_eq!(cache.get("k").await, None);
+
+    // Binary keys and values pass through untouched.
+    let bin = [0u8, 255, 13, 10, 0];
+    assert_eq!(cache.set(&bin[..], bin.to_vec()).await, Write::Done);
+    assert_eq!(cache.get(&bin[..]).await.as_deref(), Some(&bin[..]));
+
+    assert_eq!(cache.breaker().unwrap().state(), State::Closed);
+    assert_eq!(counter(CACHE_FAIL_OPEN_TOTAL, &[("cache", "healthy")]), 0);
+}
+
+#[tokio::test]
+async fn oversize_values_are_skipped_locally() {
+    metrics();
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("oversize")
+        .max_value_size(1024)
+        .redis_url(redis.url())
+        .unwrap();
+    assert_eq!(
+        cache.set("big", vec![7u8; 1025]).await,
+        Write::Skipped(Reason::TooLarge)
+    );
+    assert_eq!(redis.cmd(&["EXISTS", "big"]), ":0");
+    assert_eq!(cache.set("fits", vec![7u8; 1024]).await, Write::Done);
+    assert_eq!(
+        counter(
+            CACHE_FAIL_OPEN_TOTAL,
+            &[("cache", "oversize"), ("reason", "too_large")]
+        ),
+        1
+    );
+}
+
+#[tokio::test]
+async fn get_or_load_shares_one_loader_call_among_concurrent_misses() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("flight")
+        .redis_url(redis.url())
+        .unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (release, gate) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (cache, calls, mut gate) = (cache.clone(), calls.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_load("slow", || async move {
+                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let _ = gate.wait_for(|open| *open).await;
+                    Ok::<_, std::io::Error>("loaded")
+                })
+                .await
+        }));
+    }
+    // Let every task miss and join the flight, then let the loader finish.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    release.send_replace(true);
+    for t in tasks {
+        let v = tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .expect("bounded")
+            .unwrap()
+            .unwrap();
+        assert_eq!(v, "loaded");
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(redis.cmd(&["GET", "slow"]), "loaded");
+    // Stored: the next call does not load.
+    let v = cache
+        .get_or_load("slow", || async {
+            Err::<&str, _>(std::io::Error::other("not called"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, "loaded");
+    // A loader error reaches the caller; nothing is stored.
+    let err = cache
+        .get_or_load("bad", || async {
+            Err::<&str, _>(std::io::Error::other("db down"))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "db down");
+    assert_eq!(redis.cmd(&["EXISTS", "bad"]), ":0");
+}
+
+#[tokio::test]
+async fn a_cancelled_leader_hands_the_load_to_a_follower() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("cancel")
+        .redis_url(redis.url())
+        .unwrap();
+    let leader = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_load("k", || {
+                    std::future::pending::<Result<&str, std::io::Error>>()
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let follower = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_load("k", || async { Ok::<_, std::io::Error>("from follower") })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    leader.abort();
+    let v = tokio::time::timeout(Duration::from_secs(5), follower)
+        .await
+        .expect("the follower is not stuck behind a cancelled leader")
+        .unwrap()
+        .unwrap();
+    assert_eq!(v, "from follower");
+}
