@@ -85,9 +85,6 @@ pub(crate) fn breaker_created(name: &Arc<str>) {
 pub const CACHE_FAIL_OPEN_TOTAL: &str = "fusebox_cache_fail_open_total";
 /// Counter of failed attempts to connect to Redis, by `addr` and `reason`.
 pub const REDIS_CONNECT_ERRORS_TOTAL: &str = "fusebox_redis_connect_errors_total";
-/// Counter of values read from the cache that could not be decoded, by
-/// `cache`.
-pub const CACHE_UNDECODABLE_TOTAL: &str = "fusebox_cache_undecodable_total";
 
 pub(crate) fn cache_fail_open(name: &Arc<str>, op: &'static str, reason: crate::cache::Reason) {
     counter!(CACHE_FAIL_OPEN_TOTAL, "cache" => name.clone(), "op" => op, "reason" => reason.as_str())

@@ -248,6 +248,17 @@ where
         if let Some(v) = self.get(key).await {
             return Ok(v);
         }
+        self.load_through(key, || async { Ok(load().await?.into()) })
+            .await
+    }
+
+    /// The single flight behind `get_or_load`: runs `load` unless another
+    /// caller is loading `key`, in which case it takes that caller's value.
+    async fn load_through<F, Fut, E>(&self, key: &[u8], load: F) -> Result<Bytes, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes, E>>,
+    {
         let full = self.key(key);
         let mut load = Some(load);
         loop {
@@ -286,7 +297,7 @@ where
                 flight: &flight,
             };
             let load = load.take().expect("a caller leads at most once");
-            let value: Bytes = load().await?.into();
+            let value = load().await?;
             let ttl = self.shared.options.default_ttl;
             let _ = self
                 .write_full(full.clone(), value.clone(), ttl, false)
@@ -294,6 +305,88 @@ where
             let _ = flight.value.set(value.clone());
             drop(guard);
             return Ok(value);
+        }
+    }
+
+    /// The value at `key` decoded from JSON, or `None` if absent, if the
+    /// cache could not answer, or if it does not decode (counted with reason
+    /// `undecodable`, never a panic).
+    #[cfg(feature = "serde")]
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: impl AsRef<[u8]>,
+    ) -> Option<T> {
+        let bytes = self.get(key).await?;
+        self.decode(&bytes)
+    }
+
+    /// Writes `value` encoded as JSON, with the default TTL. A value that
+    /// does not encode is skipped with reason `other`.
+    #[cfg(feature = "serde")]
+    pub async fn set_json<T: serde::Serialize + ?Sized>(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: &T,
+    ) -> Write {
+        match serde_json::to_vec(value) {
+            Ok(bytes) => self.set(key, bytes).await,
+            Err(_) => {
+                crate::telemetry::cache_fail_open(&self.shared.options.name, "set", Reason::Other);
+                Write::Skipped(Reason::Other)
+            }
+        }
+    }
+
+    /// [`get_or_load`](Self::get_or_load) for JSON values: a cached value
+    /// that does not decode counts as a miss (and is replaced).
+    #[cfg(feature = "serde")]
+    pub async fn get_or_load_json<T, F, Fut, E>(
+        &self,
+        key: impl AsRef<[u8]>,
+        load: F,
+    ) -> Result<T, E>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let key = key.as_ref();
+        if let Some(v) = self.get_json(key).await {
+            return Ok(v);
+        }
+        let mut load = Some(load);
+        let mut loaded = None;
+        let (load_ref, loaded_ref) = (&mut load, &mut loaded);
+        let bytes = self
+            .load_through(key, move || async move {
+                let load = load_ref.take().expect("loads once");
+                let value = load().await?;
+                let bytes = serde_json::to_vec(&value).unwrap_or_default();
+                *loaded_ref = Some(value);
+                Ok(Bytes::from(bytes))
+            })
+            .await?;
+        if let Some(value) = loaded {
+            return Ok(value);
+        }
+        // Another caller's value; if it did not encode, load our own.
+        match (self.decode(&bytes), load) {
+            (Some(value), _) => Ok(value),
+            (None, Some(load)) => load().await,
+            (None, None) => unreachable!("a follower never ran its loader"),
+        }
+    }
+
+    #[cfg(feature = "serde")]
+    fn decode<T: serde::de::DeserializeOwned>(&self, bytes: &[u8]) -> Option<T> {
+        match serde_json::from_slice(bytes) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let name = &self.shared.options.name;
+                crate::telemetry::cache_fail_open(name, "get", Reason::Undecodable);
+                tracing::debug!(target: "fusebox::cache", cache = &**name, error = %e, "cached value does not decode");
+                None
+            }
         }
     }
 

@@ -184,3 +184,53 @@ async fn a_cancelled_leader_hands_the_load_to_a_follower() {
         .unwrap();
     assert_eq!(v, "from follower");
 }
+
+#[cfg(feature = "serde")]
+#[tokio::test]
+async fn undecodable_values_are_counted_misses() {
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Page {
+        title: String,
+        views: u32,
+    }
+    metrics();
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("json")
+        .redis_url(redis.url())
+        .unwrap();
+    let page = Page {
+        title: "home".into(),
+        views: 3,
+    };
+    assert_eq!(cache.set_json("page", &page).await, Write::Done);
+    assert_eq!(cache.get_json::<Page>("page").await, Some(page));
+
+    // Garbage, or another shape: a miss, counted, never a panic.
+    redis.cmd(&["SET", "page", "\u{0}\u{ff}not json"]);
+    assert_eq!(cache.get_json::<Page>("page").await, None);
+    redis.cmd(&["SET", "page", "{\"title\": 5}"]);
+    assert_eq!(cache.get_json::<Page>("page").await, None);
+    assert_eq!(
+        counter(
+            CACHE_FAIL_OPEN_TOTAL,
+            &[("cache", "json"), ("reason", "undecodable")]
+        ),
+        2
+    );
+    // And get_or_load_json replaces it.
+    let loaded = cache
+        .get_or_load_json("page", || async {
+            Ok::<_, std::io::Error>(Page {
+                title: "fresh".into(),
+                views: 1,
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded.title, "fresh");
+    assert_eq!(
+        cache.get_json::<Page>("page").await.map(|p| p.views),
+        Some(1)
+    );
+}
