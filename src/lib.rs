@@ -6,15 +6,22 @@
 //! needed a *cache* should keep answering from its source of truth. fusebox
 //! turns such failures into fast, bounded, counted cache misses.
 //!
-//! This release holds the foundation: a [circuit breaker](breaker) that wraps
-//! any `tower::Service` (an HTTP client, a gRPC channel, a cache client),
-//! with a closed-state hot path that takes no lock, reads no clock and writes
-//! no shared memory.
+//! * A [circuit breaker](breaker) that wraps any `tower::Service` (an HTTP
+//!   client, a gRPC channel, a cache client), with a closed-state hot path
+//!   that takes no lock, reads no clock and writes no shared memory.
+//! * A [fail-open cache](cache) over Redis: bounded deadlines everywhere,
+//!   the breaker in front, and every failure answered as a miss or a skip,
+//!   counted and traced.
 //!
 //! # Layout
 //!
 //! * [`breaker`]: the circuit breaker layer, its configuration, its handle,
 //!   and the state machine behind them.
+//! * [`cache`]: the [`Cache`](cache::Cache) handle and the request
+//!   vocabulary every cache layer speaks.
+//! * [`redis`]: the Redis backend (bb8 pool), error classification, and an
+//!   adapter for clients you already have.
+//! * [`fail_open`]: the layer that turns errors into misses and skips.
 //! * [`telemetry`]: the names of every metric, in one place.
 //!
 //! [Tower]: https://docs.rs/tower
