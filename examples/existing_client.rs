@@ -44,7 +44,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .default_ttl(Duration::from_secs(60))
         .service(ClientBackend::new(manager, Duration::from_millis(100)))?;
 
-    println!("set greeting  -> {:?}", cache.set("greeting", "hello").await);
+    println!(
+        "set greeting  -> {:?}",
+        cache.set("greeting", "hello").await
+    );
     let got = cache.get("greeting").await;
     println!(
         "get greeting  -> {:?}",
@@ -56,7 +59,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("get_or_load   -> {}", String::from_utf8_lossy(&loaded));
     println!(
         "breaker       -> {}",
-        cache.breaker().map(|b| b.state().to_string()).unwrap_or_default()
+        cache
+            .breaker()
+            .map(|b| b.state().to_string())
+            .unwrap_or_default()
     );
 
     // The same calls against an address where nothing answers in time.
@@ -81,7 +87,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "  get #{i}: {:?} in {:>6.1} ms, breaker {}",
             v,
             start.elapsed().as_secs_f64() * 1e3,
-            down.breaker().map(|b| b.state().to_string()).unwrap_or_default()
+            down.breaker()
+                .map(|b| b.state().to_string())
+                .unwrap_or_default()
         );
     }
     drop(hole);

@@ -49,5 +49,8 @@ async fn and_a_multiplexed_connection() {
         .unwrap();
     assert_eq!(cache.set_if_absent("k", "v").await, Write::Done);
     assert_eq!(cache.set_if_absent("k", "w").await, Write::Unchanged);
-    assert_eq!(cache.get_many(["k", "x"]).await, vec![Some("v".into()), None]);
+    assert_eq!(
+        cache.get_many(["k", "x"]).await,
+        vec![Some("v".into()), None]
+    );
 }
