@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,8 +27,10 @@ pub type BackendFuture = Pin<Box<dyn Future<Output = Result<CacheResponse, Redis
 /// checkout (default 30 ms, not 30 s), the connect and every response; does
 /// not `PING` on checkout (a dropped connection is flagged by a RESP3 push,
 /// or by its first I/O error or timeout, and never handed out again); and
-/// holds a pooled connection only long enough to clone it, so in-flight
-/// commands are not capped by the pool size.
+/// shares one multiplexed connection among all calls (cloned out, without a
+/// pool checkout per call), so in-flight commands are not capped by the
+/// pool size and are batched into few writes. The pool is asked only when
+/// that connection is missing or broken.
 ///
 /// Errors are [`RedisError`]s classified by [`Reason`]; put a
 /// [`CircuitBreaker`](crate::breaker::CircuitBreaker) and a
@@ -43,6 +45,9 @@ pub struct RedisBackend {
 
 struct Shared {
     addr: String,
+    /// The connection calls use, cloned out without touching the pool; the
+    /// pool is asked again only when it is missing or flagged broken.
+    current: RwLock<Option<Conn>>,
     /// Why the last connect failed (a `Reason` code), so that a checkout
     /// that times out can say why. `NONE` when the last connect worked.
     last_connect: AtomicU8,
@@ -57,6 +62,7 @@ impl RedisBackend {
     pub fn new(config: RedisConfig) -> Self {
         let shared = Arc::new(Shared {
             addr: config.addr.clone(),
+            current: RwLock::new(None),
             last_connect: AtomicU8::new(NONE),
         });
         let manager = Manager {
@@ -117,15 +123,18 @@ impl Service<CacheRequest> for RedisBackend {
         let pool = self.pool.clone();
         let shared = self.shared.clone();
         Box::pin(async move {
-            let mut conn = match pool.get().await {
-                // Clone the multiplexed connection out and give the slot
-                // back at once.
-                Ok(pooled) => pooled.clone(),
-                Err(bb8::RunError::User(e)) => return Err(e),
-                Err(bb8::RunError::TimedOut) => {
-                    let last = reason_from_code(shared.last_connect.load(Relaxed));
-                    return Err(RedisError::checkout_timeout(last));
-                }
+            let mut conn = match shared.current() {
+                Some(conn) => conn,
+                None => match pool.get().await {
+                    // Clone the multiplexed connection out and give the
+                    // slot back at once.
+                    Ok(pooled) => shared.set_current(pooled.clone()),
+                    Err(bb8::RunError::User(e)) => return Err(e),
+                    Err(bb8::RunError::TimedOut) => {
+                        let last = reason_from_code(shared.last_connect.load(Relaxed));
+                        return Err(RedisError::checkout_timeout(last));
+                    }
+                },
             };
             let result = execute(&mut conn.inner, request)
                 .await
@@ -137,6 +146,23 @@ impl Service<CacheRequest> for RedisBackend {
             }
             result
         })
+    }
+}
+
+impl Shared {
+    /// The current connection, unless there is none or it is broken.
+    fn current(&self) -> Option<Conn> {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        current
+            .as_ref()
+            .filter(|c| !c.broken.load(Relaxed))
+            .cloned()
+    }
+
+    fn set_current(&self, conn: Conn) -> Conn {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        *current = Some(conn.clone());
+        conn
     }
 }
 

@@ -37,7 +37,7 @@ impl RedisConfig {
             connect_timeout: Duration::from_millis(50),
             response_timeout: Duration::from_millis(50),
             checkout_timeout: Duration::from_millis(30),
-            pool_size: 4,
+            pool_size: 1,
         }
     }
 
@@ -113,9 +113,11 @@ impl RedisConfigBuilder {
         self
     }
 
-    /// How many connections the pool holds. Each is multiplexed: a call
-    /// holds its connection only long enough to clone it, so many calls
-    /// share one. Defaults to 4.
+    /// How many connections the pool may hold. Calls share one multiplexed
+    /// connection (cloned out per call, so any number of concurrent calls
+    /// are batched onto it without touching the pool); the pool makes,
+    /// validates and replaces it when it breaks. More than one is only used
+    /// while a replacement is being made. Defaults to 1.
     pub fn pool_size(mut self, n: u32) -> Self {
         self.pool_size = n;
         self

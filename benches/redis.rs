@@ -1,0 +1,248 @@
+//! The whole fail-open stack against a real Redis, in one run with the
+//! clients it replaces: GET and SET throughput and p50/p99 latency with 64
+//! concurrent tasks; and the cost of a `get` once Redis is down and the
+//! breaker open.
+//!
+//! `cargo bench -p fusebox-benches --bench redis`
+//!
+//! Starts its own `redis-server` on a free port (`--save ''`), never 6379.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fusebox::cache::Cache;
+use redis::AsyncCommands;
+
+const TASKS: usize = 64;
+const OPS: usize = 200_000;
+const WARMUP: usize = 20_000;
+const ROUNDS: usize = 3;
+const VALUE: [u8; 100] = [b'v'; 100];
+
+struct Server(Child, u16);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_redis() -> Option<Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .ok()?;
+    let server = Server(child, port);
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(server);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Get,
+    Set,
+}
+
+/// One way of talking to Redis, cloned into every task.
+#[derive(Clone)]
+enum Client {
+    Fusebox(Cache),
+    Bb8(bb8::Pool<bb8_redis::RedisConnectionManager>),
+    Raw(redis::aio::MultiplexedConnection),
+}
+
+impl Client {
+    /// One operation; `true` if Redis answered as expected.
+    async fn run(&mut self, op: Op, key: &str) -> bool {
+        match (self, op) {
+            (Client::Fusebox(c), Op::Get) => c.get(key).await.is_some(),
+            (Client::Fusebox(c), Op::Set) => c.set(key, &VALUE[..]).await.is_done(),
+            (Client::Bb8(pool), op) => {
+                let Ok(mut conn) = pool.get().await else {
+                    return false;
+                };
+                match op {
+                    Op::Get => conn
+                        .get::<_, Option<Vec<u8>>>(key)
+                        .await
+                        .is_ok_and(|v| v.is_some()),
+                    Op::Set => conn.set_ex::<_, _, ()>(key, &VALUE[..], 3600).await.is_ok(),
+                }
+            }
+            (Client::Raw(conn), Op::Get) => conn
+                .get::<_, Option<Vec<u8>>>(key)
+                .await
+                .is_ok_and(|v| v.is_some()),
+            (Client::Raw(conn), Op::Set) => {
+                conn.set_ex::<_, _, ()>(key, &VALUE[..], 3600).await.is_ok()
+            }
+        }
+    }
+}
+
+struct Figures {
+    ops_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    failed: usize,
+}
+
+/// `ops` operations spread over `TASKS` tasks; latencies of every one.
+async fn drive(client: &Client, op: Op, ops: usize) -> Figures {
+    let keys: Arc<Vec<String>> = Arc::new((0..1000).map(|i| format!("key:{i}")).collect());
+    let per_task = ops / TASKS;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(TASKS);
+    for t in 0..TASKS {
+        let (mut client, keys) = (client.clone(), keys.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_task);
+            let mut failed = 0;
+            for i in 0..per_task {
+                let key = &keys[(t * per_task + i) % keys.len()];
+                let s = Instant::now();
+                if !client.run(op, key).await {
+                    failed += 1;
+                }
+                lat.push(s.elapsed().as_nanos() as u64);
+            }
+            (lat, failed)
+        }));
+    }
+    let mut all = Vec::with_capacity(ops);
+    let mut failed = 0;
+    for t in tasks {
+        let (lat, f) = t.await.expect("task");
+        all.extend(lat);
+        failed += f;
+    }
+    let wall = start.elapsed();
+    all.sort_unstable();
+    let pct = |p: f64| all[((all.len() - 1) as f64 * p) as usize] as f64 / 1e3;
+    Figures {
+        ops_per_s: all.len() as f64 / wall.as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        failed,
+    }
+}
+
+fn median(mut v: Vec<Figures>) -> Figures {
+    v.sort_by(|a, b| a.ops_per_s.total_cmp(&b.ops_per_s));
+    v.swap_remove(v.len() / 2)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument filters nothing.
+    let Some(server) = start_redis() else {
+        eprintln!("redis-server not found or not starting: install it with `sudo apt-get install redis-server`");
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{}", server.1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let fusebox = Client::Fusebox(Cache::builder().name("bench").redis_url(&url).unwrap());
+        let bb8 = Client::Bb8(
+            bb8::Pool::builder()
+                .build(bb8_redis::RedisConnectionManager::new(url.as_str()).unwrap())
+                .await
+                .unwrap(),
+        );
+        let raw = Client::Raw(
+            redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap(),
+        );
+        let clients = [
+            ("raw redis MultiplexedConnection (one, shared)", raw),
+            ("fusebox Cache (defaults: breaker, fail-open, deadlines)", fusebox),
+            ("stock bb8-redis 0.26 (defaults)", bb8),
+        ];
+        println!(
+            "{TASKS} concurrent tasks, {OPS} ops per round, median of {ROUNDS} rounds (by throughput), 100-byte values, 1000 keys"
+        );
+        println!("| client | op | ops/s | p50 µs | p99 µs | failed |");
+        println!("|---|---|---|---|---|---|");
+        // FUSEBOX_BENCH_ONLY=<text>: only the clients whose label has it.
+        let only = std::env::var("FUSEBOX_BENCH_ONLY").unwrap_or_default();
+        for op in [Op::Set, Op::Get] {
+            let name = if op == Op::Get { "GET" } else { "SET" };
+            for (label, client) in clients.iter().filter(|(l, _)| l.contains(&only)) {
+                drive(client, op, WARMUP).await;
+                let mut rounds = Vec::new();
+                for _ in 0..ROUNDS {
+                    rounds.push(drive(client, op, OPS).await);
+                }
+                let f = median(rounds);
+                println!(
+                    "| {label} | {name} | {:.0} | {:.0} | {:.0} | {} |",
+                    f.ops_per_s, f.p50_us, f.p99_us, f.failed
+                );
+            }
+        }
+    });
+    drop(server);
+    open_breaker_get();
+}
+
+/// Redis down, breaker open: what a `get` costs then.
+fn open_breaker_get() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cache = Cache::builder()
+            .name("down")
+            .redis_url(format!("redis://127.0.0.1:{port}"))
+            .unwrap();
+        while cache.breaker().unwrap().state() == fusebox::breaker::State::Closed {
+            cache.get("k").await;
+        }
+        cache.breaker().unwrap().force_open();
+        let n = 1_000_000u32;
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let start = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(cache.get(std::hint::black_box("key:1")).await);
+            }
+            best = best.min(start.elapsed().as_nanos() as f64 / f64::from(n));
+        }
+        println!();
+        println!(
+            "Redis down, breaker open: `Cache::get` = {best:.0} ns per call (best of 5 × {n})"
+        );
+    });
+}
