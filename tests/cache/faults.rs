@@ -297,4 +297,20 @@ async fn out_of_memory_sheds_writes_and_keeps_reads() {
     assert_eq!(field(&errors_at_oom), field(&redis.cmd(&["INFO", "stats"])));
     // Deletes still work (they free memory).
     assert_eq!(cache.delete("fill:0").await, Write::Done);
+
+    // Inside a pipeline the client's error has no code of its own; the
+    // classification looks through it.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let err = redis::pipe()
+        .get("hot")
+        .set("p1", &value[..])
+        .set("p2", &value[..])
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        fusebox::redis::RedisError::from(err).reason(),
+        Reason::OutOfMemory
+    );
 }

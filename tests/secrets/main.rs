@@ -1,5 +1,6 @@
 //! A wrong password: classified as an authentication failure, and the
-//! password appears in no log line, no `Debug`, no error and no metric.
+//! password appears in no log line, no `Debug`, no error and no metric;
+//! and an outage does not flood the logs.
 //!
 //! A binary of its own: it installs a global tracing subscriber and metrics
 //! recorder.
@@ -80,6 +81,10 @@ async fn a_wrong_password_is_classified_and_never_revealed() {
         assert_eq!(cache.get("k").await, None);
     }
     assert_eq!(cache.breaker().unwrap().state(), State::Open);
+    // An outage does not flood the logs: 500 more failed-open calls.
+    for _ in 0..500 {
+        assert_eq!(cache.get("k").await, None);
+    }
     seen.push(format!("{cache:?}"));
     seen.push(format!("{backend:?}"));
 
@@ -97,6 +102,20 @@ async fn a_wrong_password_is_classified_and_never_revealed() {
     assert!(
         logs.contains("redis connect failed") && logs.contains("auth"),
         "connect errors are logged with their reason:\n{logs}"
+    );
+    let lines = |needle: &str| logs.lines().filter(|l| l.contains(needle)).count();
+    let summaries = lines("cache failing open");
+    assert!(
+        (1..=3).contains(&summaries),
+        "rate-limited summaries, not a line per call: {summaries}"
+    );
+    assert!(logs
+        .lines()
+        .any(|l| l.contains("cache failing open") && l.contains("count=")));
+    assert_eq!(
+        lines("circuit breaker opened"),
+        1,
+        "one line per transition"
     );
     for text in seen.iter().chain([&logs]) {
         assert!(!text.contains(WRONG), "password leaked into: {text}");
