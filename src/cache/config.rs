@@ -149,7 +149,7 @@ impl CacheBuilder {
     }
 
     /// Builds the cache over Redis at `url` with the default deadlines
-    /// (connect 50 ms, checkout 30 ms, response 50 ms, one connection).
+    /// (connect 50 ms, checkout 50 ms, response 50 ms, one connection).
     pub fn redis_url(self, url: impl AsRef<str>) -> Result<Cache, ConfigError> {
         let config = RedisConfig::builder(url).build()?;
         self.redis(config)

@@ -24,7 +24,7 @@ pub type BackendFuture = Pin<Box<dyn Future<Output = Result<CacheResponse, Redis
 /// A Redis cache backend over a bb8 pool, with every wait bounded.
 ///
 /// Unlike stock bb8-redis it: never waits on Redis to be built; bounds the
-/// checkout (default 30 ms, not 30 s), the connect and every response; does
+/// checkout (default 50 ms, not 30 s), the connect and every response; does
 /// not `PING` on checkout (a dropped connection is flagged by a RESP3 push,
 /// or by its first I/O error or timeout, and never handed out again); and
 /// shares one multiplexed connection among all calls (cloned out, without a

@@ -24,9 +24,9 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// Starts a configuration from a URL: `redis://[user[:password]@]host[:port][/db]`
-    /// or `unix:///path/to.sock[?db=N]`. (`rediss://`, TLS, is not supported
-    /// yet: it is refused at build time.)
+    /// Starts a configuration from a URL: `redis://[user[:password]@]host[:port][/db]`,
+    /// `rediss://…` (TLS; needs the `tls` feature, else it is refused at
+    /// build time), or `unix:///path/to.sock[?db=N]`.
     ///
     /// Connections use RESP3 unless the URL says `?protocol=resp2` (needed
     /// for Redis older than 6): with RESP3 a dropped connection is noticed
@@ -36,8 +36,10 @@ impl RedisConfig {
             url: url.as_ref().to_owned(),
             connect_timeout: Duration::from_millis(50),
             response_timeout: Duration::from_millis(50),
-            checkout_timeout: Duration::from_millis(30),
+            checkout_timeout: Duration::from_millis(50),
             pool_size: 1,
+            #[cfg(feature = "tls")]
+            tls_root_cert: None,
         }
     }
 
@@ -78,6 +80,8 @@ pub struct RedisConfigBuilder {
     response_timeout: Duration,
     checkout_timeout: Duration,
     pool_size: u32,
+    #[cfg(feature = "tls")]
+    tls_root_cert: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RedisConfigBuilder {
@@ -107,7 +111,9 @@ impl RedisConfigBuilder {
     }
 
     /// The longest a call waits for a connection from the pool (including
-    /// waiting for a new one to be made). Defaults to 30 ms.
+    /// waiting for a new one to be made: keep it at least the connect
+    /// timeout, or calls made while the first connection is being set up
+    /// are misses, and count against the breaker). Defaults to 50 ms.
     pub fn checkout_timeout(mut self, d: Duration) -> Self {
         self.checkout_timeout = d;
         self
@@ -120,6 +126,14 @@ impl RedisConfigBuilder {
     /// while a replacement is being made. Defaults to 1.
     pub fn pool_size(mut self, n: u32) -> Self {
         self.pool_size = n;
+        self
+    }
+
+    /// For `rediss://`: trust only this CA certificate (PEM) instead of the
+    /// system's roots. Defaults to the system's roots.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_cert = Some(pem.into());
         self
     }
 
@@ -151,10 +165,10 @@ impl RedisConfigBuilder {
                 "must start with redis://, rediss:// or unix://",
             ));
         }
-        if self.url.starts_with("rediss://") {
+        if self.url.starts_with("rediss://") && !cfg!(feature = "tls") {
             return Err(ConfigError::new(
                 "url",
-                "rediss:// (TLS) is not supported yet by this release",
+                "rediss:// (TLS) needs fusebox's `tls` feature",
             ));
         }
         let info = self.url.as_str().into_connection_info().map_err(|e| {
@@ -168,7 +182,8 @@ impl RedisConfigBuilder {
         let resp3 = settings.protocol() == ProtocolVersion::RESP3;
         let addr = info.addr().to_string();
         let info = info.set_redis_settings(settings);
-        let client = redis::Client::open(info)
+        let client = self
+            .client(info)
             .map_err(|e| ConfigError::new("url", format!("not usable ({})", e.category())))?;
         Ok(RedisConfig {
             client,
@@ -179,5 +194,26 @@ impl RedisConfigBuilder {
             checkout_timeout: self.checkout_timeout,
             pool_size: self.pool_size,
         })
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn client(&self, info: redis::ConnectionInfo) -> redis::RedisResult<redis::Client> {
+        redis::Client::open(info)
+    }
+
+    #[cfg(feature = "tls")]
+    fn client(&self, info: redis::ConnectionInfo) -> redis::RedisResult<redis::Client> {
+        // The process-wide rustls provider, unless the application chose one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        match &self.tls_root_cert {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
     }
 }

@@ -8,7 +8,7 @@ use fusebox::telemetry::{CACHE_FAIL_OPEN_TOTAL, REDIS_CONNECT_ERRORS_TOTAL};
 
 use crate::common::{counter, eventually, free_port, metrics, RedisServer};
 
-/// Far above the default deadlines (checkout 30 ms + response 50 ms), far
+/// Far above the default deadlines (checkout 50 ms + response 50 ms), far
 /// below anything a caller would notice as a hang.
 const BOUND: Duration = Duration::from_millis(500);
 

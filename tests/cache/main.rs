@@ -6,3 +6,4 @@ mod common;
 mod faults;
 mod healthy;
 mod load;
+mod tls;
