@@ -234,3 +234,43 @@ async fn undecodable_values_are_counted_misses() {
         Some(1)
     );
 }
+
+#[tokio::test]
+async fn acl_user_database_and_unix_socket() {
+    let socket = std::env::temp_dir().join(format!("fusebox-test-{}.sock", std::process::id()));
+    let socket_str = socket.to_str().unwrap().to_owned();
+    let redis = RedisServer::start(&[
+        "--unixsocket",
+        &socket_str,
+        "--unixsocketperm",
+        "700",
+        "--user",
+        "alice",
+        "on",
+        ">alice-pw",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    // An ACL user and database 2, over TCP.
+    let tcp = Cache::builder()
+        .name("acl")
+        .redis_url(format!(
+            "redis://alice:alice-pw@127.0.0.1:{}/2",
+            redis.port()
+        ))
+        .unwrap();
+    assert_eq!(tcp.set("k", "in db 2").await, Write::Done);
+    assert_eq!(redis.cmd(&["GET", "k"]), "(nil)", "not in db 0");
+    let db2 = redis.cmd(&["INFO", "keyspace"]);
+    assert!(db2.contains("db2:keys=1"), "{db2}");
+
+    // The same over the unix socket.
+    let unix = Cache::builder()
+        .name("unix")
+        .redis_url(format!("unix://{socket_str}?db=2&user=alice&pass=alice-pw"))
+        .unwrap();
+    assert_eq!(unix.get("k").await.as_deref(), Some(&b"in db 2"[..]));
+    drop(redis);
+    let _ = std::fs::remove_file(socket);
+}
