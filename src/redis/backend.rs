@@ -120,12 +120,16 @@ impl Service<CacheRequest> for RedisBackend {
     }
 
     fn call(&mut self, request: CacheRequest) -> BackendFuture {
-        let pool = self.pool.clone();
+        // The pool is cloned into the future only when it will be asked.
+        let source = match self.shared.current() {
+            Some(conn) => Source::Current(conn),
+            None => Source::Pool(self.pool.clone()),
+        };
         let shared = self.shared.clone();
         Box::pin(async move {
-            let mut conn = match shared.current() {
-                Some(conn) => conn,
-                None => match pool.get().await {
+            let mut conn = match source {
+                Source::Current(conn) => conn,
+                Source::Pool(pool) => match pool.get().await {
                     // Clone the multiplexed connection out and give the
                     // slot back at once.
                     Ok(pooled) => shared.set_current(pooled.clone()),
@@ -164,6 +168,12 @@ impl Shared {
         *current = Some(conn.clone());
         conn
     }
+}
+
+/// Where a call gets its connection.
+enum Source {
+    Current(Conn),
+    Pool(bb8::Pool<Manager>),
 }
 
 /// A pooled connection: a multiplexed connection and a flag set when it
