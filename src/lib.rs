@@ -22,6 +22,8 @@
 //! * [`redis`]: the Redis backend (bb8 pool), error classification, and an
 //!   adapter for clients you already have.
 //! * [`fail_open`]: the layer that turns errors into misses and skips.
+//! * [`watchdog`]: Redis memory levels, growth forecast, leeway alerts,
+//!   and the key prefixes that hold memory without a TTL.
 //! * [`telemetry`]: the names of every metric, in one place.
 //!
 //! [Tower]: https://docs.rs/tower
@@ -33,3 +35,4 @@ pub mod cache;
 pub mod fail_open;
 pub mod redis;
 pub mod telemetry;
+pub mod watchdog;

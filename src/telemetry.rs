@@ -96,3 +96,61 @@ pub(crate) fn redis_connect_error(addr: &str, reason: crate::cache::Reason) {
     counter!(REDIS_CONNECT_ERRORS_TOTAL, "addr" => addr.to_owned(), "reason" => reason.as_str())
         .increment(1);
 }
+
+/// Gauge: 1 while the watchdog reaches Redis, 0 while it does not; label
+/// `watchdog`.
+pub const REDIS_UP: &str = "fusebox_redis_up";
+/// Gauge: `used_memory` in bytes; label `watchdog`.
+pub const REDIS_USED_MEMORY_BYTES: &str = "fusebox_redis_used_memory_bytes";
+/// Gauge: `used_memory` over the limit (`maxmemory` or the budget).
+pub const REDIS_MEMORY_RATIO: &str = "fusebox_redis_memory_ratio";
+/// Gauge: fitted growth of `used_memory`, bytes per second.
+pub const REDIS_MEMORY_GROWTH_BYTES_PER_SECOND: &str =
+    "fusebox_redis_memory_growth_bytes_per_second";
+/// Gauge: forecast hours until the limit (absent while not growing).
+pub const REDIS_HOURS_TO_FULL: &str = "fusebox_redis_hours_to_full";
+/// Gauge: share of keys without a TTL (from `INFO keyspace`).
+pub const REDIS_NO_TTL_KEY_RATIO: &str = "fusebox_redis_no_ttl_key_ratio";
+/// Gauge: keys evicted since the previous poll.
+pub const REDIS_EVICTED_KEYS_DELTA: &str = "fusebox_redis_evicted_keys_delta";
+/// Gauge: keys expired since the previous poll.
+pub const REDIS_EXPIRED_KEYS_DELTA: &str = "fusebox_redis_expired_keys_delta";
+
+pub(crate) fn watchdog_up(name: &str, up: bool) {
+    gauge!(REDIS_UP, "watchdog" => name.to_owned()).set(if up { 1.0 } else { 0.0 });
+}
+
+pub(crate) fn watchdog_figures(
+    name: &str,
+    info: &crate::watchdog::Info,
+    ratio: Option<f64>,
+    growth: Option<f64>,
+    to_full: Option<std::time::Duration>,
+    evicted: Option<u64>,
+    expired: Option<u64>,
+) {
+    let label = || ("watchdog", name.to_owned());
+    let set = |metric: &'static str, v: f64| {
+        let (k, n) = label();
+        gauge!(metric, k => n).set(v);
+    };
+    set(REDIS_USED_MEMORY_BYTES, info.used_memory as f64);
+    if let Some(r) = ratio {
+        set(REDIS_MEMORY_RATIO, r);
+    }
+    if let Some(g) = growth {
+        set(REDIS_MEMORY_GROWTH_BYTES_PER_SECOND, g);
+    }
+    if let Some(d) = to_full {
+        set(REDIS_HOURS_TO_FULL, d.as_secs_f64() / 3600.0);
+    }
+    if let Some(s) = info.no_ttl_share() {
+        set(REDIS_NO_TTL_KEY_RATIO, s);
+    }
+    if let Some(n) = evicted {
+        set(REDIS_EVICTED_KEYS_DELTA, n as f64);
+    }
+    if let Some(n) = expired {
+        set(REDIS_EXPIRED_KEYS_DELTA, n as f64);
+    }
+}

@@ -12,6 +12,8 @@ use super::request::{CacheRequest, CacheResponse, Fault, Ttl};
 use crate::breaker::{Breaker, CircuitBreakerLayer, Config as BreakerConfig};
 use crate::fail_open::FailOpenLayer;
 use crate::redis::{RedisBackend, RedisConfig};
+use crate::watchdog::{Watchdog, WatchdogBuilder};
+use std::sync::atomic::AtomicBool;
 
 /// An invalid cache or Redis setting, naming the setter at fault. Never
 /// quotes a URL (it may hold a password).
@@ -68,6 +70,7 @@ pub struct CacheBuilder {
     max_value_size: usize,
     oom_hold_down: Duration,
     breaker: Option<BreakerConfig>,
+    watchdog: Option<WatchdogBuilder>,
 }
 
 impl Default for CacheBuilder {
@@ -81,6 +84,7 @@ impl Default for CacheBuilder {
             max_value_size: 1 << 20,
             oom_hold_down: Duration::from_secs(5),
             breaker: None,
+            watchdog: None,
         }
     }
 }
@@ -142,10 +146,36 @@ impl CacheBuilder {
         self
     }
 
+    /// Also start a memory [`Watchdog`] on the same Redis (its own
+    /// connection), reachable with [`Cache::watchdog`]; with
+    /// [`shed_writes_above`](WatchdogBuilder::shed_writes_above), the cache
+    /// skips writes while Redis is nearly full. Only for Redis-backed caches
+    /// ([`redis`](Self::redis), [`redis_url`](Self::redis_url)); needs a
+    /// tokio runtime. Defaults to none.
+    pub fn watchdog(mut self, watchdog: WatchdogBuilder) -> Self {
+        self.watchdog = Some(watchdog);
+        self
+    }
+
     /// Builds the cache over a Redis pool (see [`RedisConfig`] for the
     /// deadlines). Connects nothing: succeeds at once with Redis down.
-    pub fn redis(self, config: RedisConfig) -> Result<Cache, ConfigError> {
-        self.service(RedisBackend::new(config))
+    pub fn redis(mut self, config: RedisConfig) -> Result<Cache, ConfigError> {
+        let watchdog = match self.watchdog.take() {
+            Some(builder) => {
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(ConfigError::new(
+                        "watchdog",
+                        "needs a tokio runtime: build the cache inside one",
+                    ));
+                }
+                Some(Watchdog::spawn(builder.build()?, config.client.clone()))
+            }
+            None => None,
+        };
+        let pressure = watchdog.as_ref().map(Watchdog::pressure);
+        let mut cache = self.stack(RedisBackend::new(config), pressure)?;
+        cache.set_watchdog(watchdog);
+        Ok(cache)
     }
 
     /// Builds the cache over Redis at `url` with the default deadlines
@@ -166,6 +196,25 @@ impl CacheBuilder {
         S::Error: Fault,
         S::Future: Send,
     {
+        if self.watchdog.is_some() {
+            return Err(ConfigError::new(
+                "watchdog",
+                "needs a Redis URL: use `redis`/`redis_url`, or start `Watchdog::builder().start(url)` yourself",
+            ));
+        }
+        self.stack(backend, None)
+    }
+
+    fn stack<S>(
+        self,
+        backend: S,
+        pressure: Option<Arc<AtomicBool>>,
+    ) -> Result<Cache<Stack<S>>, ConfigError>
+    where
+        S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
+        S::Error: Fault,
+        S::Future: Send,
+    {
         let options = self.options()?;
         let breaker_config = match self.breaker {
             Some(config) => config,
@@ -175,7 +224,11 @@ impl CacheBuilder {
                 .build()?,
         };
         let breaker = Breaker::new(breaker_config);
-        let svc = FailOpenLayer::with_hold_down(options.name.clone(), self.oom_hold_down).layer(
+        let fail_open = match pressure {
+            Some(p) => FailOpenLayer::with_pressure(options.name.clone(), self.oom_hold_down, p),
+            None => FailOpenLayer::with_hold_down(options.name.clone(), self.oom_hold_down),
+        };
+        let svc = fail_open.layer(
             CircuitBreakerLayer::with_breaker(breaker.clone())
                 .classifier(FaultClassifier)
                 .layer(backend),

@@ -83,6 +83,7 @@ pub struct Cache<S = Stack<RedisBackend>> {
 struct Shared {
     options: Options,
     breaker: Option<Breaker>,
+    watchdog: Option<crate::watchdog::Watchdog>,
     /// Keys being loaded by `get_or_load` right now, and nothing else.
     flights: Mutex<HashMap<Bytes, Arc<Flight>>>,
 }
@@ -129,9 +130,23 @@ where
             shared: Arc::new(Shared {
                 options,
                 breaker,
+                watchdog: None,
                 flights: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    pub(crate) fn set_watchdog(&mut self, watchdog: Option<crate::watchdog::Watchdog>) {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.watchdog = watchdog;
+        }
+    }
+
+    /// The memory watchdog started with this cache, if any (see
+    /// [`CacheBuilder::watchdog`]). It stops when the last clone of the
+    /// cache is dropped.
+    pub fn watchdog(&self) -> Option<&crate::watchdog::Watchdog> {
+        self.shared.watchdog.as_ref()
     }
 
     /// The circuit breaker in front of the backend.

@@ -142,6 +142,9 @@ pub enum Reason {
     TooLarge,
     /// A stored value could not be decoded.
     Undecodable,
+    /// Redis is close to full under `noeviction` (the watchdog's opt-in
+    /// pre-emptive shedding): the write was not sent.
+    MemoryPressure,
     /// Any other failure.
     Other,
 }
@@ -160,6 +163,7 @@ impl Reason {
             Reason::Rejected => "rejected",
             Reason::TooLarge => "too_large",
             Reason::Undecodable => "undecodable",
+            Reason::MemoryPressure => "memory_pressure",
             Reason::Other => "other",
         }
     }

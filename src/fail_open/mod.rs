@@ -20,7 +20,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -47,9 +47,25 @@ impl FailOpenLayer {
     /// As [`new`](Self::new), shedding writes for `hold_down` after an `OOM`
     /// answer (the default is 5 s).
     pub fn with_hold_down(name: impl Into<Arc<str>>, hold_down: Duration) -> Self {
+        Self::build(name.into(), hold_down, None)
+    }
+
+    /// As [`with_hold_down`](Self::with_hold_down), also skipping writes
+    /// (reason `memory_pressure`) while `pressure` is set — by a
+    /// [`Watchdog`](crate::watchdog::Watchdog) configured to shed.
+    pub fn with_pressure(
+        name: impl Into<Arc<str>>,
+        hold_down: Duration,
+        pressure: Arc<AtomicBool>,
+    ) -> Self {
+        Self::build(name.into(), hold_down, Some(pressure))
+    }
+
+    fn build(name: Arc<str>, hold_down: Duration, pressure: Option<Arc<AtomicBool>>) -> Self {
         FailOpenLayer {
             shared: Arc::new(Shared {
-                name: name.into(),
+                name,
+                pressure,
                 hold_down,
                 base: Instant::now(),
                 shed_until: AtomicU64::new(0),
@@ -79,6 +95,8 @@ impl<S> Layer<S> for FailOpenLayer {
 
 struct Shared {
     name: Arc<str>,
+    /// Set while writes should be shed before Redis fills (opt-in).
+    pressure: Option<Arc<AtomicBool>>,
     hold_down: Duration,
     /// Origin of the nanosecond clocks below.
     base: Instant,
@@ -105,6 +123,10 @@ const LOG_EVERY: Duration = Duration::from_secs(1);
 impl Shared {
     fn nanos(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn under_pressure(&self) -> bool {
+        self.pressure.as_ref().is_some_and(|p| p.load(Relaxed))
     }
 
     fn shedding(&self) -> bool {
@@ -198,6 +220,9 @@ where
         let early = match self.not_ready.take() {
             Some(reason) => Some(reason),
             None if request.is_write() && self.shared.shedding() => Some(Reason::OutOfMemory),
+            None if request.is_write() && self.shared.under_pressure() => {
+                Some(Reason::MemoryPressure)
+            }
             None => None,
         };
         if let Some(reason) = early {

@@ -265,7 +265,7 @@ impl bb8::ErrorSink<RedisError> for Sink {
     }
 }
 
-const REASONS: [Reason; 11] = [
+const REASONS: [Reason; 12] = [
     Reason::BreakerOpen,
     Reason::Timeout,
     Reason::Unavailable,
@@ -276,6 +276,7 @@ const REASONS: [Reason; 11] = [
     Reason::Rejected,
     Reason::TooLarge,
     Reason::Undecodable,
+    Reason::MemoryPressure,
     Reason::Other,
 ];
 

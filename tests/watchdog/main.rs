@@ -1,0 +1,250 @@
+//! The watchdog against a real redis-server with a small `maxmemory`,
+//! filled by a job queue that leaks keys without TTL.
+
+#[path = "../cache/common.rs"]
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fusebox::cache::{Cache, Reason, Write};
+use fusebox::watchdog::{Alert, Status, Warning, Watchdog};
+use tokio::sync::broadcast;
+
+use common::{eventually, RedisServer};
+
+/// Everything that happened, in order: alerts and the writer's first OOM.
+#[derive(Debug, Clone, PartialEq)]
+enum Event {
+    Alert(Alert),
+    WriterOom,
+}
+
+fn record(mut alerts: broadcast::Receiver<Alert>, log: Arc<Mutex<Vec<Event>>>) {
+    tokio::spawn(async move {
+        while let Ok(a) = alerts.recv().await {
+            log.lock().unwrap().push(Event::Alert(a));
+        }
+    });
+}
+
+fn quick() -> fusebox::watchdog::WatchdogBuilder {
+    Watchdog::builder()
+        .name("test")
+        .interval(Duration::from_millis(100))
+        .timeout(Duration::from_millis(500))
+        .horizon(Duration::from_secs(60))
+        .min_span(Duration::from_secs(1))
+        .leeway(Duration::from_secs(3600))
+        .samples_per_round(300)
+        .keys_per_second(100_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaking_queue_raises_every_alert_before_redis_is_full() {
+    let mut redis = RedisServer::start(&["--maxmemory", "6mb", "--maxmemory-policy", "noeviction"]);
+    let watchdog = quick().start(redis.url()).unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    record(watchdog.subscribe(), log.clone());
+
+    // The leaking job queue (no TTL) and a well-behaved cache (with TTL).
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let value = vec![b'j'; 1000];
+    let mut i = 0u64;
+    let full = loop {
+        let mut pipe = redis::pipe();
+        for _ in 0..50 {
+            pipe.cmd("SET")
+                .arg(format!("queue:todo:completed:{i}"))
+                .arg(&value[..])
+                .ignore();
+            if i.is_multiple_of(10) {
+                pipe.cmd("SET")
+                    .arg(format!("cache:page:{i}"))
+                    .arg(&value[..])
+                    .arg("EX")
+                    .arg(600)
+                    .ignore();
+            }
+            i += 1;
+        }
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => {}
+            Err(e) => {
+                assert_eq!(
+                    fusebox::redis::RedisError::from(e).reason(),
+                    Reason::OutOfMemory
+                );
+                log.lock().unwrap().push(Event::WriterOom);
+                break true;
+            }
+        }
+        if i > 200_000 {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(full, "the writer filled Redis");
+    // Let the watchdog see the last figures.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let events = log.lock().unwrap().clone();
+    let position = |f: &dyn Fn(&Event) -> bool| events.iter().position(f);
+    let level = |l: f64| {
+        position(
+            &|e| matches!(e, Event::Alert(Alert::Usage { level, raised: true, .. }) if (*level - l).abs() < 1e-9),
+        )
+    };
+    let (l20, l50, l90) = (
+        level(0.2).unwrap(),
+        level(0.5).unwrap(),
+        level(0.9).unwrap(),
+    );
+    assert!(l20 < l50 && l50 < l90, "levels in order: {events:#?}");
+    let leeway = position(&|e| {
+        matches!(
+            e,
+            Event::Alert(Alert::Leeway {
+                raised: true,
+                time_to_full: Some(_)
+            })
+        )
+    })
+    .expect("a leeway alert");
+    let oom = position(&|e| *e == Event::WriterOom).unwrap();
+    assert!(
+        leeway < oom,
+        "the leeway alert came before Redis was full: {events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Alert(Alert::Warning(Warning::KeysWithoutTtlNeverEvicted { .. }))
+        )),
+        "noeviction with mostly no-TTL keys is flagged"
+    );
+
+    let report = watchdog.report();
+    assert_eq!(report.status, Status::Degraded);
+    assert!(report.ratio.unwrap() > 0.9);
+    assert_eq!(report.levels_raised, vec![0.2, 0.5, 0.9]);
+    let top = &report.no_ttl_prefixes[0];
+    assert_eq!(
+        top.pattern, "queue:todo:completed:*",
+        "{:#?}",
+        report.no_ttl_prefixes
+    );
+    assert!(top.share > 0.9, "{top:?}");
+    assert!(report.info.as_ref().unwrap().keys_without_ttl() > 1000);
+    let text = report.to_string();
+    assert!(text.contains("queue:todo:completed:*"), "{text}");
+
+    // Redis killed mid-run: reported, then recovered.
+    redis.kill();
+    let down = eventually(Duration::from_secs(5), || async {
+        watchdog.report().status == Status::Down
+    })
+    .await;
+    assert!(down, "the watchdog reports Redis down");
+    assert!(
+        watchdog.report().info.is_some(),
+        "the last figures are kept"
+    );
+    redis.restart();
+    let up = eventually(Duration::from_secs(5), || async {
+        watchdog.report().status != Status::Down
+    })
+    .await;
+    assert!(up, "and recovers");
+    let events = log.lock().unwrap().clone();
+    let down_at = events
+        .iter()
+        .position(|e| matches!(e, Event::Alert(Alert::Down { .. })))
+        .unwrap();
+    let up_at = events
+        .iter()
+        .position(|e| *e == Event::Alert(Alert::Up))
+        .unwrap();
+    assert!(down_at < up_at);
+}
+
+#[tokio::test]
+async fn maxmemory_zero_is_a_warning_and_a_budget_is_used_instead() {
+    let redis = RedisServer::start(&[]);
+    let plain = quick().start(redis.url()).unwrap();
+    let budget = quick().memory_budget(100 << 20).start(redis.url()).unwrap();
+    let ready = eventually(Duration::from_secs(5), || async {
+        plain.report().status != Status::Starting && budget.report().status != Status::Starting
+    })
+    .await;
+    assert!(ready);
+    let report = plain.report();
+    assert_eq!(report.warnings, vec![Warning::NoMaxmemory]);
+    assert_eq!(report.status, Status::Degraded);
+    assert_eq!((report.limit, report.ratio), (None, None));
+    let report = budget.report();
+    assert_eq!(report.limit, Some(100 << 20));
+    assert!(report.ratio.unwrap() < 0.05);
+    assert!(report.to_string().contains("budget"));
+}
+
+#[tokio::test]
+async fn dropping_the_handle_stops_the_task_and_a_down_redis_is_reported() {
+    let port = common::free_port();
+    let watchdog = quick().start(format!("redis://127.0.0.1:{port}")).unwrap();
+    let mut alerts = watchdog.subscribe();
+    let alert = tokio::time::timeout(Duration::from_secs(5), alerts.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(alert, Alert::Down { .. }), "{alert:?}");
+    assert_eq!(watchdog.report().status, Status::Down);
+    drop(watchdog);
+    // The task ends: the channel closes.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match alerts.recv().await {
+                Err(broadcast::error::RecvError::Closed) => return true,
+                _ => continue,
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_sheds_writes_before_redis_is_full_when_asked() {
+    let redis = RedisServer::start(&["--maxmemory", "6mb", "--maxmemory-policy", "noeviction"]);
+    let cache = Cache::builder()
+        .name("shed")
+        .watchdog(quick().shed_writes_above(0.5))
+        .redis_url(redis.url())
+        .unwrap();
+    assert_eq!(cache.set("before", "v").await, Write::Done);
+    let value = vec![b'x'; 4000];
+    let mut shed = None;
+    for i in 0..5000u32 {
+        match cache.set(format!("k:{i}"), value.clone()).await {
+            Write::Done => {}
+            other => {
+                shed = Some(other);
+                break;
+            }
+        }
+        if i.is_multiple_of(50) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(
+        shed,
+        Some(Write::Skipped(Reason::MemoryPressure)),
+        "shed before OOM"
+    );
+    let report = cache.watchdog().unwrap().report();
+    assert!(report.shedding_writes);
+    assert!(report.ratio.unwrap() < 0.95);
+    // Reads still hit.
+    assert_eq!(cache.get("before").await.as_deref(), Some(&b"v"[..]));
+}
