@@ -229,7 +229,32 @@ pub struct Report {
     pub shedding_writes: bool,
 }
 
+/// How bad a [`Report`] is, for an exit code or a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Nothing to do.
+    Ok,
+    /// A usage level under 90 % or a dangerous setting: look soon.
+    Warning,
+    /// Redis unreachable, usage at or above 90 %, or full within the
+    /// leeway: act now.
+    Critical,
+}
+
 impl Report {
+    /// How bad this is: critical when Redis is down, usage is at or above
+    /// 90 % of the limit, or the leeway alert is raised; a warning for any
+    /// other alert or warning.
+    pub fn severity(&self) -> Severity {
+        let high = self.ratio.is_some_and(|r| r >= 0.9);
+        match self.status {
+            Status::Down => Severity::Critical,
+            _ if high || self.leeway_alert => Severity::Critical,
+            Status::Degraded => Severity::Warning,
+            Status::Healthy | Status::Starting => Severity::Ok,
+        }
+    }
+
     fn starting(name: &str) -> Self {
         Report {
             name: name.to_owned(),
@@ -258,11 +283,11 @@ impl fmt::Display for Report {
         writeln!(f, "status: {:?}", self.status)?;
         if let Some(info) = &self.info {
             let limit = match (self.limit, info.maxmemory) {
-                (Some(l), 0) => format!("{} (budget; maxmemory 0)", bytes(l)),
-                (Some(l), _) => bytes(l),
-                (None, _) => "none".into(),
+                (Some(l), 0) => format!(" of {} (budget; maxmemory 0)", bytes(l)),
+                (Some(l), _) => format!(" of {}", bytes(l)),
+                (None, _) => " (no limit)".into(),
             };
-            write!(f, "memory: {} of {limit}", bytes(info.used_memory))?;
+            write!(f, "memory: {}{limit}", bytes(info.used_memory))?;
             if let Some(r) = self.ratio {
                 write!(f, " ({:.1} %)", r * 100.0)?;
             }
