@@ -301,6 +301,17 @@ impl fmt::Display for Report {
                     .map(|s| format!(", {:.0} %", s * 100.0))
                     .unwrap_or_default()
             )?;
+            if info.keyspace.len() > 1 {
+                for k in &info.keyspace {
+                    writeln!(
+                        f,
+                        "  db{}: {} keys, {} without TTL",
+                        k.db,
+                        k.keys,
+                        k.without_ttl()
+                    )?;
+                }
+            }
         }
         match (self.growth_bytes_per_sec, self.seconds_to_full) {
             (Some(g), Some(s)) => writeln!(
@@ -1032,6 +1043,18 @@ mod tests {
             assert_eq!(report.seconds_to_full, None);
             assert!(!report.leeway_alert);
         }
+    }
+
+    #[cfg(feature = "serde")]
+    #[tokio::test(start_paused = true)]
+    async fn the_report_serializes_for_a_health_endpoint() {
+        let (mut state, shared, _rx) = harness();
+        feed(&mut state, &shared, 20, 1024 * MB, |m| 300 * MB + m * MB).await;
+        let json = serde_json::to_value(lock(&shared.report).clone()).unwrap();
+        assert_eq!(json["status"], "Degraded");
+        assert_eq!(json["info"]["keyspace"][0]["keys"], 1000);
+        assert_eq!(json["levels_raised"][0], 0.2);
+        assert!(json["seconds_to_full"].is_number());
     }
 
     #[tokio::test(start_paused = true)]
