@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -92,6 +93,19 @@ struct Shared {
 struct Flight {
     done: watch::Sender<bool>,
     value: OnceLock<Bytes>,
+    /// The leader's result may not be shared: followers do their own work.
+    direct: AtomicBool,
+}
+
+/// How a [`Cache::coalesce`] call was answered.
+#[derive(Debug)]
+pub(crate) enum Coalesced<T> {
+    /// This caller ran the load.
+    Led(T),
+    /// Another caller's shared result.
+    Shared(Bytes),
+    /// Another caller's result could not be shared: do the work directly.
+    Direct,
 }
 
 impl<S: Clone> Clone for Cache<S> {
@@ -274,6 +288,34 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Bytes, E>>,
     {
+        let ttl = self.shared.options.default_ttl;
+        let loaded = self
+            .coalesce(key, || async move {
+                let value = load().await?;
+                Ok((value.clone(), Some((value, ttl))))
+            })
+            .await?;
+        match loaded {
+            Coalesced::Led(value) | Coalesced::Shared(value) => Ok(value),
+            Coalesced::Direct => unreachable!("every load here is shared"),
+        }
+    }
+
+    /// Single flight: the first caller for `key` runs `load`; callers that
+    /// arrive meanwhile wait for it. `load` returns its own result and, if
+    /// it may be shared, the bytes to store (with their TTL) and hand to the
+    /// waiters. When it may not be shared, the waiters are told to do the
+    /// work themselves ([`Coalesced::Direct`]); when it fails or is
+    /// cancelled, one waiter leads in its place.
+    pub(crate) async fn coalesce<T, F, Fut, E>(
+        &self,
+        key: &[u8],
+        load: F,
+    ) -> Result<Coalesced<T>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(T, Option<(Bytes, Ttl)>), E>>,
+    {
         let full = self.key(key);
         let mut load = Some(load);
         loop {
@@ -289,6 +331,7 @@ where
                         let f = Arc::new(Flight {
                             done: watch::channel(false).0,
                             value: OnceLock::new(),
+                            direct: AtomicBool::new(false),
                         });
                         flights.insert(full.clone(), f.clone());
                         (f, true)
@@ -299,7 +342,10 @@ where
                 let mut done = flight.done.subscribe();
                 let _ = done.wait_for(|d| *d).await;
                 if let Some(v) = flight.value.get() {
-                    return Ok(v.clone());
+                    return Ok(Coalesced::Shared(v.clone()));
+                }
+                if flight.direct.load(Relaxed) {
+                    return Ok(Coalesced::Direct);
                 }
                 // The leader failed or was cancelled: try to lead.
                 continue;
@@ -312,14 +358,18 @@ where
                 flight: &flight,
             };
             let load = load.take().expect("a caller leads at most once");
-            let value = load().await?;
-            let ttl = self.shared.options.default_ttl;
-            let _ = self
-                .write_full(full.clone(), value.clone(), ttl, false)
-                .await;
-            let _ = flight.value.set(value.clone());
+            let (own, share) = load().await?;
+            match share {
+                Some((value, ttl)) => {
+                    let _ = self
+                        .write_full(full.clone(), value.clone(), ttl, false)
+                        .await;
+                    let _ = flight.value.set(value);
+                }
+                None => flight.direct.store(true, Relaxed),
+            }
             drop(guard);
-            return Ok(value);
+            return Ok(Coalesced::Led(own));
         }
     }
 
