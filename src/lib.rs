@@ -33,6 +33,8 @@
 pub mod breaker;
 pub mod cache;
 pub mod fail_open;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod redis;
 pub mod telemetry;
 pub mod watchdog;

@@ -38,7 +38,7 @@
 //! `Service<CacheRequest>` ([`CacheBuilder::service`]).
 
 mod config;
-mod handle;
+pub(crate) mod handle;
 mod request;
 
 pub use config::{CacheBuilder, ConfigError};
