@@ -134,9 +134,13 @@ impl Shared {
         until != 0 && self.nanos() < until
     }
 
-    fn fell_back(&self, op: &'static str, reason: Reason) {
+    /// Counts and logs a fallback. `answered` says whether the reason came
+    /// from the backend (an `OOM` answer starts the hold-down) rather than
+    /// from this layer (a write shed during the hold-down must not extend
+    /// it, or it would never end while writes keep coming).
+    fn fell_back(&self, op: &'static str, reason: Reason, answered: bool) {
         crate::telemetry::cache_fail_open(&self.name, op, reason);
-        if reason == Reason::OutOfMemory && op_is_write(op) {
+        if answered && reason == Reason::OutOfMemory && op_is_write(op) {
             let until = self.nanos() + nanos(self.hold_down);
             self.shed_until.fetch_max(until.max(1), Relaxed);
         }
@@ -226,7 +230,7 @@ where
             None => None,
         };
         if let Some(reason) = early {
-            self.shared.fell_back(op, reason);
+            self.shared.fell_back(op, reason, false);
             return ResponseFuture {
                 state: State::Done {
                     response: Some(Fallback::of(&request).response(reason)),
@@ -312,7 +316,7 @@ where
                 Ok(response) => response,
                 Err(e) => {
                     let reason = e.reason();
-                    shared.fell_back(fallback.op, reason);
+                    shared.fell_back(fallback.op, reason, true);
                     fallback.response(reason)
                 }
             })),

@@ -314,3 +314,32 @@ async fn out_of_memory_sheds_writes_and_keeps_reads() {
         Reason::OutOfMemory
     );
 }
+
+#[tokio::test]
+async fn the_oom_hold_down_ends_while_writes_keep_coming() {
+    let redis = RedisServer::start(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
+    let cache = Cache::builder()
+        .name("hold-down")
+        .oom_hold_down(Duration::from_millis(300))
+        .redis_url(redis.url())
+        .unwrap();
+    let value = vec![b'x'; 64 * 1024];
+    let mut i = 0;
+    while cache.set(format!("fill:{i}"), value.clone()).await == Write::Done {
+        i += 1;
+        assert!(i < 500, "Redis never filled");
+    }
+    // Memory is freed; writes keep coming, shed at first...
+    redis.cmd(&["FLUSHALL"]);
+    assert_eq!(
+        cache.set("k", "v").await,
+        Write::Skipped(Reason::OutOfMemory)
+    );
+    // ...and written again once the hold-down is over, however many were
+    // shed meanwhile.
+    let resumed = eventually(Duration::from_secs(3), || async {
+        cache.set("k", "v").await == Write::Done
+    })
+    .await;
+    assert!(resumed, "the hold-down ended");
+}
