@@ -1,0 +1,515 @@
+//! The outage fusebox exists for, replayed in about a minute.
+//!
+//! ```sh
+//! cargo run --example incident_replay --features http
+//! ```
+//!
+//! A small Redis (32 MiB, `noeviction`) is shared by a web service that uses
+//! it as a page cache (through fusebox) and by a job queue that, by mistake,
+//! writes every completed job without a TTL. Memory climbs; in real life it
+//! took three weeks and nobody noticed until customers did. Here it takes
+//! half a minute, and the watchdog says so from the first seconds: usage
+//! alerts at 20 / 50 / 90 %, the forecast time until full, the leaking key
+//! prefix. Redis fills and answers `OOM`: the cache sheds its writes and
+//! keeps serving reads. An operator restarts Redis: the breaker opens, the
+//! service keeps answering from its source of truth, the breaker closes,
+//! hits resume. Through all of it, clients see no error.
+//!
+//! Time is compressed: the watchdog's leeway budget of 48 h becomes 48 s.
+//! Starts its own `redis-server` on a free port; without one, says how to
+//! get it and shows the fail-open path against an unreachable address.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use fusebox::breaker::Config as BreakerConfig;
+use fusebox::cache::{Cache, Reason, Write};
+use fusebox::http::HttpCacheLayer;
+use fusebox::watchdog::{Alert, Watchdog};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MAXMEMORY: &str = "32mb";
+const CLIENTS: usize = 12;
+const PRODUCTS: u64 = 1000;
+
+/// The phases of the replay, in order.
+const PHASES: [&str; 5] = [
+    "healthy",
+    "filling",
+    "full (OOM)",
+    "redis restarted",
+    "recovered",
+];
+
+struct Replay {
+    start: Instant,
+    phase: AtomicUsize,
+    /// Per phase: latencies (µs), hits, errors.
+    stats: Mutex<Vec<PhaseStats>>,
+    writes_shed: AtomicU64,
+    first_alert: Mutex<Option<Duration>>,
+    oom_at: Mutex<Option<Duration>>,
+}
+
+#[derive(Default, Clone)]
+struct PhaseStats {
+    latencies_us: Vec<u64>,
+    hits: u64,
+    errors: u64,
+    shed: u64,
+}
+
+impl Replay {
+    fn t(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    fn say(&self, what: impl AsRef<str>) {
+        println!("[{:>5.1} s] {}", self.t(), what.as_ref());
+    }
+
+    fn enter(&self, phase: usize) {
+        self.phase.store(phase, Relaxed);
+        println!("[{:>5.1} s] ── phase: {} ──", self.t(), PHASES[phase]);
+    }
+}
+
+/// The service's source of truth: slow-ish, always right.
+async fn product(State(app): State<AppState>, Path(id): Path<u64>) -> impl IntoResponse {
+    tokio::time::sleep(Duration::from_millis(8)).await;
+    let page = format!("<html>product {id}: {}</html>", "·".repeat(800));
+    // A typical extra write: "recently viewed", 30 s.
+    if let Write::Skipped(Reason::OutOfMemory) = app
+        .cache
+        .set_with_ttl(
+            format!("recent:{id}"),
+            id.to_string(),
+            Duration::from_secs(30),
+        )
+        .await
+    {
+        app.replay.writes_shed.fetch_add(1, Relaxed);
+        let phase = app.replay.phase.load(Relaxed);
+        app.replay.stats.lock().unwrap()[phase].shed += 1;
+    }
+    ([(header::CACHE_CONTROL, "public, max-age=8")], page)
+}
+
+#[derive(Clone)]
+struct AppState {
+    cache: Cache,
+    replay: Arc<Replay>,
+}
+
+struct OwnRedis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Option<Self> {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--maxmemory", MAXMEMORY, "--maxmemory-policy", "noeviction"])
+            .stdout(Stdio::null())
+            .spawn()
+            .ok()?;
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(OwnRedis {
+                    child: Some(child),
+                    port,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(6391)
+}
+
+/// One HTTP/1.1 request on a kept-alive connection: status and x-cache.
+async fn request(
+    conn: &mut Option<tokio::net::TcpStream>,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> Option<(u16, bool)> {
+    if conn.is_none() {
+        *conn = tokio::net::TcpStream::connect(addr).await.ok();
+    }
+    let s = conn.as_mut()?;
+    let req = format!("GET {path} HTTP/1.1\r\nhost: replay\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        *conn = None;
+        return None;
+    }
+    // Read the head, then exactly content-length bytes.
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => {
+                *conn = None;
+                return None;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+    let status = head.get(9..12)?.parse().ok()?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => {
+                *conn = None;
+                return None;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some((status, head.contains("x-cache: hit")))
+}
+
+/// Clients browsing products until `stop`.
+fn load(
+    addr: std::net::SocketAddr,
+    replay: Arc<Replay>,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..CLIENTS)
+        .map(|c| {
+            let (replay, stop) = (replay.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut conn = None;
+                let mut n = c as u64 * 7919;
+                while !stop.load(Relaxed) {
+                    // Popular products are asked for more often.
+                    n = n
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let id = ((n >> 33) % PRODUCTS).min((n >> 40) % PRODUCTS);
+                    let t = Instant::now();
+                    let answer = request(&mut conn, addr, &format!("/product/{id}")).await;
+                    let us = t.elapsed().as_micros() as u64;
+                    let phase = replay.phase.load(Relaxed);
+                    {
+                        let mut stats = replay.stats.lock().unwrap();
+                        let s = &mut stats[phase];
+                        s.latencies_us.push(us);
+                        match answer {
+                            Some((200, hit)) => s.hits += u64::from(hit),
+                            _ => s.errors += 1,
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let port = free_port();
+    let Some(mut redis) = OwnRedis::start(port) else {
+        return without_redis().await;
+    };
+    let url = format!("redis://127.0.0.1:{port}");
+    let replay = Arc::new(Replay {
+        start: Instant::now(),
+        phase: AtomicUsize::new(0),
+        stats: Mutex::new(vec![PhaseStats::default(); PHASES.len()]),
+        writes_shed: AtomicU64::new(0),
+        first_alert: Mutex::new(None),
+        oom_at: Mutex::new(None),
+    });
+    println!("fusebox incident replay — Redis {MAXMEMORY}, noeviction, on port {port}; time compressed (48 h of leeway = 48 s)\n");
+
+    let cache = Cache::builder()
+        .name("pages")
+        .breaker(
+            BreakerConfig::builder()
+                .name("pages")
+                .open_for(Duration::from_secs(1))
+                .build()?,
+        )
+        .watchdog(
+            Watchdog::builder()
+                .name("redis")
+                .interval(Duration::from_millis(500))
+                .min_span(Duration::from_secs(3))
+                .horizon(Duration::from_secs(60))
+                .leeway(Duration::from_secs(48))
+                .samples_per_round(200)
+                .keys_per_second(4000),
+        )
+        .redis_url(&url)?;
+    let state = AppState {
+        cache: cache.clone(),
+        replay: replay.clone(),
+    };
+    let app = Router::new()
+        .route("/product/{id}", get(product))
+        .with_state(state)
+        .layer(HttpCacheLayer::new(cache.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    // The timeline: watchdog alerts and breaker transitions as they happen.
+    let watchdog = cache.watchdog().expect("started with the cache").clone();
+    {
+        let (replay, watchdog2, done) = (replay.clone(), watchdog.clone(), stop.clone());
+        let mut alerts = watchdog.subscribe();
+        tokio::spawn(async move {
+            while let Ok(alert) = alerts.recv().await {
+                if done.load(Relaxed) {
+                    break;
+                }
+                replay
+                    .first_alert
+                    .lock()
+                    .unwrap()
+                    .get_or_insert(replay.start.elapsed());
+                let mut line = format!("watchdog: {alert}");
+                if matches!(
+                    alert,
+                    Alert::Usage { raised: true, .. } | Alert::Leeway { raised: true, .. }
+                ) {
+                    let report = watchdog2.report();
+                    if let (Some(s), Alert::Usage { .. }) = (report.seconds_to_full, &alert) {
+                        line.push_str(&format!(" — forecast: full in {s:.0} s"));
+                    }
+                    if let Some(p) = report.no_ttl_prefixes.first() {
+                        line.push_str(&format!(
+                            " — `{}` holds {:.0} % of no-TTL bytes",
+                            p.pattern,
+                            p.share * 100.0
+                        ));
+                    }
+                }
+                replay.say(line);
+            }
+        });
+    }
+    {
+        let (replay, done) = (replay.clone(), stop.clone());
+        let mut transitions = cache.breaker().expect("a breaker").subscribe();
+        tokio::spawn(async move {
+            while let Ok(t) = transitions.recv().await {
+                if done.load(Relaxed) {
+                    break;
+                }
+                replay.say(format!(
+                    "breaker: {} → {} ({})",
+                    t.from,
+                    t.to,
+                    t.reason.as_str()
+                ));
+            }
+        });
+    }
+
+    let clients = load(addr, replay.clone(), stop.clone());
+    replay.enter(0);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // The leaky job queue starts.
+    replay.enter(1);
+    replay.say("job queue starts writing completed jobs WITHOUT a TTL (queue:todo:completed:<id>)");
+    let leak_stop = Arc::new(AtomicBool::new(false));
+    let leak = {
+        let (replay, stop, url) = (replay.clone(), leak_stop.clone(), url.clone());
+        tokio::spawn(async move {
+            let client = redis::Client::open(url.as_str()).unwrap();
+            let mut conn = None;
+            let job = vec![b'j'; 1000];
+            let mut id = 0u64;
+            while !stop.load(Relaxed) {
+                if conn.is_none() {
+                    conn = client.get_multiplexed_async_connection().await.ok();
+                }
+                if let Some(c) = conn.as_mut() {
+                    let mut pipe = redis::pipe();
+                    for _ in 0..60 {
+                        pipe.cmd("SET")
+                            .arg(format!("queue:todo:completed:{id}"))
+                            .arg(&job[..])
+                            .ignore();
+                        id += 1;
+                    }
+                    if let Err(e) = pipe.query_async::<()>(c).await {
+                        if e.code() == Some("OOM") || format!("{e}").contains("OOM") {
+                            let mut oom = replay.oom_at.lock().unwrap();
+                            if oom.is_none() {
+                                *oom = Some(replay.start.elapsed());
+                                drop(oom);
+                                replay.say("Redis answers OOM: command not allowed when used memory > 'maxmemory'");
+                                replay.enter(2);
+                            }
+                        } else {
+                            conn = None;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    // Wait for OOM (bounded), then let the full state run for a while.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while replay.oom_at.lock().unwrap().is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    replay.say(format!(
+        "while full: {} of the app's cache writes skipped as out-of-memory (then shed without asking Redis); reads kept hitting; breaker {}",
+        replay.writes_shed.load(Relaxed),
+        cache.breaker().unwrap().state()
+    ));
+
+    // An operator restarts Redis; the leak gets fixed.
+    leak_stop.store(true, Relaxed);
+    let _ = leak.await;
+    replay.enter(3);
+    replay.say("operator restarts Redis (memory freed; the job queue now sets a TTL)");
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let port = redis.port;
+    redis = OwnRedis::start(port).ok_or("redis-server did not restart")?;
+    replay.say("Redis is back");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    replay.enter(4);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.store(true, Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+    drop(redis);
+    summary(&replay);
+    Ok(())
+}
+
+fn percentile(v: &mut [u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    v[((v.len() - 1) as f64 * p) as usize] as f64 / 1000.0
+}
+
+fn summary(replay: &Replay) {
+    let stats = replay.stats.lock().unwrap().clone();
+    println!("\n| phase | requests | errors surfaced | cache hit ratio | p50 ms | p99 ms | writes shed |");
+    println!("|---|---|---|---|---|---|---|");
+    let (mut total, mut errors) = (0, 0);
+    for (name, mut s) in PHASES.iter().zip(stats) {
+        let n = s.latencies_us.len() as u64;
+        total += n;
+        errors += s.errors;
+        let ratio = if n == 0 {
+            0.0
+        } else {
+            s.hits as f64 / n as f64 * 100.0
+        };
+        println!(
+            "| {name} | {n} | {} | {ratio:.0} % | {:.1} | {:.1} | {} |",
+            s.errors,
+            percentile(&mut s.latencies_us, 0.5),
+            percentile(&mut s.latencies_us, 0.99),
+            s.shed
+        );
+    }
+    println!("| **all** | **{total}** | **{errors}** | | | | |");
+    let first = *replay.first_alert.lock().unwrap();
+    let oom = *replay.oom_at.lock().unwrap();
+    match (first, oom) {
+        (Some(a), Some(o)) if a < o => println!(
+            "\nfirst watchdog alert {:.1} s before Redis was full (at this replay's scale, {:.0} hours of warning)",
+            (o - a).as_secs_f64(),
+            (o - a).as_secs_f64()
+        ),
+        _ => println!("\nno watchdog alert before Redis was full"),
+    }
+    println!("errors surfaced to clients: {errors}");
+}
+
+/// Without a redis-server: the fail-open path alone.
+async fn without_redis() -> Result<(), Box<dyn std::error::Error>> {
+    println!("redis-server was not found on PATH: install it with `sudo apt-get install redis-server` to replay the full incident.");
+    println!("Meanwhile, the fail-open path against an address where nothing listens:\n");
+    let cache = Cache::builder()
+        .name("pages")
+        .redis_url(format!("redis://127.0.0.1:{}", free_port()))?;
+    let replay = Arc::new(Replay {
+        start: Instant::now(),
+        phase: AtomicUsize::new(0),
+        stats: Mutex::new(vec![PhaseStats::default(); PHASES.len()]),
+        writes_shed: AtomicU64::new(0),
+        first_alert: Mutex::new(None),
+        oom_at: Mutex::new(None),
+    });
+    let state = AppState {
+        cache: cache.clone(),
+        replay: replay.clone(),
+    };
+    let app = Router::new()
+        .route("/product/{id}", get(product))
+        .with_state(state)
+        .layer(HttpCacheLayer::new(cache.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(addr, replay.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+    replay.say(format!("breaker: {}", cache.breaker().unwrap().state()));
+    summary(&replay);
+    Ok(())
+}
