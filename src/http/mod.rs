@@ -46,6 +46,9 @@ use crate::cache::handle::Coalesced;
 use crate::cache::{Cache, CacheRequest, CacheResponse, Reason, Stack, Ttl};
 use crate::redis::RedisBackend;
 
+mod grpc;
+pub use grpc::{GrpcCache, GrpcCacheLayer};
+
 /// Adds response caching to an HTTP service; see the [module docs](self).
 pub struct HttpCacheLayer<C = Stack<RedisBackend>> {
     cache: Cache<C>,
@@ -308,11 +311,13 @@ fn key<B>(config: &Config, req: &Request<B>) -> String {
     key
 }
 
-fn mark<B>(mut res: Response<B>, config: &Config, status: &'static str) -> Response<B> {
-    res.headers_mut().insert(
-        config.status_header.clone(),
-        HeaderValue::from_static(status),
-    );
+fn mark<B>(res: Response<B>, config: &Config, status: &'static str) -> Response<B> {
+    mark_with(res, &config.status_header, status)
+}
+
+fn mark_with<B>(mut res: Response<B>, header: &HeaderName, status: &'static str) -> Response<B> {
+    res.headers_mut()
+        .insert(header.clone(), HeaderValue::from_static(status));
     res
 }
 
@@ -339,6 +344,7 @@ where
                 status: parts.status,
                 headers: parts.headers.clone(),
                 body: body.clone(),
+                trailers: None,
             };
             let res = Response::from_parts(parts, CachedBody::full(body));
             (res, Some((entry.encode(), Ttl::After(ttl))))
@@ -384,12 +390,13 @@ impl<B> http_cache_semantics::ResponseLike for ResponseHead<'_, B> {
     }
 }
 
-/// A cached response: status, headers, body.
+/// A cached response: status, headers, body, and trailers (gRPC).
 #[derive(Debug, PartialEq)]
 struct Entry {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
+    trailers: Option<HeaderMap>,
 }
 
 const MAGIC: &[u8; 4] = b"FBH1";
@@ -413,20 +420,13 @@ impl Entry {
         let mut out = BytesMut::with_capacity(self.body.len() + 256);
         out.put_slice(MAGIC);
         out.put_u16(self.status.as_u16());
-        let headers: Vec<_> = self
-            .headers
-            .iter()
-            .filter(|(n, _)| !hop_by_hop(n))
-            .collect();
-        out.put_u32(headers.len() as u32);
-        for (name, value) in headers {
-            out.put_u32(name.as_str().len() as u32);
-            out.put_slice(name.as_str().as_bytes());
-            out.put_u32(value.len() as u32);
-            out.put_slice(value.as_bytes());
-        }
+        put_headers(&mut out, &self.headers);
         out.put_u64(self.body.len() as u64);
         out.put_slice(&self.body);
+        match &self.trailers {
+            None => out.put_u32(u32::MAX),
+            Some(trailers) => put_headers(&mut out, trailers),
+        }
         out.freeze()
     }
 
@@ -439,30 +439,51 @@ impl Entry {
         b.advance(4);
         let status = StatusCode::from_u16(take_u16(&mut b)?).ok()?;
         let count = take_u32(&mut b)?;
-        let mut headers = HeaderMap::new();
-        for _ in 0..count {
-            let n = take_u32(&mut b)? as usize;
-            let name = HeaderName::from_bytes(&take(&mut b, n)?).ok()?;
-            let n = take_u32(&mut b)? as usize;
-            let value = HeaderValue::from_maybe_shared(take(&mut b, n)?).ok()?;
-            headers.append(name, value);
-        }
+        let headers = take_headers(&mut b, count)?;
         let n = usize::try_from(take_u64(&mut b)?).ok()?;
         let body = take(&mut b, n)?;
+        let trailers = match take_u32(&mut b)? {
+            u32::MAX => None,
+            count => Some(take_headers(&mut b, count)?),
+        };
         b.is_empty().then_some(Entry {
             status,
             headers,
             body,
+            trailers,
         })
     }
 
     fn into_response<B>(self, head: bool) -> Response<CachedBody<B>> {
         let body = if head { Bytes::new() } else { self.body };
-        let mut res = Response::new(CachedBody::full(body));
+        let mut res = Response::new(CachedBody::with_trailers(body, self.trailers));
         *res.status_mut() = self.status;
         *res.headers_mut() = self.headers;
         res
     }
+}
+
+fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
+    let kept: Vec<_> = headers.iter().filter(|(n, _)| !hop_by_hop(n)).collect();
+    out.put_u32(kept.len() as u32);
+    for (name, value) in kept {
+        out.put_u32(name.as_str().len() as u32);
+        out.put_slice(name.as_str().as_bytes());
+        out.put_u32(value.len() as u32);
+        out.put_slice(value.as_bytes());
+    }
+}
+
+fn take_headers(b: &mut Bytes, count: u32) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    for _ in 0..count {
+        let n = take_u32(b)? as usize;
+        let name = HeaderName::from_bytes(&take(b, n)?).ok()?;
+        let n = take_u32(b)? as usize;
+        let value = HeaderValue::from_maybe_shared(take(b, n)?).ok()?;
+        headers.append(name, value);
+    }
+    Some(headers)
 }
 
 fn take_u16(b: &mut Bytes) -> Option<u16> {
@@ -493,7 +514,7 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
-        Full { data: Option<Bytes> },
+        Full { data: Option<Bytes>, trailers: Option<HeaderMap> },
         Inner { #[pin] body: B },
         Failed { error: Option<BoxError> },
     }
@@ -501,9 +522,13 @@ pin_project! {
 
 impl<B> CachedBody<B> {
     fn full(data: Bytes) -> Self {
+        Self::with_trailers(data, None)
+    }
+
+    fn with_trailers(data: Bytes, trailers: Option<HeaderMap>) -> Self {
         let data = (!data.is_empty()).then_some(data);
         CachedBody {
-            kind: Kind::Full { data },
+            kind: Kind::Full { data, trailers },
         }
     }
 
@@ -539,7 +564,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
-            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Full { data, trailers } => Poll::Ready(match data.take() {
+                Some(d) => Some(Ok(Frame::data(d))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+            }),
             KindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
             KindProj::Failed { error } => Poll::Ready(error.take().map(Err)),
         }
@@ -547,7 +575,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Full { data } => data.is_none(),
+            Kind::Full { data, trailers } => data.is_none() && trailers.is_none(),
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Failed { error } => error.is_none(),
         }
@@ -555,7 +583,7 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Full { data } => {
+            Kind::Full { data, .. } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Kind::Inner { body } => body.size_hint(),
@@ -575,14 +603,18 @@ mod tests {
         headers.append("x-multi", HeaderValue::from_static("a"));
         headers.append("x-multi", HeaderValue::from_static("b"));
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
         let e = Entry {
             status: StatusCode::OK,
             headers,
             body: Bytes::from_static(b"<html>"),
+            trailers: Some(trailers),
         };
         let bytes = e.encode();
         let back = Entry::decode(&bytes).unwrap();
         assert_eq!(back.body, e.body);
+        assert_eq!(back.trailers, e.trailers);
         assert_eq!(back.headers.get_all("x-multi").iter().count(), 2);
         assert!(
             !back.headers.contains_key(header::CONNECTION),

@@ -1,0 +1,290 @@
+//! Caching of unary gRPC responses in a server, through the fail-open
+//! [`Cache`]: a tower layer for tonic (or any gRPC-over-HTTP/2 server).
+//!
+//! gRPC has no `Cache-Control`: the methods to cache and their TTL are
+//! configured. The key is the method path and the request message bytes.
+//! Only responses that end with `grpc-status: 0` are stored, with their
+//! headers, message and trailers; a hit replays them. Concurrent misses for
+//! one key reach the service once. With the cache down, every call reaches
+//! the service.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower::{BoxError, Layer, Service};
+
+use super::{mark_with, CachedBody, Entry, ResponseFuture};
+use crate::cache::handle::Coalesced;
+use crate::cache::{Cache, CacheRequest, CacheResponse, Reason, Stack, Ttl};
+use crate::redis::RedisBackend;
+
+/// gRPC's default largest message; longer requests are refused as a gRPC
+/// server would (`RESOURCE_EXHAUSTED`).
+const HARD_MAX: usize = 4 << 20;
+
+/// Adds caching of configured unary methods to a gRPC server; see the
+/// [module docs](self).
+pub struct GrpcCacheLayer<B, C = Stack<RedisBackend>> {
+    cache: Cache<C>,
+    config: Arc<Config>,
+    rebuild: fn(Bytes) -> B,
+}
+
+#[derive(Clone, Debug)]
+struct Config {
+    methods: HashMap<String, Duration>,
+    max_message: usize,
+    status_header: HeaderName,
+}
+
+impl<B, C: Clone> Clone for GrpcCacheLayer<B, C> {
+    fn clone(&self) -> Self {
+        GrpcCacheLayer {
+            cache: self.cache.clone(),
+            config: self.config.clone(),
+            rebuild: self.rebuild,
+        }
+    }
+}
+
+impl<B, C> fmt::Debug for GrpcCacheLayer<B, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcCacheLayer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B, C> GrpcCacheLayer<B, C> {
+    /// Caches in `cache`. The request body is read to build the key, so the
+    /// layer needs to make a new one from the bytes: for tonic,
+    /// `|b| tonic::body::Body::new(http_body_util::Full::new(b))`.
+    pub fn new(cache: Cache<C>, rebuild: fn(Bytes) -> B) -> Self {
+        GrpcCacheLayer {
+            cache,
+            config: Arc::new(Config {
+                methods: HashMap::new(),
+                max_message: 64 << 10,
+                status_header: HeaderName::from_static("x-cache"),
+            }),
+            rebuild,
+        }
+    }
+
+    /// Caches the unary method at `path` (`/package.Service/Method`) for
+    /// `ttl`. Methods not named are never cached.
+    pub fn method(mut self, path: impl Into<String>, ttl: Duration) -> Self {
+        Arc::make_mut(&mut self.config)
+            .methods
+            .insert(path.into(), ttl);
+        self
+    }
+
+    /// Requests larger than this are not cached (they are still served).
+    /// Defaults to 64 KiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        Arc::make_mut(&mut self.config).max_message = bytes;
+        self
+    }
+}
+
+impl<S, B, C: Clone> Layer<S> for GrpcCacheLayer<B, C> {
+    type Service = GrpcCache<S, B, C>;
+
+    fn layer(&self, inner: S) -> GrpcCache<S, B, C> {
+        GrpcCache {
+            inner,
+            cache: self.cache.clone(),
+            config: self.config.clone(),
+            rebuild: self.rebuild,
+        }
+    }
+}
+
+/// A gRPC server with unary response caching; made by [`GrpcCacheLayer`].
+pub struct GrpcCache<S, B, C = Stack<RedisBackend>> {
+    inner: S,
+    cache: Cache<C>,
+    config: Arc<Config>,
+    rebuild: fn(Bytes) -> B,
+}
+
+impl<S: Clone, B, C: Clone> Clone for GrpcCache<S, B, C> {
+    fn clone(&self) -> Self {
+        GrpcCache {
+            inner: self.inner.clone(),
+            cache: self.cache.clone(),
+            config: self.config.clone(),
+            rebuild: self.rebuild,
+        }
+    }
+}
+
+impl<S: fmt::Debug, B, C> fmt::Debug for GrpcCache<S, B, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcCache")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, C, ResBody> Service<Request<B>> for GrpcCache<S, B, C>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+    C: Service<CacheRequest, Response = CacheResponse, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    C::Future: Send,
+{
+    type Response = Response<CachedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let Some(ttl) = self.config.methods.get(req.uri().path()).copied() else {
+            return Box::pin(async move { Ok(inner.call(req).await?.map(CachedBody::inner)) });
+        };
+        let (cache, config, rebuild) = (self.cache.clone(), self.config.clone(), self.rebuild);
+        Box::pin(respond(inner, cache, config, rebuild, ttl, req))
+    }
+}
+
+async fn respond<S, B, C, ResBody>(
+    inner: S,
+    cache: Cache<C>,
+    config: Arc<Config>,
+    rebuild: fn(Bytes) -> B,
+    ttl: Duration,
+    req: Request<B>,
+) -> Result<Response<CachedBody<ResBody>>, S::Error>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+    C: Service<CacheRequest, Response = CacheResponse, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    C::Future: Send,
+{
+    let (parts, body) = req.into_parts();
+    let Ok(collected) = http_body_util::Limited::new(body, HARD_MAX).collect().await else {
+        return Ok(grpc_error(8, "request message too large or unreadable"));
+    };
+    let message = collected.to_bytes();
+    let mut inner = inner;
+    if message.len() > config.max_message {
+        let req = Request::from_parts(parts, rebuild(message));
+        let res = inner.call(req).await?;
+        return Ok(mark_with(res.map(CachedBody::inner), &config.status_header, "bypass"));
+    }
+    let mut key = Vec::with_capacity(6 + parts.uri.path().len() + message.len());
+    key.extend_from_slice(b"grpc:");
+    key.extend_from_slice(parts.uri.path().as_bytes());
+    key.push(b'\n');
+    key.extend_from_slice(&message);
+    if let Some(bytes) = cache.get(&key).await {
+        match Entry::decode(&bytes) {
+            Some(entry) => {
+                return Ok(mark_with(entry.into_response(false), &config.status_header, "hit"))
+            }
+            None => crate::telemetry::cache_fail_open(
+                &Arc::from(cache.name()),
+                "grpc",
+                Reason::Undecodable,
+            ),
+        }
+    }
+    let mut pending = Some((inner, parts, message));
+    let slot = &mut pending;
+    let led = cache
+        .coalesce(&key, move || async move {
+            let (mut inner, parts, message) = slot.take().expect("a caller leads at most once");
+            let res = inner.call(Request::from_parts(parts, rebuild(message))).await?;
+            Ok(buffer_if_ok(res, ttl).await)
+        })
+        .await?;
+    match led {
+        Coalesced::Led(res) => return Ok(mark_with(res, &config.status_header, "miss")),
+        Coalesced::Shared(bytes) => {
+            if let Some(entry) = Entry::decode(&bytes) {
+                return Ok(mark_with(entry.into_response(false), &config.status_header, "hit"));
+            }
+        }
+        Coalesced::Direct => {}
+    }
+    match pending {
+        Some((mut inner, parts, message)) => {
+            let res = inner.call(Request::from_parts(parts, rebuild(message))).await?;
+            Ok(mark_with(res.map(CachedBody::inner), &config.status_header, "miss"))
+        }
+        None => unreachable!("only the leader's request is taken, and the leader returned"),
+    }
+}
+
+/// Reads the whole unary response; shares it if it ended with status 0.
+async fn buffer_if_ok<B>(res: Response<B>, ttl: Duration) -> (Response<CachedBody<B>>, Option<(Bytes, Ttl)>)
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = res.into_parts();
+    let collected = match http_body_util::Limited::new(body, HARD_MAX).collect().await {
+        Ok(c) => c,
+        Err(e) => return (Response::from_parts(parts, CachedBody::failed(e)), None),
+    };
+    let trailers = collected.trailers().cloned();
+    let data = collected.to_bytes();
+    let status_of = |h: Option<&http::HeaderMap>| h.and_then(|h| h.get("grpc-status")).map(|v| v.as_bytes() == b"0");
+    // Status 0 in the trailers, or in the headers of a trailers-only answer.
+    let ok = parts.status == StatusCode::OK
+        && status_of(trailers.as_ref()).or_else(|| status_of(Some(&parts.headers))) == Some(true);
+    let share = ok.then(|| {
+        let entry = Entry {
+            status: parts.status,
+            headers: parts.headers.clone(),
+            body: data.clone(),
+            trailers: trailers.clone(),
+        };
+        (entry.encode(), Ttl::After(ttl))
+    });
+    (Response::from_parts(parts, CachedBody::with_trailers(data, trailers)), share)
+}
+
+/// A trailers-only gRPC error response.
+fn grpc_error<B>(code: u8, message: &'static str) -> Response<CachedBody<B>> {
+    let mut res = Response::new(CachedBody::full(Bytes::new()));
+    let headers = res.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
+    headers.insert("grpc-message", HeaderValue::from_static(message));
+    res
+}
