@@ -204,7 +204,11 @@ where
     if message.len() > config.max_message {
         let req = Request::from_parts(parts, rebuild(message));
         let res = inner.call(req).await?;
-        return Ok(mark_with(res.map(CachedBody::inner), &config.status_header, "bypass"));
+        return Ok(mark_with(
+            res.map(CachedBody::inner),
+            &config.status_header,
+            "bypass",
+        ));
     }
     let mut key = Vec::with_capacity(6 + parts.uri.path().len() + message.len());
     key.extend_from_slice(b"grpc:");
@@ -214,7 +218,11 @@ where
     if let Some(bytes) = cache.get(&key).await {
         match Entry::decode(&bytes) {
             Some(entry) => {
-                return Ok(mark_with(entry.into_response(false), &config.status_header, "hit"))
+                return Ok(mark_with(
+                    entry.into_response(false),
+                    &config.status_header,
+                    "hit",
+                ))
             }
             None => crate::telemetry::cache_fail_open(
                 &Arc::from(cache.name()),
@@ -228,7 +236,9 @@ where
     let led = cache
         .coalesce(&key, move || async move {
             let (mut inner, parts, message) = slot.take().expect("a caller leads at most once");
-            let res = inner.call(Request::from_parts(parts, rebuild(message))).await?;
+            let res = inner
+                .call(Request::from_parts(parts, rebuild(message)))
+                .await?;
             Ok(buffer_if_ok(res, ttl).await)
         })
         .await?;
@@ -236,22 +246,35 @@ where
         Coalesced::Led(res) => return Ok(mark_with(res, &config.status_header, "miss")),
         Coalesced::Shared(bytes) => {
             if let Some(entry) = Entry::decode(&bytes) {
-                return Ok(mark_with(entry.into_response(false), &config.status_header, "hit"));
+                return Ok(mark_with(
+                    entry.into_response(false),
+                    &config.status_header,
+                    "hit",
+                ));
             }
         }
         Coalesced::Direct => {}
     }
     match pending {
         Some((mut inner, parts, message)) => {
-            let res = inner.call(Request::from_parts(parts, rebuild(message))).await?;
-            Ok(mark_with(res.map(CachedBody::inner), &config.status_header, "miss"))
+            let res = inner
+                .call(Request::from_parts(parts, rebuild(message)))
+                .await?;
+            Ok(mark_with(
+                res.map(CachedBody::inner),
+                &config.status_header,
+                "miss",
+            ))
         }
         None => unreachable!("only the leader's request is taken, and the leader returned"),
     }
 }
 
 /// Reads the whole unary response; shares it if it ended with status 0.
-async fn buffer_if_ok<B>(res: Response<B>, ttl: Duration) -> (Response<CachedBody<B>>, Option<(Bytes, Ttl)>)
+async fn buffer_if_ok<B>(
+    res: Response<B>,
+    ttl: Duration,
+) -> (Response<CachedBody<B>>, Option<(Bytes, Ttl)>)
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -263,7 +286,10 @@ where
     };
     let trailers = collected.trailers().cloned();
     let data = collected.to_bytes();
-    let status_of = |h: Option<&http::HeaderMap>| h.and_then(|h| h.get("grpc-status")).map(|v| v.as_bytes() == b"0");
+    let status_of = |h: Option<&http::HeaderMap>| {
+        h.and_then(|h| h.get("grpc-status"))
+            .map(|v| v.as_bytes() == b"0")
+    };
     // Status 0 in the trailers, or in the headers of a trailers-only answer.
     let ok = parts.status == StatusCode::OK
         && status_of(trailers.as_ref()).or_else(|| status_of(Some(&parts.headers))) == Some(true);
@@ -276,14 +302,20 @@ where
         };
         (entry.encode(), Ttl::After(ttl))
     });
-    (Response::from_parts(parts, CachedBody::with_trailers(data, trailers)), share)
+    (
+        Response::from_parts(parts, CachedBody::with_trailers(data, trailers)),
+        share,
+    )
 }
 
 /// A trailers-only gRPC error response.
 fn grpc_error<B>(code: u8, message: &'static str) -> Response<CachedBody<B>> {
     let mut res = Response::new(CachedBody::full(Bytes::new()));
     let headers = res.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
     headers.insert("grpc-message", HeaderValue::from_static(message));
     res

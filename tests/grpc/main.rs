@@ -1,0 +1,285 @@
+//! gRPC with tonic on loopback, no protoc: unary response caching in the
+//! server, and the breaker as a layer on the client channel.
+
+#[path = "../cache/common.rs"]
+mod common;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use fusebox::breaker::{CircuitBreakerLayer, Config, State};
+use fusebox::cache::Cache;
+use fusebox::http::GrpcCacheLayer;
+use http::uri::PathAndQuery;
+use tonic::transport::{Channel, Server};
+use tower::{Layer, Service};
+
+use common::{eventually, RedisServer};
+
+/// A greeting request.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HelloRequest {
+    /// Whom to greet.
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+/// The greeting.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HelloReply {
+    /// Its text.
+    #[prost(string, tag = "1")]
+    pub message: String,
+}
+
+const SAY_HELLO: &str = "/demo.Greeter/SayHello";
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A hand-written tonic service (what codegen would write).
+#[derive(Clone, Default)]
+struct Greeter {
+    calls: Arc<AtomicU32>,
+}
+
+impl tonic::server::NamedService for Greeter {
+    const NAME: &'static str = "demo.Greeter";
+}
+
+struct SayHello(Greeter);
+
+impl tonic::server::UnaryService<HelloRequest> for SayHello {
+    type Response = HelloReply;
+    type Future = BoxFuture<Result<tonic::Response<HelloReply>, tonic::Status>>;
+
+    fn call(&mut self, req: tonic::Request<HelloRequest>) -> Self::Future {
+        let calls = self.0.calls.clone();
+        Box::pin(async move {
+            calls.fetch_add(1, SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let name = req.into_inner().name;
+            if name == "error" {
+                return Err(tonic::Status::not_found("no such greeting"));
+            }
+            Ok(tonic::Response::new(HelloReply {
+                message: format!("hello {name}"),
+            }))
+        })
+    }
+}
+
+impl Service<http::Request<tonic::body::Body>> for Greeter {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let me = self.clone();
+        Box::pin(async move {
+            if req.uri().path() != SAY_HELLO {
+                return Ok(tonic::Status::unimplemented("").into_http());
+            }
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+            Ok(grpc.unary(SayHello(me), req).await)
+        })
+    }
+}
+
+fn rebuild(bytes: bytes::Bytes) -> tonic::body::Body {
+    tonic::body::Body::new(http_body_util::Full::new(bytes))
+}
+
+/// Serves the greeter (with the cache layer) on a free port, until the
+/// returned sender is dropped (then it closes its connections).
+async fn serve(
+    cache: Cache,
+    greeter: Greeter,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tokio_stream_incoming(listener);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        Server::builder()
+            .layer(GrpcCacheLayer::new(cache, rebuild).method(SAY_HELLO, Duration::from_secs(60)))
+            .add_service(greeter)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (addr, stop)
+}
+
+fn tokio_stream_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+}
+
+/// One unary call: the reply (or status) and the x-cache metadata.
+/// A failed call's code and message.
+type Failed = (tonic::Code, String);
+
+async fn say_hello<T>(
+    grpc: &mut tonic::client::Grpc<T>,
+    name: &str,
+) -> (Result<String, Failed>, String)
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tower::BoxError>,
+    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<tower::BoxError> + Send,
+{
+    if let Err(e) = grpc.ready().await {
+        let status = tonic::Status::from_error(e.into());
+        return (
+            Err((status.code(), status.message().to_owned())),
+            String::new(),
+        );
+    }
+    let req = tonic::Request::new(HelloRequest { name: name.into() });
+    let path = PathAndQuery::from_static(SAY_HELLO);
+    match grpc
+        .unary::<_, HelloReply, _>(req, path, tonic_prost::ProstCodec::default())
+        .await
+    {
+        Ok(res) => {
+            let x = res
+                .metadata()
+                .get("x-cache")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            (Ok(res.into_inner().message), x)
+        }
+        Err(status) => (
+            Err((status.code(), status.message().to_owned())),
+            String::new(),
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_responses_are_cached_and_redis_down_changes_nothing_for_callers() {
+    let mut redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("grpc")
+        .redis_url(redis.url())
+        .unwrap();
+    let greeter = Greeter::default();
+    let (addr, _server) = serve(cache, greeter.clone()).await;
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let mut grpc = tonic::client::Grpc::new(channel);
+
+    assert_eq!(
+        say_hello(&mut grpc, "a").await,
+        (Ok("hello a".into()), "miss".into())
+    );
+    assert_eq!(
+        say_hello(&mut grpc, "a").await,
+        (Ok("hello a".into()), "hit".into())
+    );
+    assert_eq!(
+        say_hello(&mut grpc, "b").await,
+        (Ok("hello b".into()), "miss".into())
+    );
+    assert_eq!(greeter.calls.load(SeqCst), 2);
+    // A failed call is never cached.
+    for _ in 0..2 {
+        let (status, _) = say_hello(&mut grpc, "error").await;
+        assert_eq!(status.unwrap_err().0, tonic::Code::NotFound);
+    }
+    assert_eq!(greeter.calls.load(SeqCst), 4);
+
+    redis.kill();
+    for _ in 0..10 {
+        let (reply, x) = say_hello(&mut grpc, "a").await;
+        assert_eq!((reply.unwrap().as_str(), x.as_str()), ("hello a", "miss"));
+    }
+    redis.restart();
+    let hits = eventually(Duration::from_secs(10), || {
+        let mut grpc = grpc.clone();
+        async move { say_hello(&mut grpc, "a").await.1 == "hit" }
+    })
+    .await;
+    assert!(hits, "hits resume once Redis is back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_guards_a_client_channel() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("grpc-client")
+        .redis_url(redis.url())
+        .unwrap();
+    let greeter = Greeter::default();
+    let (addr, server) = serve(cache.clone(), greeter.clone()).await;
+
+    // The user's existing channel, wrapped by the breaker.
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_millis(200))
+        .connect_lazy();
+    let layer = CircuitBreakerLayer::new(
+        Config::builder()
+            .name("greeter")
+            .consecutive_failures(3)
+            .open_for(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    );
+    let breaker = layer.breaker().clone();
+    let mut grpc = tonic::client::Grpc::new(layer.layer(channel));
+    assert_eq!(say_hello(&mut grpc, "x").await.0.unwrap(), "hello x");
+
+    // The server goes away: transport errors trip the breaker; calls then
+    // fail fast with the breaker's error.
+    drop(server);
+    let opened = eventually(Duration::from_secs(5), || {
+        let (mut grpc, breaker) = (grpc.clone(), breaker.clone());
+        async move {
+            let _ = say_hello(&mut grpc, "x").await;
+            breaker.state() == State::Open
+        }
+    })
+    .await;
+    assert!(opened, "transport failures open the breaker");
+    let (status, _) = say_hello(&mut grpc, "x").await;
+    let (_, message) = status.unwrap_err();
+    assert!(message.contains("circuit breaker"), "{message}");
+
+    // Back on the same port: the breaker closes through a probe.
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    tokio::spawn(async move {
+        Server::builder()
+            .add_service(greeter)
+            .serve_with_incoming(tokio_stream_incoming(listener))
+            .await
+            .unwrap();
+    });
+    let closed = eventually(Duration::from_secs(10), || {
+        let mut grpc = grpc.clone();
+        async move { say_hello(&mut grpc, "y").await.0.is_ok() }
+    })
+    .await;
+    assert!(closed);
+    assert_eq!(breaker.state(), State::Closed);
+}
