@@ -428,7 +428,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = c.await;
     }
     drop(redis);
-    summary(&replay);
+    summary(&replay, PHASES.len());
     Ok(())
 }
 
@@ -440,12 +440,12 @@ fn percentile(v: &mut [u64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p) as usize] as f64 / 1000.0
 }
 
-fn summary(replay: &Replay) {
+fn summary(replay: &Replay, phases: usize) {
     let stats = replay.stats.lock().unwrap().clone();
     println!("\n| phase | requests | errors surfaced | cache hit ratio | p50 ms | p99 ms | writes shed |");
     println!("|---|---|---|---|---|---|---|");
     let (mut total, mut errors) = (0, 0);
-    for (name, mut s) in PHASES.iter().zip(stats) {
+    for (name, mut s) in PHASES.iter().zip(stats).take(phases) {
         let n = s.latencies_us.len() as u64;
         total += n;
         errors += s.errors;
@@ -466,6 +466,7 @@ fn summary(replay: &Replay) {
     let first = *replay.first_alert.lock().unwrap();
     let oom = *replay.oom_at.lock().unwrap();
     match (first, oom) {
+        (_, None) => {}
         (Some(a), Some(o)) if a < o => println!(
             "\nfirst watchdog alert {:.1} s before Redis was full (at this replay's scale, {:.0} hours of warning)",
             (o - a).as_secs_f64(),
@@ -510,6 +511,6 @@ async fn without_redis() -> Result<(), Box<dyn std::error::Error>> {
         let _ = c.await;
     }
     replay.say(format!("breaker: {}", cache.breaker().unwrap().state()));
-    summary(&replay);
+    summary(&replay, 1);
     Ok(())
 }

@@ -1,10 +1,17 @@
 //! Response caching for HTTP services (axum, hyper, tonic's transport),
 //! through the fail-open [`Cache`]. Feature `http`.
 //!
-//! ```ignore
-//! let app = Router::new()
-//!     .route("/page/{id}", get(page))
+//! ```
+//! use axum::{routing::get, Router};
+//! use fusebox::cache::Cache;
+//! use fusebox::http::HttpCacheLayer;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = Cache::builder().name("pages").redis_url("redis://127.0.0.1:6379")?;
+//! let app: Router = Router::new()
+//!     .route("/page/{id}", get(|| async { ([("cache-control", "public, max-age=60")], "page") }))
 //!     .layer(HttpCacheLayer::new(cache).vary(["accept-language"]));
+//! # Ok(()) }
 //! ```
 //!
 //! * Caches successful responses to `GET` (and answers `HEAD` from them).
@@ -16,7 +23,8 @@
 //!   or vary on headers not in the key, are not cached.
 //! * Only bodies of known length up to a cap (default 1 MiB) are buffered;
 //!   anything else streams through uncached.
-//! * A response header (default `x-cache`) says `hit`, `miss` or `bypass`
+//! * A response header (default `x-cache`) says `hit` (from the cache, or
+//!   shared from a concurrent miss), `miss` or `bypass`
 //!   (not a `GET`/`HEAD`, or a request with `Authorization` or
 //!   `Cache-Control: no-cache`/`no-store`).
 //! * Concurrent misses for one key are coalesced: one request reaches the

@@ -56,9 +56,9 @@ struct Shared {
 const NONE: u8 = u8::MAX;
 
 impl RedisBackend {
-    /// Makes the pool. Connects nothing: connections are made on demand, so
-    /// this succeeds at once whether or not Redis is up. Needs no runtime;
-    /// calls need a tokio runtime.
+    /// Makes the pool. Connects nothing and spawns nothing: connections are
+    /// made on demand, so this succeeds at once whether or not Redis is up,
+    /// inside a tokio runtime or not. Calls need a tokio runtime.
     pub fn new(config: RedisConfig) -> Self {
         let shared = Arc::new(Shared {
             addr: config.addr.clone(),
@@ -76,6 +76,11 @@ impl RedisBackend {
             .max_size(config.pool_size)
             .min_idle(None)
             .connection_timeout(config.checkout_timeout)
+            // No reaper task: building must not need a runtime (bb8 spawns
+            // one for either setting), and a multiplexed connection is
+            // replaced when it breaks, not by age.
+            .idle_timeout(None)
+            .max_lifetime(None)
             // The breaker owns back-off: one attempt per replenishment.
             .retry_connection(false)
             // `is_valid` is a flag check, not a round trip.

@@ -274,3 +274,44 @@ async fn acl_user_database_and_unix_socket() {
     drop(redis);
     let _ = std::fs::remove_file(socket);
 }
+
+#[test]
+fn building_needs_no_runtime_and_never_panics() {
+    // No tokio runtime here: building must neither spawn nor connect.
+    let cache = Cache::builder()
+        .name("no-runtime")
+        .redis_url("redis://127.0.0.1:1")
+        .unwrap();
+    assert_eq!(cache.breaker().unwrap().state(), State::Closed);
+    // A watchdog does need one, and says so instead of panicking.
+    let err = Cache::builder()
+        .watchdog(fusebox::watchdog::Watchdog::builder())
+        .redis_url("redis://127.0.0.1:1")
+        .unwrap_err();
+    assert_eq!(err.field(), "watchdog");
+    // Bad settings are typed errors naming the setter; the URL (and its
+    // password) is never quoted.
+    let err = Cache::builder()
+        .redis_url("http://user:s3cret@host")
+        .unwrap_err();
+    assert_eq!(err.field(), "url");
+    assert!(!err.to_string().contains("s3cret"));
+    for (builder, field) in [
+        (Cache::builder().name(""), "name"),
+        (Cache::builder().ttl_jitter(1.5), "ttl_jitter"),
+        (Cache::builder().max_value_size(0), "max_value_size"),
+        (Cache::builder().default_ttl(Duration::ZERO), "default_ttl"),
+        (
+            Cache::builder().oom_hold_down(Duration::ZERO),
+            "oom_hold_down",
+        ),
+    ] {
+        assert_eq!(
+            builder
+                .redis_url("redis://127.0.0.1:1")
+                .unwrap_err()
+                .field(),
+            field
+        );
+    }
+}
