@@ -67,6 +67,17 @@ struct PhaseStats {
 }
 
 impl Replay {
+    fn new() -> Arc<Replay> {
+        Arc::new(Replay {
+            start: Instant::now(),
+            phase: AtomicUsize::new(0),
+            stats: Mutex::new(vec![PhaseStats::default(); PHASES.len()]),
+            writes_shed: AtomicU64::new(0),
+            first_alert: Mutex::new(None),
+            oom_at: Mutex::new(None),
+        })
+    }
+
     fn t(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
     }
@@ -106,6 +117,22 @@ async fn product(State(app): State<AppState>, Path(id): Path<u64>) -> impl IntoR
 struct AppState {
     cache: Cache,
     replay: Arc<Replay>,
+}
+
+/// The web service: product pages behind fusebox's HTTP cache.
+async fn serve(cache: &Cache, replay: &Arc<Replay>) -> std::io::Result<std::net::SocketAddr> {
+    let state = AppState {
+        cache: cache.clone(),
+        replay: replay.clone(),
+    };
+    let app = Router::new()
+        .route("/product/{id}", get(product))
+        .with_state(state)
+        .layer(HttpCacheLayer::new(cache.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
 }
 
 struct OwnRedis {
@@ -255,14 +282,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return without_redis().await;
     };
     let url = format!("redis://127.0.0.1:{port}");
-    let replay = Arc::new(Replay {
-        start: Instant::now(),
-        phase: AtomicUsize::new(0),
-        stats: Mutex::new(vec![PhaseStats::default(); PHASES.len()]),
-        writes_shed: AtomicU64::new(0),
-        first_alert: Mutex::new(None),
-        oom_at: Mutex::new(None),
-    });
+    let replay = Replay::new();
     println!("fusebox incident replay — Redis {MAXMEMORY}, noeviction, on port {port}; time compressed (48 h of leeway = 48 s)\n");
 
     let cache = Cache::builder()
@@ -284,17 +304,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .keys_per_second(4000),
         )
         .redis_url(&url)?;
-    let state = AppState {
-        cache: cache.clone(),
-        replay: replay.clone(),
-    };
-    let app = Router::new()
-        .route("/product/{id}", get(product))
-        .with_state(state)
-        .layer(HttpCacheLayer::new(cache.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(&cache, &replay).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     // The timeline: watchdog alerts and breaker transitions as they happen.
@@ -484,25 +494,8 @@ async fn without_redis() -> Result<(), Box<dyn std::error::Error>> {
     let cache = Cache::builder()
         .name("pages")
         .redis_url(format!("redis://127.0.0.1:{}", free_port()))?;
-    let replay = Arc::new(Replay {
-        start: Instant::now(),
-        phase: AtomicUsize::new(0),
-        stats: Mutex::new(vec![PhaseStats::default(); PHASES.len()]),
-        writes_shed: AtomicU64::new(0),
-        first_alert: Mutex::new(None),
-        oom_at: Mutex::new(None),
-    });
-    let state = AppState {
-        cache: cache.clone(),
-        replay: replay.clone(),
-    };
-    let app = Router::new()
-        .route("/product/{id}", get(product))
-        .with_state(state)
-        .layer(HttpCacheLayer::new(cache.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let replay = Replay::new();
+    let addr = serve(&cache, &replay).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let clients = load(addr, replay.clone(), stop.clone());
     tokio::time::sleep(Duration::from_secs(5)).await;

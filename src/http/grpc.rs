@@ -22,9 +22,8 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower::{BoxError, Layer, Service};
 
-use super::{mark_with, CachedBody, Entry, ResponseFuture};
-use crate::cache::handle::Coalesced;
-use crate::cache::{Cache, CacheRequest, CacheResponse, Reason, Stack, Ttl};
+use super::{lookup, mark_with, through_flight, CachedBody, Entry, ResponseFuture};
+use crate::cache::{Cache, CacheRequest, CacheResponse, Stack, Ttl};
 use crate::redis::RedisBackend;
 
 /// gRPC's default largest message; longer requests are refused as a gRPC
@@ -215,59 +214,29 @@ where
     key.extend_from_slice(parts.uri.path().as_bytes());
     key.push(b'\n');
     key.extend_from_slice(&message);
-    if let Some(bytes) = cache.get(&key).await {
-        match Entry::decode(&bytes) {
-            Some(entry) => {
-                return Ok(mark_with(
-                    entry.into_response(false),
-                    &config.status_header,
-                    "hit",
-                ))
-            }
-            None => crate::telemetry::cache_fail_open(
-                &Arc::from(cache.name()),
-                "grpc",
-                Reason::Undecodable,
-            ),
-        }
+    let header = &config.status_header;
+    if let Some(res) = lookup(&cache, "grpc", &key, false).await {
+        return Ok(mark_with(res, header, "hit"));
     }
-    let mut pending = Some((inner, parts, message));
-    let slot = &mut pending;
-    let led = cache
-        .coalesce(&key, move || async move {
-            let (mut inner, parts, message) = slot.take().expect("a caller leads at most once");
+    through_flight(
+        &cache,
+        &key,
+        header,
+        (inner, parts, message),
+        move |(mut inner, parts, message)| async move {
             let res = inner
                 .call(Request::from_parts(parts, rebuild(message)))
                 .await?;
             Ok(buffer_if_ok(res, ttl).await)
-        })
-        .await?;
-    match led {
-        Coalesced::Led(res) => return Ok(mark_with(res, &config.status_header, "miss")),
-        Coalesced::Shared(bytes) => {
-            if let Some(entry) = Entry::decode(&bytes) {
-                return Ok(mark_with(
-                    entry.into_response(false),
-                    &config.status_header,
-                    "hit",
-                ));
-            }
-        }
-        Coalesced::Direct => {}
-    }
-    match pending {
-        Some((mut inner, parts, message)) => {
+        },
+        move |(mut inner, parts, message)| async move {
             let res = inner
                 .call(Request::from_parts(parts, rebuild(message)))
                 .await?;
-            Ok(mark_with(
-                res.map(CachedBody::inner),
-                &config.status_header,
-                "miss",
-            ))
-        }
-        None => unreachable!("only the leader's request is taken, and the leader returned"),
-    }
+            Ok(res.map(CachedBody::inner))
+        },
+    )
+    .await
 }
 
 /// Reads the whole unary response; shares it if it ended with status 0.

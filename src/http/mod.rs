@@ -232,15 +232,8 @@ where
         return Ok(mark(res.map(CachedBody::inner), &config, "bypass"));
     }
     let key = key(&config, &req);
-    if let Some(bytes) = cache.get(&key).await {
-        match Entry::decode(&bytes) {
-            Some(entry) => return Ok(mark(entry.into_response(head), &config, "hit")),
-            None => crate::telemetry::cache_fail_open(
-                &Arc::from(cache.name()),
-                "http",
-                Reason::Undecodable,
-            ),
-        }
+    if let Some(res) = lookup(&cache, "http", key.as_bytes(), head).await {
+        return Ok(mark(res, &config, "hit"));
     }
     if head {
         // HEAD is answered from a cached GET, never stored itself.
@@ -254,33 +247,84 @@ where
     *policy_req.headers_mut() = req.headers().clone();
 
     let max_body = config.max_body;
-    // The request (and the service made ready for it) go to the handler
-    // once: through the flight if this caller leads, directly if not.
-    let mut pending = Some((inner, req));
-    let slot = &mut pending;
     let policy = &policy_req;
-    let led = cache
-        .coalesce(key.as_bytes(), move || async move {
-            let (mut inner, req) = slot.take().expect("a caller leads at most once");
+    through_flight(
+        &cache,
+        key.as_bytes(),
+        &config.status_header,
+        (inner, req),
+        move |(mut inner, req)| async move {
             let res = inner.call(req).await?;
             Ok(buffer_if_cacheable(policy, res, max_body).await)
+        },
+        |(mut inner, req)| async move { Ok(inner.call(req).await?.map(CachedBody::inner)) },
+    )
+    .await
+}
+
+/// A cached response for `key`, if there is a valid one; an entry that does
+/// not decode is counted and treated as a miss.
+async fn lookup<C, B>(
+    cache: &Cache<C>,
+    op: &'static str,
+    key: &[u8],
+    head: bool,
+) -> Option<Response<CachedBody<B>>>
+where
+    C: Service<CacheRequest, Response = CacheResponse, Error = Infallible> + Clone + Send,
+    C::Future: Send,
+{
+    let bytes = cache.get(key).await?;
+    let entry = Entry::decode(&bytes);
+    if entry.is_none() {
+        crate::telemetry::cache_fail_open(&Arc::from(cache.name()), op, Reason::Undecodable);
+    }
+    Some(entry?.into_response(head))
+}
+
+/// After a miss: the first caller for `key` runs `lead` with its request
+/// through the cache's single flight (storing what it may share); callers
+/// arriving meanwhile get that shared response, or, when it could not be
+/// shared, run `direct` with their own request.
+async fn through_flight<C, P, B, E, L, LFut, D, DFut>(
+    cache: &Cache<C>,
+    key: &[u8],
+    header: &HeaderName,
+    pending: P,
+    lead: L,
+    direct: D,
+) -> Result<Response<CachedBody<B>>, E>
+where
+    C: Service<CacheRequest, Response = CacheResponse, Error = Infallible> + Clone + Send,
+    C::Future: Send,
+    L: FnOnce(P) -> LFut,
+    LFut: Future<Output = Result<(Response<CachedBody<B>>, Option<(Bytes, Ttl)>), E>>,
+    D: FnOnce(P) -> DFut,
+    DFut: Future<Output = Result<Response<CachedBody<B>>, E>>,
+{
+    // The request goes to the service once: through the flight if this
+    // caller leads, directly if the leader's answer was not shareable.
+    let mut slot = Some(pending);
+    let taken = &mut slot;
+    let led = cache
+        .coalesce(key, move || async move {
+            match taken.take() {
+                Some(pending) => lead(pending).await,
+                None => unreachable!("a caller leads at most once"),
+            }
         })
         .await?;
     match led {
-        Coalesced::Led(res) => return Ok(mark(res, &config, "miss")),
+        Coalesced::Led(res) => return Ok(mark_with(res, header, "miss")),
         Coalesced::Shared(bytes) => {
             if let Some(entry) = Entry::decode(&bytes) {
-                return Ok(mark(entry.into_response(false), &config, "hit"));
+                return Ok(mark_with(entry.into_response(false), header, "hit"));
             }
         }
         Coalesced::Direct => {}
     }
-    // Not shareable: to the handler, like any miss.
-    match pending {
-        Some((mut inner, req)) => {
-            let res = inner.call(req).await?;
-            Ok(mark(res.map(CachedBody::inner), &config, "miss"))
-        }
+    match slot {
+        Some(pending) => Ok(mark_with(direct(pending).await?, header, "miss")),
         None => unreachable!("only the leader's request is taken, and the leader returned"),
     }
 }
