@@ -17,7 +17,7 @@ use redis::AsyncCommands;
 const TASKS: usize = 64;
 const OPS: usize = 200_000;
 const WARMUP: usize = 20_000;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const VALUE: [u8; 100] = [b'v'; 100];
 
 struct Server(Child, u16);
@@ -185,7 +185,7 @@ fn main() {
             ("stock bb8-redis 0.26 (defaults)", bb8),
         ];
         println!(
-            "{TASKS} concurrent tasks, {OPS} ops per round, median of {ROUNDS} rounds (by throughput), 100-byte values, 1000 keys"
+            "{TASKS} concurrent tasks, {OPS} ops per round, median of {ROUNDS} interleaved rounds (by throughput), 100-byte values, 1000 keys"
         );
         println!("| client | op | ops/s | p50 µs | p99 µs | failed |");
         println!("|---|---|---|---|---|---|");
@@ -193,13 +193,20 @@ fn main() {
         let only = std::env::var("FUSEBOX_BENCH_ONLY").unwrap_or_default();
         for op in [Op::Set, Op::Get] {
             let name = if op == Op::Get { "GET" } else { "SET" };
-            for (label, client) in clients.iter().filter(|(l, _)| l.contains(&only)) {
+            let chosen: Vec<_> = clients.iter().filter(|(l, _)| l.contains(&only)).collect();
+            for (_, client) in &chosen {
                 drive(client, op, WARMUP).await;
-                let mut rounds = Vec::new();
-                for _ in 0..ROUNDS {
-                    rounds.push(drive(client, op, OPS).await);
+            }
+            // Rounds interleave the clients, so that a slow spell of this
+            // noisy machine hits them all alike.
+            let mut rounds: Vec<Vec<Figures>> = chosen.iter().map(|_| Vec::new()).collect();
+            for _ in 0..ROUNDS {
+                for (i, (_, client)) in chosen.iter().enumerate() {
+                    rounds[i].push(drive(client, op, OPS).await);
                 }
-                let f = median(rounds);
+            }
+            for ((label, _), figures) in chosen.iter().zip(rounds) {
+                let f = median(figures);
                 println!(
                     "| {label} | {name} | {:.0} | {:.0} | {:.0} | {} |",
                     f.ops_per_s, f.p50_us, f.p99_us, f.failed

@@ -8,6 +8,7 @@ use std::future::{poll_fn, Future};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -79,6 +80,26 @@ pub(crate) struct Options {
 pub struct Cache<S = Stack<RedisBackend>> {
     svc: S,
     shared: Arc<Shared>,
+    /// Clones of the stack, one per thread (by a thread index), so that a
+    /// call neither clones the stack (a handful of shared reference-count
+    /// writes, which cost more than the rest of the stack once two threads
+    /// fight over them) nor waits: a busy shard falls back to a clone.
+    shards: Arc<[Shard<S>]>,
+}
+
+/// A stack clone on a cache line of its own.
+#[repr(align(128))]
+struct Shard<S>(Mutex<S>);
+
+/// How many stack clones a cache keeps.
+const SHARDS: usize = 32;
+
+thread_local! {
+    /// This thread's shard (assigned on first use, in turn).
+    static SHARD: usize = {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        NEXT.fetch_add(1, Relaxed) % SHARDS
+    };
 }
 
 struct Shared {
@@ -113,6 +134,7 @@ impl<S: Clone> Clone for Cache<S> {
         Cache {
             svc: self.svc.clone(),
             shared: self.shared.clone(),
+            shards: self.shards.clone(),
         }
     }
 }
@@ -139,7 +161,11 @@ where
     S::Future: Send,
 {
     pub(crate) fn from_parts(svc: S, options: Options, breaker: Option<Breaker>) -> Self {
+        let shards = (0..SHARDS)
+            .map(|_| Shard(Mutex::new(svc.clone())))
+            .collect();
         Cache {
+            shards,
             svc,
             shared: Arc::new(Shared {
                 options,
@@ -507,9 +533,29 @@ where
     }
 
     async fn request(&self, request: CacheRequest) -> CacheResponse {
-        let mut svc = self.svc.clone();
-        let Ok(()) = poll_fn(|cx| svc.poll_ready(cx)).await;
-        let Ok(response) = svc.call(request).await;
+        // This thread's stack clone, if it is free and ready at once.
+        let mut request = Some(request);
+        let shard = &self.shards[SHARD.with(|s| *s)];
+        let fast = poll_fn(|cx| {
+            let Ok(mut svc) = shard.0.try_lock() else {
+                return Poll::Ready(None);
+            };
+            match svc.poll_ready(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(request.take().map(|r| svc.call(r))),
+                Poll::Pending => Poll::Ready(None),
+            }
+        })
+        .await;
+        let future = match (fast, request) {
+            (Some(future), _) => future,
+            (None, Some(request)) => {
+                let mut svc = self.svc.clone();
+                let Ok(()) = poll_fn(|cx| svc.poll_ready(cx)).await;
+                svc.call(request)
+            }
+            (None, None) => unreachable!("the request is taken only with a call"),
+        };
+        let Ok(response) = future.await;
         response
     }
 }

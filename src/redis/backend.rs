@@ -126,15 +126,16 @@ impl Service<CacheRequest> for RedisBackend {
 
     fn call(&mut self, request: CacheRequest) -> BackendFuture {
         // The pool is cloned into the future only when it will be asked.
+        // (Each clone of an `Arc` here is a write to memory every thread
+        // shares: the fast path makes only the connection's.)
         let source = match self.shared.current() {
             Some(conn) => Source::Current(conn),
-            None => Source::Pool(self.pool.clone()),
+            None => Source::Pool(self.pool.clone(), self.shared.clone()),
         };
-        let shared = self.shared.clone();
         Box::pin(async move {
             let mut conn = match source {
                 Source::Current(conn) => conn,
-                Source::Pool(pool) => match pool.get().await {
+                Source::Pool(pool, shared) => match pool.get().await {
                     // Clone the multiplexed connection out and give the
                     // slot back at once.
                     Ok(pooled) => shared.set_current(pooled.clone()),
@@ -178,7 +179,7 @@ impl Shared {
 /// Where a call gets its connection.
 enum Source {
     Current(Conn),
-    Pool(bb8::Pool<Manager>),
+    Pool(bb8::Pool<Manager>, Arc<Shared>),
 }
 
 /// A pooled connection: a multiplexed connection and a flag set when it
