@@ -315,3 +315,26 @@ fn building_needs_no_runtime_and_never_panics() {
         );
     }
 }
+
+#[tokio::test]
+async fn ttl_jitter_spreads_expiries_within_bounds() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("jitter")
+        .default_ttl(Duration::from_secs(100))
+        .ttl_jitter(0.5)
+        .redis_url(redis.url())
+        .unwrap();
+    let mut ttls = Vec::new();
+    for i in 0..20 {
+        assert_eq!(cache.set(format!("k{i}"), "v").await, Write::Done);
+        ttls.push(pttl(&redis, &format!("k{i}")));
+    }
+    assert!(
+        ttls.iter().all(|t| (49_000..=100_000).contains(t)),
+        "{ttls:?}"
+    );
+    ttls.sort_unstable();
+    ttls.dedup_by(|a, b| (*a - *b).abs() < 1000);
+    assert!(ttls.len() > 5, "spread, not lock-step: {ttls:?}");
+}
