@@ -86,18 +86,28 @@ impl Client {
                         .get::<_, Option<Vec<u8>>>(key)
                         .await
                         .is_ok_and(|v| v.is_some()),
-                    Op::Set => conn.set_ex::<_, _, ()>(key, &VALUE[..], 3600).await.is_ok(),
+                    Op::Set => set_px(&mut *conn, key).await,
                 }
             }
             (Client::Raw(conn), Op::Get) => conn
                 .get::<_, Option<Vec<u8>>>(key)
                 .await
                 .is_ok_and(|v| v.is_some()),
-            (Client::Raw(conn), Op::Set) => {
-                conn.set_ex::<_, _, ()>(key, &VALUE[..], 3600).await.is_ok()
-            }
+            (Client::Raw(conn), Op::Set) => set_px(conn, key).await,
         }
     }
+}
+
+/// The same command the cache sends: `SET key value PX 3600000`.
+async fn set_px(conn: &mut impl redis::aio::ConnectionLike, key: &str) -> bool {
+    redis::cmd("SET")
+        .arg(key)
+        .arg(&VALUE[..])
+        .arg("PX")
+        .arg(3_600_000)
+        .query_async::<()>(conn)
+        .await
+        .is_ok()
 }
 
 struct Figures {
