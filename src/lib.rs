@@ -12,6 +12,25 @@
 //! * A [fail-open cache](cache) over Redis: bounded deadlines everywhere,
 //!   the breaker in front, and every failure answered as a miss or a skip,
 //!   counted and traced.
+//! * A [memory watchdog](watchdog) that sees Redis filling up days ahead
+//!   and names the keys without TTL that fill it.
+//! * Response caching for axum and tonic servers (feature `http`).
+//!
+//! ```
+//! use std::time::Duration;
+//! use fusebox::cache::Cache;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Nothing listens on port 1: every call is a miss, never an error, and
+//! // once the breaker is open, an immediate one.
+//! let cache = Cache::builder().name("demo").redis_url("redis://127.0.0.1:1")?;
+//! for _ in 0..10 {
+//!     assert_eq!(cache.get("key").await, None);
+//! }
+//! assert!(cache.breaker().unwrap().state().is_rejecting());
+//! # Ok(()) }
+//! ```
 //!
 //! # Layout
 //!
@@ -24,6 +43,8 @@
 //! * [`fail_open`]: the layer that turns errors into misses and skips.
 //! * [`watchdog`]: Redis memory levels, growth forecast, leeway alerts,
 //!   and the key prefixes that hold memory without a TTL.
+//! * `http` (feature `http`): `HttpCacheLayer` for HTTP services, and
+//!   `GrpcCacheLayer` for gRPC servers.
 //! * [`telemetry`]: the names of every metric, in one place.
 //!
 //! [Tower]: https://docs.rs/tower
