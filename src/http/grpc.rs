@@ -30,8 +30,11 @@ use crate::redis::RedisBackend;
 /// server would (`RESOURCE_EXHAUSTED`).
 const HARD_MAX: usize = 4 << 20;
 
-/// Adds caching of configured unary methods to a gRPC server; see the
-/// [module docs](self).
+/// Adds caching of configured unary methods to a gRPC server: only the
+/// methods named with [`method`](Self::method), for their TTL; the key is
+/// the method path and the request message bytes; only responses ending in
+/// `grpc-status: 0` are stored (with their trailers); concurrent misses are
+/// coalesced; with the cache down, every call reaches the service.
 pub struct GrpcCacheLayer<B, C = Stack<RedisBackend>> {
     cache: Cache<C>,
     config: Arc<Config>,
