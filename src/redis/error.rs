@@ -2,7 +2,6 @@
 
 use std::fmt;
 
-use crate::breaker::{Classify, Outcome};
 use crate::cache::{Fault, Reason};
 
 /// A failed Redis call: what went wrong, as a [`Reason`], and the client's
@@ -186,29 +185,5 @@ impl std::error::Error for RedisError {
         self.source
             .as_ref()
             .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
-
-/// The breaker classifier for Redis: what says Redis is unhealthy.
-///
-/// * failures: timeouts, I/O errors, no connection ([`Reason::Unavailable`]),
-///   `LOADING`/`MASTERDOWN`/`CLUSTERDOWN`/`TRYAGAIN`/`READONLY`/`BUSY`/
-///   `MISCONF`, authentication errors, anything unknown;
-/// * ignored: `OOM` (a full Redis still serves reads; writes are shed by the
-///   fail-open layer instead) and the caller's own errors (`WRONGTYPE`, bad
-///   arguments);
-/// * every response is a success.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RedisClassifier;
-
-impl<T> Classify<T, RedisError> for RedisClassifier {
-    fn classify(&self, result: Result<&T, &RedisError>) -> Outcome {
-        match result {
-            Ok(_) => Outcome::Success,
-            Err(e) => match e.reason {
-                Reason::OutOfMemory | Reason::Rejected => Outcome::Ignored,
-                _ => Outcome::Failure,
-            },
-        }
     }
 }

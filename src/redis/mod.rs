@@ -6,7 +6,8 @@
 //! * [`ClientBackend`]: the same over your own `ConnectionManager` or
 //!   `MultiplexedConnection`.
 //! * [`RedisError`]: every failure, with a [`Reason`](crate::cache::Reason);
-//!   [`RedisClassifier`] tells the breaker which ones mean Redis is unwell.
+//!   [`FaultClassifier`](crate::cache::FaultClassifier) tells the breaker
+//!   which ones mean Redis is unwell.
 
 mod backend;
 mod config;
@@ -14,4 +15,4 @@ mod error;
 
 pub use backend::{BackendFuture, ClientBackend, RedisBackend};
 pub use config::{RedisConfig, RedisConfigBuilder};
-pub use error::{RedisClassifier, RedisError};
+pub use error::RedisError;
