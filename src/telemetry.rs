@@ -83,7 +83,8 @@ pub(crate) fn breaker_created(name: &Arc<str>) {
 /// `cache`, `op` (`get`, `set`, …) and `reason` (see
 /// [`Reason::as_str`](crate::cache::Reason::as_str)).
 pub const CACHE_FAIL_OPEN_TOTAL: &str = "fusebox_cache_fail_open_total";
-/// Counter of failed attempts to connect to Redis, by `addr` and `reason`.
+/// Counter of pooled connections that failed to open, or were found
+/// broken at checkout, by `addr` and `reason`.
 pub const REDIS_CONNECT_ERRORS_TOTAL: &str = "fusebox_redis_connect_errors_total";
 
 pub(crate) fn cache_fail_open(name: &Arc<str>, op: &'static str, reason: crate::cache::Reason) {

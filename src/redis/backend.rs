@@ -224,7 +224,7 @@ impl bb8::ManageConnection for Manager {
         let inner = match tokio::time::timeout(self.connect_timeout * 2, connect).await {
             Ok(Ok(inner)) => inner,
             Ok(Err(e)) => return Err(RedisError::from(e)),
-            Err(_) => return Err(RedisError::connect_timeout()),
+            Err(_) => return Err(RedisError::timeout()),
         };
         self.shared.last_connect.store(NONE, Relaxed);
         Ok(Conn { inner, broken })
@@ -258,9 +258,7 @@ impl fmt::Debug for Sink {
 impl bb8::ErrorSink<RedisError> for Sink {
     fn sink(&self, error: RedisError) {
         let reason = error.reason();
-        if reason != Reason::Other || error.client_error().is_some() {
-            self.shared.last_connect.store(reason_code(reason), Relaxed);
-        }
+        self.shared.last_connect.store(reason_code(reason), Relaxed);
         crate::telemetry::redis_connect_error(&self.shared.addr, reason);
     }
 

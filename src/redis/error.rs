@@ -36,11 +36,6 @@ impl RedisError {
         }
     }
 
-    /// A connect that did not finish within its deadline.
-    pub(crate) fn connect_timeout() -> Self {
-        Self::timeout()
-    }
-
     /// A pooled connection found flagged as broken at checkout.
     pub(crate) fn broken() -> Self {
         RedisError {
