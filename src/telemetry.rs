@@ -8,8 +8,13 @@
 //! | `fusebox_breaker_state` | gauge | `breaker` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled |
 //!
 //! Successes, rejections and ignored outcomes are counted per thread without
-//! touching shared memory, and published as totals every 1024 events on a
-//! thread and on every transition; failures are published one by one.
+//! touching shared memory, and published as totals (when they changed) every
+//! second, on every transition and when a breaker is dropped; failures are
+//! published one by one. The periodic publishing runs on a thread named
+//! `fusebox-metrics`, which exists only while some breaker does; it reports
+//! to the global recorder, so a recorder installed with
+//! `metrics::with_local_recorder` sees those totals only as of the last
+//! transition.
 //!
 //! Every transition is also a `tracing` event of target `fusebox::breaker`:
 //! `WARN` when a circuit opens, `INFO` otherwise.

@@ -44,8 +44,9 @@ use crate::telemetry;
 const OWNED_STRIPES: usize = 64;
 const SHARED_STRIPE: usize = OWNED_STRIPES;
 const UNASSIGNED: usize = usize::MAX;
-/// Counters are published to `metrics` every this many events per stripe.
-const PUBLISH_EVERY: u64 = 1024;
+/// How often the publisher thread sends every live circuit's call totals to
+/// `metrics`.
+const PUBLISH_PERIOD: Duration = Duration::from_secs(1);
 
 pub(crate) const STATE_MASK: u64 = 0b111;
 /// The open (or half-open) period has no timer task: whoever sees the
@@ -56,12 +57,6 @@ pub(crate) const CLOCKED: u64 = 1 << 4;
 /// Every outcome goes through the lock (time window).
 pub(crate) const LOCKED: u64 = 1 << 5;
 pub(crate) const EPOCH_SHIFT: u32 = 8;
-
-/// Whether `word` says closed (one mask and compare, for the hot path).
-#[inline]
-pub(crate) fn is_closed(word: u64) -> bool {
-    word & STATE_MASK == 0
-}
 
 /// Whether `word` says open with a timer task to end the period, so a
 /// rejection needs no clock check.
@@ -96,7 +91,7 @@ struct Stripe {
     ignored: AtomicU64,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Totals {
     successes: u64,
     rejections: u64,
@@ -126,9 +121,24 @@ struct Live {
     metrics_base: Totals,
     /// Outcomes recorded under the lock, for the published totals.
     locked: Totals,
+    /// The totals last sent to `metrics`.
+    published: Option<Totals>,
 }
 
 static POOL: Mutex<Vec<&'static Core>> = Mutex::new(Vec::new());
+
+/// The cores with a live breaker, for the publisher thread.
+static LIVE: Mutex<Publisher> = Mutex::new(Publisher {
+    cores: Vec::new(),
+    running: false,
+});
+
+struct Publisher {
+    cores: Vec<&'static Core>,
+    /// Whether the publisher thread is running. It stops once no breaker
+    /// lives, and is started again by the next one.
+    running: bool,
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -182,16 +192,21 @@ impl Core {
             timer: None,
             metrics_base: totals,
             locked: Totals::default(),
+            published: None,
         });
         core.head
             .word
             .store(flags | (epoch << EPOCH_SHIFT), Release);
         drop(live);
+        register(core);
         core
     }
 
     /// Returns the core to the pool when its breaker is dropped.
     pub(crate) fn release(&'static self) {
+        // The last totals of this breaker, then no more.
+        self.publish();
+        lock(&LIVE).cores.retain(|c| !std::ptr::eq(*c, self));
         let mut live = lock(&self.live);
         if let Some(timer) = live.as_mut().and_then(|l| l.timer.take()) {
             timer.abort();
@@ -258,11 +273,7 @@ impl Core {
             // This thread is the only writer of its stripe: no
             // read-modify-write needed.
             let c = counter(&self.stripes[index]);
-            let n = c.load(Relaxed) + 1;
-            c.store(n, Relaxed);
-            if n.is_multiple_of(PUBLISH_EVERY) {
-                self.publish();
-            }
+            c.store(c.load(Relaxed) + 1, Relaxed);
         } else {
             self.bump_shared(counter);
         }
@@ -277,10 +288,7 @@ impl Core {
         if owned {
             return self.bump(counter);
         }
-        let n = counter(&self.stripes[index]).fetch_add(1, Relaxed) + 1;
-        if n.is_multiple_of(PUBLISH_EVERY) {
-            self.publish();
-        }
+        counter(&self.stripes[index]).fetch_add(1, Relaxed);
     }
 
     fn totals(&self) -> Totals {
@@ -298,22 +306,27 @@ impl Core {
         }
     }
 
-    /// Sends the running call totals to `metrics`.
-    #[cold]
-    #[inline(never)]
+    /// Sends the running call totals to `metrics`, if they changed since
+    /// the last time.
     fn publish(&self) {
         let totals = self.totals();
         let (name, published) = {
-            let live = lock(&self.live);
-            let Some(live) = live.as_ref() else { return };
+            let mut live = lock(&self.live);
+            let Some(live) = live.as_mut() else { return };
             let base = live.metrics_base;
             let published = Totals {
                 successes: totals.successes - base.successes + live.locked.successes,
                 rejections: totals.rejections - base.rejections + live.locked.rejections,
                 ignored: totals.ignored - base.ignored + live.locked.ignored,
             };
+            if live.published == Some(published) {
+                return;
+            }
+            live.published = Some(published);
             (live.name.clone(), published)
         };
+        // Counters only move forward (`absolute`), so a publish that loses a
+        // race with a newer one changes nothing.
         telemetry::breaker_totals(
             &name,
             published.successes,
@@ -508,6 +521,42 @@ impl Drop for TimerGuard {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+// ---- the publisher thread ------------------------------------------------
+
+/// Adds a core to those the publisher thread publishes, starting the thread
+/// if it is not running. Without a thread (the platform has none), totals
+/// are still published on every transition and when a breaker is dropped.
+fn register(core: &'static Core) {
+    let mut live = lock(&LIVE);
+    live.cores.push(core);
+    if !live.running {
+        live.running = std::thread::Builder::new()
+            .name("fusebox-metrics".into())
+            .spawn(publish_loop)
+            .is_ok();
+    }
+}
+
+/// Publishes every live circuit's totals every `PUBLISH_PERIOD`, until no
+/// breaker lives.
+fn publish_loop() {
+    let mut cores = Vec::new();
+    loop {
+        std::thread::sleep(PUBLISH_PERIOD);
+        {
+            let mut live = lock(&LIVE);
+            if live.cores.is_empty() {
+                live.running = false;
+                return;
+            }
+            cores.clone_from(&live.cores);
+        }
+        for core in &cores {
+            core.publish();
+        }
+    }
 }
 
 // ---- per-thread stripes -------------------------------------------------

@@ -24,17 +24,36 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F, C> {
-        // The hot path: a closed-state call whose success needs no clock.
+        // The hot path: a closed-state call whose success needs no clock
+        // nor lock. Also a call that records nothing (disabled, or admitted
+        // by a circuit that has changed since it was polled ready), under
+        // the word `UNRECORDED`.
         Closed { #[pin] future: F, core: &'static Core, word: u64, classifier: C },
-        // A probe, or a call timed for slow-call detection: boxed, to keep
-        // the hot variant's future small.
-        Tracked { #[pin] future: F, recorder: Option<Box<Recorder<C>>> },
-        Passthrough { #[pin] future: F },
+        // A probe, or a call timed for slow-call detection: rare, and boxed
+        // (with its recorder) so the hot variant's future stays small and
+        // dropping a closed one checks a single tag.
+        Tracked { future: Pin<Box<Tracked<F, C>>> },
         Rejected { error: BreakerOpen },
     }
 }
 
+/// The word of a call whose outcome is not recorded. It never equals a
+/// circuit's word (bit 7 is never set in one), so the fast success check
+/// fails and the cold path sees the bit.
+const UNRECORDED: u64 = 1 << 7;
+
+pin_project! {
+    /// A call whose outcome goes through a [`Recorder`].
+    struct Tracked<F, C> {
+        #[pin]
+        future: F,
+        recorder: Option<Recorder<C>>,
+    }
+}
+
 impl<F, C> ResponseFuture<F, C> {
+    /// A closed call admitted under `word`, which has neither `CLOCKED`
+    /// nor `LOCKED` set.
     #[inline]
     pub(crate) fn closed(future: F, core: &'static Core, word: u64, classifier: C) -> Self {
         let kind = Kind::Closed {
@@ -47,18 +66,20 @@ impl<F, C> ResponseFuture<F, C> {
     }
 
     pub(crate) fn tracked(future: F, recorder: Recorder<C>) -> Self {
-        let recorder = Some(Box::new(recorder));
+        let recorder = Some(recorder);
         ResponseFuture {
-            kind: Kind::Tracked { future, recorder },
+            kind: Kind::Tracked {
+                future: Box::pin(Tracked { future, recorder }),
+            },
         }
     }
 
-    pub(crate) fn passthrough(future: F) -> Self {
-        ResponseFuture {
-            kind: Kind::Passthrough { future },
-        }
+    /// A call whose outcome is not recorded.
+    pub(crate) fn unrecorded(future: F, core: &'static Core, classifier: C) -> Self {
+        Self::closed(future, core, UNRECORDED, classifier)
     }
 
+    #[inline]
     pub(crate) fn rejected(error: BreakerOpen) -> Self {
         ResponseFuture {
             kind: Kind::Rejected { error },
@@ -75,32 +96,29 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut kind = self.project().kind;
-        if let KindProj::Closed {
-            future,
-            core,
-            word,
-            classifier,
-        } = kind.as_mut().project()
-        {
-            let value = match ready!(future.poll(cx)) {
-                Ok(value) => value,
-                Err(error) => {
-                    return Poll::Ready(Err(closed_error(core, *word, classifier, error)))
+        match self.project().kind.project() {
+            KindProj::Closed {
+                future,
+                core,
+                word,
+                classifier,
+            } => {
+                let value = match ready!(future.poll(cx)) {
+                    Ok(value) => value,
+                    Err(error) => {
+                        return Poll::Ready(Err(closed_error(core, *word, classifier, error)))
+                    }
+                };
+                match classifier.classify(Ok(&value)) {
+                    // Counted only if the circuit is still in `word`.
+                    Outcome::Success => core.record_fast_success(*word),
+                    outcome => closed_outcome(core, *word, outcome),
                 }
-            };
-            // Closed futures are only made for words without LOCKED or
-            // CLOCKED: a success needs no lock and no clock.
-            match classifier.classify(Ok(&value)) {
-                Outcome::Success => core.record_fast_success(*word),
-                outcome => closed_outcome(core, *word, outcome),
+                Poll::Ready(Ok(value))
             }
-            return Poll::Ready(Ok(value));
+            KindProj::Rejected { error } => Poll::Ready(Err(Error::Open(*error))),
+            KindProj::Tracked { future } => poll_tracked(future.as_mut(), cx),
         }
-        if let KindProj::Rejected { error } = kind.as_mut().project() {
-            return Poll::Ready(Err(Error::Open(*error)));
-        }
-        poll_other(kind, cx)
     }
 }
 
@@ -111,7 +129,9 @@ fn closed_error<T, E, C>(core: &'static Core, word: u64, classifier: &C, error: 
 where
     C: Classify<T, E>,
 {
-    closed_outcome(core, word, classifier.classify(Err(&error)));
+    if word & UNRECORDED == 0 {
+        closed_outcome(core, word, classifier.classify(Err(&error)));
+    }
     Error::Inner(error)
 }
 
@@ -119,44 +139,41 @@ where
 #[cold]
 #[inline(never)]
 fn closed_outcome(core: &'static Core, word: u64, outcome: Outcome) {
+    if word & UNRECORDED != 0 {
+        return;
+    }
     match outcome {
         Outcome::Ignored => core.record_ignored(),
-        Outcome::Success if word & LOCKED == 0 => core.record_fast_success(word),
-        outcome => core.record_call(epoch_of(word), outcome, false),
+        Outcome::Success => core.record_fast_success(word),
+        Outcome::Failure => core.record_call(epoch_of(word), outcome, false),
     }
 }
 
-/// Every kind of response but the closed-state hot path.
+/// A probe, or a call timed for slow-call detection.
 #[cold]
 #[inline(never)]
-fn poll_other<F, C, T, E>(
-    kind: Pin<&mut Kind<F, C>>,
+fn poll_tracked<F, C, T, E>(
+    tracked: Pin<&mut Tracked<F, C>>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<T, Error<E>>>
 where
     F: Future<Output = Result<T, E>>,
     C: Classify<T, E>,
 {
-    match kind.project() {
-        KindProj::Closed { .. } => unreachable!("handled inline"),
-        KindProj::Tracked { future, recorder } => {
-            let result = ready!(future.poll(cx));
-            if let Some(recorder) = recorder.take() {
-                recorder.finish(result.as_ref());
-            }
-            Poll::Ready(result.map_err(Error::Inner))
-        }
-        KindProj::Passthrough { future } => future.poll(cx).map_err(Error::Inner),
-        KindProj::Rejected { .. } => unreachable!("handled inline"),
+    let tracked = tracked.project();
+    let result = ready!(tracked.future.poll(cx));
+    if let Some(recorder) = tracked.recorder.take() {
+        recorder.finish(result.as_ref());
     }
+    Poll::Ready(result.map_err(Error::Inner))
 }
 
 impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.kind {
+            Kind::Closed { word, .. } if word & UNRECORDED != 0 => "unrecorded",
             Kind::Closed { .. } => "closed",
             Kind::Tracked { .. } => "tracked",
-            Kind::Passthrough { .. } => "passthrough",
             Kind::Rejected { .. } => "rejected",
         };
         f.debug_struct("ResponseFuture")

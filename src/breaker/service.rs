@@ -5,9 +5,7 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::classify::{Classify, DefaultClassifier};
-use super::core::{
-    epoch_of, is_closed, is_open_on_timer, state_of, Core, CLOCKED, LAZY, LOCKED, STATE_MASK,
-};
+use super::core::{epoch_of, is_open_on_timer, state_of, Core, CLOCKED, LAZY};
 use super::error::{BreakerOpen, Error};
 use super::future::{Permit, Recorder, ResponseFuture};
 use super::handle::Breaker;
@@ -41,27 +39,34 @@ pub struct CircuitBreaker<S, C = DefaultClassifier> {
     /// chase two pointers.
     core: &'static Core,
     classifier: C,
-    /// What the last `poll_ready` decided for the next `call`. A one-byte
-    /// flag, so the hot path stores and loads no more than that.
+    /// What the last `poll_ready` decided for the next `call`.
     ready: Ready,
+    /// The state word the next call was admitted (or rejected) under.
+    admitted: u64,
     /// A probe slot taken by `poll_ready` while half-open.
     permit: Option<Permit>,
-    /// The state word a rejection was decided under.
-    rejected: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ready {
     /// `poll_ready` has not returned `Ready(Ok)` since the last call.
     No,
-    /// The inner service is ready and the circuit was closed.
-    Closed,
-    /// The inner service is ready and the breaker disabled.
-    Disabled,
+    /// The inner service is ready; the circuit was closed with no flag set
+    /// (the hot path: the call needs neither the clock nor the lock).
+    Fast,
+    /// The inner service is ready; the circuit was closed with a flag set
+    /// (timed or time-windowed calls), or disabled.
+    Admitted,
     /// The inner service is ready and `permit` holds a probe slot.
     Probe,
     /// The call will be rejected (the inner service was not polled).
     Reject,
+}
+
+/// Whether `word` is closed with no flag set: the hot path.
+#[inline]
+fn is_fast(word: u64) -> bool {
+    word & 0xff == 0
 }
 
 impl<S> CircuitBreaker<S> {
@@ -80,8 +85,8 @@ impl<S, C> CircuitBreaker<S, C> {
             breaker,
             classifier,
             ready: Ready::No,
+            admitted: 0,
             permit: None,
-            rejected: 0,
         }
     }
 
@@ -106,23 +111,22 @@ impl<S, C> CircuitBreaker<S, C> {
     }
 
     /// Decides, from the state word, whether the next call goes to the inner
-    /// service (which must then be polled) or is rejected. Every state but
-    /// closed-without-a-held-permit comes here.
+    /// service (which must then be polled) or is rejected, and sets
+    /// `admitted`. Every state but the two cheap ones comes here.
     #[cold]
     #[inline(never)]
-    fn admission(&mut self, mut word: u64) -> Ready {
+    fn admission(&mut self, word: u64) -> Ready {
+        let (ready, word) = self.decide(word);
+        self.admitted = word;
+        ready
+    }
+
+    fn decide(&mut self, mut word: u64) -> (Ready, u64) {
         // At most one lazy deadline check: it either changes the state or
         // the deadline has not passed.
         for _ in 0..2 {
             match state_of(word) {
-                State::Closed => {
-                    self.permit = None;
-                    return Ready::Closed;
-                }
-                State::Disabled => {
-                    self.permit = None;
-                    return Ready::Disabled;
-                }
+                State::Closed | State::Disabled => return (Ready::Admitted, word),
                 State::ForcedOpen => break,
                 State::Open => {
                     if word & LAZY != 0 && Instant::now() >= self.retry_at() {
@@ -134,11 +138,11 @@ impl<S, C> CircuitBreaker<S, C> {
                 State::HalfOpen => {
                     let epoch = epoch_of(word);
                     if self.permit.as_ref().is_some_and(|p| p.epoch() == epoch) {
-                        return Ready::Probe;
+                        return (Ready::Probe, word);
                     }
                     if self.core.try_acquire_probe(epoch) {
                         self.permit = Some(Permit::new(self.core, epoch));
-                        return Ready::Probe;
+                        return (Ready::Probe, word);
                     }
                     if word & LAZY != 0 {
                         let now = self.core.check_lazy_deadline(word);
@@ -152,19 +156,12 @@ impl<S, C> CircuitBreaker<S, C> {
             }
         }
         self.permit = None;
-        self.rejected = word;
-        Ready::Reject
+        (Ready::Reject, word)
     }
 
     #[inline]
     fn retry_at(&self) -> Instant {
         self.core.open_until()
-    }
-
-    /// The error of a call rejected under `word`.
-    #[inline]
-    fn rejection(&self, word: u64) -> BreakerOpen {
-        BreakerOpen::new(self.core, word)
     }
 
     fn tracked<F>(&mut self, future: F, word: u64, permit: Option<Permit>) -> ResponseFuture<F, C>
@@ -189,81 +186,113 @@ where
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let word = self.core.word();
-        let admit = if is_closed(word) && self.permit.is_none() {
-            Ready::Closed
-        } else if is_open_on_timer(word) && self.permit.is_none() {
+        // A permit still held on the two cheap paths is from an earlier
+        // half-open period (every transition starts a new epoch): harmless,
+        // and replaced or dropped by the next half-open admission.
+        if is_fast(word) {
+            self.admitted = word;
+            return self.poll_inner(cx, Ready::Fast);
+        }
+        if is_open_on_timer(word) {
             // The other cheap case: open, with a timer task to end it.
-            self.rejected = word;
-            Ready::Reject
-        } else {
-            self.admission(word)
-        };
-        if admit == Ready::Reject {
+            self.admitted = word;
             self.ready = Ready::Reject;
             return Poll::Ready(Ok(()));
         }
+        self.poll_admission(cx, word)
+    }
+
+    #[inline]
+    fn call(&mut self, request: Request) -> Self::Future {
+        let ready = std::mem::replace(&mut self.ready, Ready::No);
+        if ready == Ready::Fast {
+            let classifier = self.classifier.clone();
+            let future = self.inner.call(request);
+            return ResponseFuture::closed(future, self.core, self.admitted, classifier);
+        }
+        if ready == Ready::Reject {
+            self.core.record_rejection();
+            return ResponseFuture::rejected(BreakerOpen::new(self.core, self.admitted));
+        }
+        self.call_other(ready, request)
+    }
+}
+
+impl<S, C> CircuitBreaker<S, C> {
+    /// Polls the inner service for a call admitted as `ready`.
+    #[inline]
+    fn poll_inner<Request>(
+        &mut self,
+        cx: &mut Context<'_>,
+        ready: Ready,
+    ) -> Poll<Result<(), Error<S::Error>>>
+    where
+        S: Service<Request>,
+        C: Classify<S::Response, S::Error> + Clone,
+    {
         match self.inner.poll_ready(cx) {
             Poll::Ready(Ok(())) => {
-                self.ready = admit;
+                self.ready = ready;
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
                 self.ready = Ready::No;
                 Poll::Pending
             }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(self.not_ready(admit, word, error))),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(self.not_ready(ready, error))),
         }
     }
 
-    #[inline]
-    fn call(&mut self, request: Request) -> Self::Future {
-        let ready = std::mem::replace(&mut self.ready, Ready::No);
-        let word = self.core.word();
-        if ready == Ready::Closed && word & (STATE_MASK | CLOCKED | LOCKED) == 0 {
-            let classifier = self.classifier.clone();
-            return ResponseFuture::closed(self.inner.call(request), self.core, word, classifier);
-        }
+    /// `poll_ready` in every state but the two cheap ones.
+    #[cold]
+    #[inline(never)]
+    fn poll_admission<Request>(
+        &mut self,
+        cx: &mut Context<'_>,
+        word: u64,
+    ) -> Poll<Result<(), Error<S::Error>>>
+    where
+        S: Service<Request>,
+        C: Classify<S::Response, S::Error> + Clone,
+    {
+        let ready = self.admission(word);
         if ready == Ready::Reject {
-            self.core.record_rejection();
-            return ResponseFuture::rejected(self.rejection(self.rejected));
+            self.ready = Ready::Reject;
+            return Poll::Ready(Ok(()));
         }
-        self.call_other(ready, word, request)
+        self.poll_inner(cx, ready)
     }
-}
 
-impl<S, C> CircuitBreaker<S, C> {
-    /// Every call but the closed-state hot path.
+    /// Every call but the closed-state hot path and rejections.
     #[cold]
     #[inline(never)]
     fn call_other<Request>(
         &mut self,
         ready: Ready,
-        word: u64,
         request: Request,
     ) -> ResponseFuture<S::Future, C>
     where
         S: Service<Request>,
         C: Clone,
     {
+        let word = self.admitted;
         match ready {
-            // Closed when polled; the inner service is ready. Timed, or the
-            // circuit changed since: recorded against the word of now.
-            Ready::Closed if is_closed(word) => {
-                let future = self.inner.call(request);
-                self.tracked(future, word, None)
-            }
-            Ready::Closed => {
-                let future = self.inner.call(request);
-                ResponseFuture::passthrough(future)
-            }
             Ready::Probe => {
                 let permit = self.permit.take();
                 let word = permit.as_ref().map_or(word, |p| p.word_for(word));
                 let future = self.inner.call(request);
                 self.tracked(future, word, permit)
             }
-            Ready::Disabled => ResponseFuture::passthrough(self.inner.call(request)),
-            Ready::Reject => unreachable!("handled inline"),
+            // Closed, timed (slow-call detection) or time-windowed.
+            Ready::Admitted if state_of(word) == State::Closed => {
+                let future = self.inner.call(request);
+                self.tracked(future, word, None)
+            }
+            Ready::Admitted => {
+                let future = self.inner.call(request);
+                ResponseFuture::unrecorded(future, self.core, self.classifier.clone())
+            }
+            Ready::Fast | Ready::Reject => unreachable!("handled inline"),
             Ready::No => panic!("CircuitBreaker::call before poll_ready returned Ready(Ok(()))"),
         }
     }
@@ -271,16 +300,19 @@ impl<S, C> CircuitBreaker<S, C> {
     /// Records the inner service's readiness error like a call's outcome.
     #[cold]
     #[inline(never)]
-    fn not_ready<T, E>(&mut self, admit: Ready, word: u64, error: E) -> Error<E>
+    fn not_ready<T, E>(&mut self, ready: Ready, error: E) -> Error<E>
     where
         C: Classify<T, E> + Clone,
     {
         self.ready = Ready::No;
-        let permit = match admit {
-            Ready::Closed => None,
+        let word = self.admitted;
+        let permit = match ready {
             Ready::Probe => self.permit.take(),
+            Ready::Fast => None,
+            Ready::Admitted if state_of(word) == State::Closed => None,
             _ => return Error::Inner(error),
         };
+        let word = permit.as_ref().map_or(word, |p| p.word_for(word));
         Recorder::new(self.core, word, self.classifier.clone(), None, permit)
             .finish::<T, E>(Err(&error));
         Error::Inner(error)
@@ -296,8 +328,8 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
             core: self.core,
             classifier: self.classifier.clone(),
             ready: Ready::No,
+            admitted: 0,
             permit: None,
-            rejected: 0,
         }
     }
 }

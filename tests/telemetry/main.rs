@@ -24,6 +24,10 @@ fn exact() -> fusebox::breaker::ConfigBuilder {
     fusebox::breaker::Config::builder().open_jitter(0.0)
 }
 
+/// Held by each test: a snapshot resets every counter to zero, so tests
+/// reading metrics must not run at once.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn snapshotter() -> &'static Snapshotter {
     static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
     SNAPSHOTTER.get_or_init(|| {
@@ -88,6 +92,7 @@ impl Write for Capture {
 
 #[tokio::test(start_paused = true)]
 async fn transitions_and_outcomes_are_counted_and_traced() {
+    let _serial = SERIAL.lock().await;
     snapshotter();
     let capture = Capture::default();
     let writer = capture.clone();
@@ -165,4 +170,63 @@ async fn transitions_and_outcomes_are_counted_and_traced() {
         lines[0]
     );
     assert!(lines[2].contains("to=\"closed\""), "{}", lines[2]);
+}
+
+/// Waits (in real time, at most 5 s) until `breaker`'s successes counter
+/// reads `expected`; the value it last read.
+async fn successes_reach(breaker: &str, expected: f64) -> Option<f64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = value(
+            &metrics_of(breaker),
+            BREAKER_CALLS_TOTAL,
+            ("outcome", "success"),
+        );
+        if seen == Some(expected) || std::time::Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A breaker named `name` that has let `calls` successful calls through,
+/// and the service that made them.
+async fn after_successes(
+    name: &str,
+    calls: usize,
+) -> (
+    Breaker,
+    impl Service<(), Error = fusebox::breaker::Error<BoxError>>,
+) {
+    let breaker = Breaker::new(exact().name(name).build().unwrap());
+    let mut svc = breaker
+        .layer()
+        .layer(service_fn(|()| async { Ok::<(), BoxError>(()) }));
+    for _ in 0..calls {
+        svc.ready().await.unwrap().call(()).await.unwrap();
+    }
+    (breaker, svc)
+}
+
+#[tokio::test]
+async fn successes_are_published_without_a_transition() {
+    let _serial = SERIAL.lock().await;
+    snapshotter();
+    let _live = after_successes("telemetry-quiet", 5).await;
+    // No transition and far fewer calls than any batch: only the periodic
+    // publisher (every second) can have sent these.
+    assert_eq!(successes_reach("telemetry-quiet", 5.0).await, Some(5.0));
+}
+
+#[tokio::test]
+async fn dropping_a_breaker_publishes_its_last_totals() {
+    let _serial = SERIAL.lock().await;
+    snapshotter();
+    drop(after_successes("telemetry-dropped", 3).await);
+    let seen = value(
+        &metrics_of("telemetry-dropped"),
+        BREAKER_CALLS_TOTAL,
+        ("outcome", "success"),
+    );
+    assert_eq!(seen, Some(3.0));
 }
