@@ -65,11 +65,11 @@ impl<F, C> ResponseFuture<F, C> {
         ResponseFuture { kind }
     }
 
+    #[inline]
     pub(crate) fn tracked(future: F, recorder: Recorder<C>) -> Self {
-        let recorder = Some(recorder);
         ResponseFuture {
             kind: Kind::Tracked {
-                future: Box::pin(Tracked { future, recorder }),
+                future: boxed(future, recorder),
             },
         }
     }
@@ -117,7 +117,14 @@ where
                 Poll::Ready(Ok(value))
             }
             KindProj::Rejected { error } => Poll::Ready(Err(Error::Open(*error))),
-            KindProj::Tracked { future } => poll_tracked(future.as_mut(), cx),
+            KindProj::Tracked { future } => {
+                let tracked = future.as_mut().project();
+                let result = ready!(tracked.future.poll(cx));
+                if let Some(recorder) = tracked.recorder.take() {
+                    finish(recorder, result.as_ref());
+                }
+                Poll::Ready(result.map_err(Error::Inner))
+            }
         }
     }
 }
@@ -149,23 +156,23 @@ fn closed_outcome(core: &'static Core, word: u64, outcome: Outcome) {
     }
 }
 
-/// A probe, or a call timed for slow-call detection.
+/// Boxes a tracked call (out of line, so that building the response future
+/// inline stays small).
 #[cold]
 #[inline(never)]
-fn poll_tracked<F, C, T, E>(
-    tracked: Pin<&mut Tracked<F, C>>,
-    cx: &mut Context<'_>,
-) -> Poll<Result<T, Error<E>>>
+fn boxed<F, C>(future: F, recorder: Recorder<C>) -> Pin<Box<Tracked<F, C>>> {
+    let recorder = Some(recorder);
+    Box::pin(Tracked { future, recorder })
+}
+
+/// Records a tracked call's outcome.
+#[cold]
+#[inline(never)]
+fn finish<C, T, E>(recorder: Recorder<C>, result: Result<&T, &E>)
 where
-    F: Future<Output = Result<T, E>>,
     C: Classify<T, E>,
 {
-    let tracked = tracked.project();
-    let result = ready!(tracked.future.poll(cx));
-    if let Some(recorder) = tracked.recorder.take() {
-        recorder.finish(result.as_ref());
-    }
-    Poll::Ready(result.map_err(Error::Inner))
+    recorder.finish(result);
 }
 
 impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {

@@ -163,15 +163,6 @@ impl<S, C> CircuitBreaker<S, C> {
     fn retry_at(&self) -> Instant {
         self.core.open_until()
     }
-
-    fn tracked<F>(&mut self, future: F, word: u64, permit: Option<Permit>) -> ResponseFuture<F, C>
-    where
-        C: Clone,
-    {
-        let start = (word & CLOCKED != 0).then(Instant::now);
-        let recorder = Recorder::new(self.core, word, self.classifier.clone(), start, permit);
-        ResponseFuture::tracked(future, recorder)
-    }
 }
 
 impl<S, C, Request> Service<Request> for CircuitBreaker<S, C>
@@ -199,7 +190,15 @@ where
             self.ready = Ready::Reject;
             return Poll::Ready(Ok(()));
         }
-        self.poll_admission(cx, word)
+        // Every other state. The inner service is polled here, not in the
+        // out-of-line admission: `cx` never escapes into a call the
+        // compiler cannot see through.
+        let ready = self.admission(word);
+        if ready == Ready::Reject {
+            self.ready = Ready::Reject;
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_inner(cx, ready)
     }
 
     #[inline]
@@ -214,7 +213,16 @@ where
             self.core.record_rejection();
             return ResponseFuture::rejected(BreakerOpen::new(self.core, self.admitted));
         }
-        self.call_other(ready, request)
+        // Every other call. Only the decision is out of line: each future
+        // is built here, so the compiler can build it where the caller
+        // keeps it rather than in a temporary it then copies.
+        match self.prepare(ready) {
+            None => {
+                let classifier = self.classifier.clone();
+                ResponseFuture::unrecorded(self.inner.call(request), self.core, classifier)
+            }
+            Some(recorder) => ResponseFuture::tracked(self.inner.call(request), recorder),
+        }
     }
 }
 
@@ -243,58 +251,29 @@ impl<S, C> CircuitBreaker<S, C> {
         }
     }
 
-    /// `poll_ready` in every state but the two cheap ones.
+    /// How to record a call that is neither on the hot path nor rejected:
+    /// through a recorder (a probe, or a closed call that is timed or
+    /// time-windowed), or not at all (disabled).
     #[cold]
     #[inline(never)]
-    fn poll_admission<Request>(
-        &mut self,
-        cx: &mut Context<'_>,
-        word: u64,
-    ) -> Poll<Result<(), Error<S::Error>>>
+    fn prepare(&mut self, ready: Ready) -> Option<Recorder<C>>
     where
-        S: Service<Request>,
-        C: Classify<S::Response, S::Error> + Clone,
-    {
-        let ready = self.admission(word);
-        if ready == Ready::Reject {
-            self.ready = Ready::Reject;
-            return Poll::Ready(Ok(()));
-        }
-        self.poll_inner(cx, ready)
-    }
-
-    /// Every call but the closed-state hot path and rejections.
-    #[cold]
-    #[inline(never)]
-    fn call_other<Request>(
-        &mut self,
-        ready: Ready,
-        request: Request,
-    ) -> ResponseFuture<S::Future, C>
-    where
-        S: Service<Request>,
         C: Clone,
     {
         let word = self.admitted;
-        match ready {
+        let (word, permit) = match ready {
             Ready::Probe => {
                 let permit = self.permit.take();
-                let word = permit.as_ref().map_or(word, |p| p.word_for(word));
-                let future = self.inner.call(request);
-                self.tracked(future, word, permit)
+                (permit.as_ref().map_or(word, |p| p.word_for(word)), permit)
             }
-            // Closed, timed (slow-call detection) or time-windowed.
-            Ready::Admitted if state_of(word) == State::Closed => {
-                let future = self.inner.call(request);
-                self.tracked(future, word, None)
-            }
-            Ready::Admitted => {
-                let future = self.inner.call(request);
-                ResponseFuture::unrecorded(future, self.core, self.classifier.clone())
-            }
+            Ready::Admitted if state_of(word) == State::Closed => (word, None),
+            Ready::Admitted => return None,
             Ready::Fast | Ready::Reject => unreachable!("handled inline"),
             Ready::No => panic!("CircuitBreaker::call before poll_ready returned Ready(Ok(()))"),
-        }
+        };
+        let start = (word & CLOCKED != 0).then(Instant::now);
+        let classifier = self.classifier.clone();
+        Some(Recorder::new(self.core, word, classifier, start, permit))
     }
 
     /// Records the inner service's readiness error like a call's outcome.
