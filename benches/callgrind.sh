@@ -18,10 +18,12 @@ names, calls, cur, total = {}, {}, None, 0
 for line in open(sys.argv[1]):
     if line.startswith("summary:") or line.startswith("totals:"):
         total = int(line.split()[1])
-    m = re.match(r"cfn=\((\d+)\)(?: (.*))?", line)
+    # Names are compressed: the first "fn=(id) name" or "cfn=(id) name"
+    # defines an id, later ones repeat only "(id)".
+    m = re.match(r"(c?)fn=\((\d+)\)(?: (.*))?", line)
     if m:
-        if m.group(2): names[m.group(1)] = m.group(2)
-        cur = names.get(m.group(1), "")
+        if m.group(3): names[m.group(2)] = m.group(3)
+        if m.group(1): cur = names.get(m.group(2), "")
         continue
     m = re.match(r"calls=(\d+)", line)
     if m and cur is not None:

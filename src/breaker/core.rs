@@ -23,6 +23,12 @@
 //!   ignored outcomes.
 //!
 //! Failures, slow calls, probes and time-window outcomes take the mutex.
+//!
+//! # Publishing the counts
+//!
+//! The stripes are summed and sent to `metrics` off the hot path: by a
+//! `fusebox-metrics` thread every second (it runs only while some breaker
+//! lives), on every transition, and when a breaker is dropped.
 
 use std::cell::Cell;
 use std::sync::atomic::AtomicU64;
