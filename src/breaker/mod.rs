@@ -68,17 +68,22 @@
 //! # Cost
 //!
 //! In the closed state with a count window and no slow-call detection (the
-//! default), a call costs one atomic load to admit and one store to a
-//! counter owned by the calling thread: no lock, no allocation, no clock
-//! read, no write to memory another thread writes. Rejections read no clock
-//! but allocate their boxed error. Failures, probes, slow-call detection and
-//! time windows take a short lock; probes and slow-call detection also
-//! allocate a small record per call. The figures are in the README.
+//! default), a call costs one atomic load to admit, one more when it
+//! completes (to check that the circuit has not changed since), and one
+//! increment of a counter owned by the calling thread: no lock, no
+//! allocation, no clock read, no write to memory another thread writes.
+//! Rejections read no clock and allocate nothing. Failures, probes,
+//! slow-call detection and time windows take a short lock; probes and
+//! slow-call detection also allocate a small record per call. The figures
+//! are in the README.
 //!
 //! # Metrics and events
 //!
 //! See [`telemetry`](crate::telemetry) for the metric names; subscribe to
-//! transitions with [`Breaker::subscribe`].
+//! transitions with [`Breaker::subscribe`]. The per-thread counters are
+//! published every second by a `fusebox-metrics` thread, which runs only
+//! while some breaker exists, as well as on every transition and when a
+//! breaker is dropped.
 
 mod classify;
 mod config;
