@@ -25,13 +25,12 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F, C> {
         // The hot path: a closed-state call whose success needs no clock
-        // nor lock. Also a call that records nothing (disabled, or admitted
-        // by a circuit that has changed since it was polled ready), under
-        // the word `UNRECORDED`.
+        // nor lock. Also a call that records nothing (the breaker is
+        // disabled), under the word `UNRECORDED`.
         Closed { #[pin] future: F, core: &'static Core, word: u64, classifier: C },
-        // A probe, or a call timed for slow-call detection: rare, and boxed
-        // (with its recorder) so the hot variant's future stays small and
-        // dropping a closed one checks a single tag.
+        // A probe, or a call timed for slow-call detection or recorded in
+        // a time window: rare, and boxed (with its recorder) so the hot
+        // variant's future stays small and dropping one checks one tag.
         Tracked { future: Pin<Box<Tracked<F, C>>> },
         Rejected { error: BreakerOpen },
     }

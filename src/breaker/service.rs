@@ -63,7 +63,7 @@ enum Ready {
     Reject,
 }
 
-/// Whether `word` is closed with no flag set: the hot path.
+/// Whether `word` is closed (state code 0) with no flag set: the hot path.
 #[inline]
 fn is_fast(word: u64) -> bool {
     word & 0xff == 0
