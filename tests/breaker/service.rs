@@ -425,3 +425,66 @@ async fn readiness_is_not_cloned() {
     assert!(result.is_err(), "a clone must be made ready itself");
     svc.call(()).await.unwrap();
 }
+
+/// Makes ready, lets `between` change the circuit, then calls and answers.
+async fn call_across(
+    svc: &mut mock::Spawn<fusebox::breaker::CircuitBreaker<Mock, ClassifyFn>>,
+    handle: &mut Handle,
+    between: impl FnOnce(),
+    answer: Result<&'static str, &'static str>,
+) -> Result<&'static str, Error<BoxError>> {
+    handle.allow(1);
+    assert_ready_ok!(svc.poll_ready());
+    between();
+    let fut = svc.call("req");
+    let (_, respond) = handle
+        .next_request()
+        .await
+        .expect("the inner service is called");
+    match answer {
+        Ok(v) => respond.send_response(v),
+        Err(e) => respond.send_error(e),
+    }
+    fut.await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_made_ready_before_a_change_is_not_counted_after_it() {
+    let layer = layer(exact().consecutive_failures(2));
+    let breaker = layer.breaker().clone();
+    let (mut svc, mut handle) = mocked(&layer);
+
+    // Ready while closed; the circuit is reset (a new period) before the
+    // call. The call still goes through, but counts for neither period.
+    let reset = || breaker.reset();
+    for answer in [Err("x"), Ok("ok")] {
+        let _ = call_across(&mut svc, &mut handle, reset, answer).await;
+        let snap = breaker.snapshot();
+        assert_eq!(
+            (snap.state, snap.calls, snap.failures),
+            (State::Closed, 0, 0),
+            "{answer:?}"
+        );
+    }
+
+    // Ready while closed, and the circuit trips before the call: the call
+    // was admitted, so it is made; its success does not count for the
+    // open period, nor for the closed one after it.
+    let trip = || breaker.force_open();
+    call_across(&mut svc, &mut handle, trip, Ok("ok"))
+        .await
+        .unwrap();
+    breaker.close();
+    let _ = call(&mut svc, &mut handle, Err("x")).await;
+    let snap = breaker.snapshot();
+    assert_eq!(
+        (snap.state, snap.calls, snap.failures),
+        (State::Closed, 1, 1)
+    );
+    let _ = call(&mut svc, &mut handle, Err("x")).await;
+    assert_eq!(
+        breaker.state(),
+        State::Open,
+        "two failures of its own trip it"
+    );
+}
