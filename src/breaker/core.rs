@@ -134,7 +134,7 @@ struct Live {
 static POOL: Mutex<Vec<&'static Core>> = Mutex::new(Vec::new());
 
 /// The cores with a live breaker, for the publisher thread.
-static LIVE: Mutex<Publisher> = Mutex::new(Publisher {
+static PUBLISHER: Mutex<Publisher> = Mutex::new(Publisher {
     cores: Vec::new(),
     running: false,
 });
@@ -212,7 +212,7 @@ impl Core {
     pub(crate) fn release(&'static self) {
         // The last totals of this breaker, then no more.
         self.publish();
-        lock(&LIVE).cores.retain(|c| !std::ptr::eq(*c, self));
+        lock(&PUBLISHER).cores.retain(|c| !std::ptr::eq(*c, self));
         let mut live = lock(&self.live);
         if let Some(timer) = live.as_mut().and_then(|l| l.timer.take()) {
             timer.abort();
@@ -535,10 +535,10 @@ fn nanos(d: Duration) -> u64 {
 /// if it is not running. Without a thread (the platform has none), totals
 /// are still published on every transition and when a breaker is dropped.
 fn register(core: &'static Core) {
-    let mut live = lock(&LIVE);
-    live.cores.push(core);
-    if !live.running {
-        live.running = std::thread::Builder::new()
+    let mut publisher = lock(&PUBLISHER);
+    publisher.cores.push(core);
+    if !publisher.running {
+        publisher.running = std::thread::Builder::new()
             .name("fusebox-metrics".into())
             .spawn(publish_loop)
             .is_ok();
@@ -552,12 +552,12 @@ fn publish_loop() {
     loop {
         std::thread::sleep(PUBLISH_PERIOD);
         {
-            let mut live = lock(&LIVE);
-            if live.cores.is_empty() {
-                live.running = false;
+            let mut publisher = lock(&PUBLISHER);
+            if publisher.cores.is_empty() {
+                publisher.running = false;
                 return;
             }
-            cores.clone_from(&live.cores);
+            cores.clone_from(&publisher.cores);
         }
         for core in &cores {
             core.publish();

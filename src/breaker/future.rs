@@ -135,9 +135,7 @@ fn closed_error<T, E, C>(core: &'static Core, word: u64, classifier: &C, error: 
 where
     C: Classify<T, E>,
 {
-    if word & UNRECORDED == 0 {
-        closed_outcome(core, word, classifier.classify(Err(&error)));
-    }
+    closed_outcome(core, word, classifier.classify(Err(&error)));
     Error::Inner(error)
 }
 

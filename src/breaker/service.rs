@@ -111,17 +111,11 @@ impl<S, C> CircuitBreaker<S, C> {
     }
 
     /// Decides, from the state word, whether the next call goes to the inner
-    /// service (which must then be polled) or is rejected, and sets
-    /// `admitted`. Every state but the two cheap ones comes here.
+    /// service (which must then be polled) or is rejected, and the word it
+    /// is decided under. Every state but the two cheap ones comes here.
     #[cold]
     #[inline(never)]
-    fn admission(&mut self, word: u64) -> Ready {
-        let (ready, word) = self.decide(word);
-        self.admitted = word;
-        ready
-    }
-
-    fn decide(&mut self, mut word: u64) -> (Ready, u64) {
+    fn admission(&mut self, mut word: u64) -> (Ready, u64) {
         // At most one lazy deadline check: it either changes the state or
         // the deadline has not passed.
         for _ in 0..2 {
@@ -193,7 +187,8 @@ where
         // Every other state. The inner service is polled here, not in the
         // out-of-line admission: `cx` never escapes into a call the
         // compiler cannot see through.
-        let ready = self.admission(word);
+        let (ready, word) = self.admission(word);
+        self.admitted = word;
         if ready == Ready::Reject {
             self.ready = Ready::Reject;
             return Poll::Ready(Ok(()));
