@@ -5,10 +5,15 @@
 //! | `fusebox_breaker_calls_total` | counter | `breaker`, `outcome` = `success` / `failure` / `ignored` / `rejected` | calls through a breaker, by outcome |
 //! | `fusebox_breaker_slow_calls_total` | counter | `breaker` | calls slower than the slow-call threshold |
 //! | `fusebox_breaker_transitions_total` | counter | `breaker`, `from`, `to`, `reason` | state changes |
-//! | `fusebox_breaker_state` | gauge | `breaker` | 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled |
+//! | `fusebox_breaker_state` | gauge | `breaker`, `state` = `closed` / `open` / `half_open` / `forced_open` / `disabled` | how many circuits of that name are in that state |
+//!
+//! Every figure is correct whatever the names: breakers (and caches) that
+//! share a name add up, and a breaker made under the name of a dropped one
+//! carries on from its totals. Counters only ever grow by what happened
+//! since they were last published.
 //!
 //! Successes, rejections and ignored outcomes are counted per thread without
-//! touching shared memory, and published as totals (when they changed) every
+//! touching shared memory, and published (what changed since the last time) every
 //! second, on every transition and when a breaker is dropped; failures are
 //! published one by one. The periodic publishing runs on a thread named
 //! `fusebox-metrics`, which exists only while some breaker does; it reports
@@ -31,7 +36,7 @@ pub const BREAKER_CALLS_TOTAL: &str = "fusebox_breaker_calls_total";
 pub const BREAKER_SLOW_CALLS_TOTAL: &str = "fusebox_breaker_slow_calls_total";
 /// Counter of breaker state changes, by `from`, `to` and `reason`.
 pub const BREAKER_TRANSITIONS_TOTAL: &str = "fusebox_breaker_transitions_total";
-/// Gauge of a breaker's state (see the table above for the values).
+/// Gauge of how many circuits of a name are in each `state`.
 pub const BREAKER_STATE: &str = "fusebox_breaker_state";
 
 pub(crate) fn breaker_transition(name: &Arc<str>, t: &Transition) {
@@ -55,17 +60,22 @@ pub(crate) fn breaker_transition(name: &Arc<str>, t: &Transition) {
     }
     counter!(BREAKER_TRANSITIONS_TOTAL, "breaker" => name.clone(), "from" => from, "to" => to, "reason" => reason)
         .increment(1);
-    gauge!(BREAKER_STATE, "breaker" => name.clone()).set(t.to.code() as f64);
+    breaker_left(name, t.from);
+    breaker_entered(name, t.to);
 }
 
-pub(crate) fn breaker_totals(name: &Arc<str>, successes: u64, rejections: u64, ignored: u64) {
-    for (outcome, total) in [
+/// Adds outcomes counted since the last publish (never totals: two breakers
+/// of one name must add up).
+pub(crate) fn breaker_counts(name: &Arc<str>, successes: u64, rejections: u64, ignored: u64) {
+    for (outcome, n) in [
         ("success", successes),
         ("rejected", rejections),
         ("ignored", ignored),
     ] {
-        counter!(BREAKER_CALLS_TOTAL, "breaker" => name.clone(), "outcome" => outcome)
-            .absolute(total);
+        if n > 0 {
+            counter!(BREAKER_CALLS_TOTAL, "breaker" => name.clone(), "outcome" => outcome)
+                .increment(n);
+        }
     }
 }
 
@@ -80,8 +90,14 @@ pub(crate) fn breaker_outcome(name: Option<&Arc<str>>, outcome: Outcome, slow: b
     }
 }
 
-pub(crate) fn breaker_created(name: &Arc<str>) {
-    gauge!(BREAKER_STATE, "breaker" => name.clone()).set(0.0);
+/// A circuit of `name` entered `state` (made: `closed`).
+pub(crate) fn breaker_entered(name: &Arc<str>, state: crate::breaker::State) {
+    gauge!(BREAKER_STATE, "breaker" => name.clone(), "state" => state.as_str()).increment(1.0);
+}
+
+/// A circuit of `name` left `state` (or was dropped in it).
+pub(crate) fn breaker_left(name: &Arc<str>, state: crate::breaker::State) {
+    gauge!(BREAKER_STATE, "breaker" => name.clone(), "state" => state.as_str()).decrement(1.0);
 }
 
 /// Counter of cache calls answered without the cache (a miss or a skip), by

@@ -63,7 +63,8 @@ pub struct Config {
     pub(crate) slow: Option<SlowCalls>,
     pub(crate) open_base: Duration,
     pub(crate) open_multiplier: f64,
-    pub(crate) open_max: Duration,
+    /// `None`: the larger of 60 s and `open_base`.
+    pub(crate) open_max: Option<Duration>,
     pub(crate) open_jitter: f64,
     pub(crate) half_open_probes: u32,
     pub(crate) half_open_successes: u32,
@@ -84,7 +85,7 @@ impl Config {
                 slow: None,
                 open_base: Duration::from_secs(5),
                 open_multiplier: 2.0,
-                open_max: Duration::from_secs(60),
+                open_max: None,
                 open_jitter: 0.1,
                 half_open_probes: 1,
                 half_open_successes: 1,
@@ -98,6 +99,12 @@ impl Config {
     /// tracing events.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The longest open period, back-off included.
+    pub(crate) fn open_max(&self) -> Duration {
+        self.open_max
+            .unwrap_or(self.open_base.max(Duration::from_secs(60)))
     }
 
     /// The sliding window the failure rate is measured over.
@@ -202,12 +209,13 @@ impl ConfigBuilder {
     /// by `multiplier` (at least `1.0`), up to `max`. A successful recovery
     /// starts again from [`open_for`].
     ///
-    /// Defaults to a multiplier of `2.0` and a cap of 60 seconds.
+    /// Defaults to a multiplier of `2.0` and a cap of 60 seconds, or of
+    /// [`open_for`] if that is longer.
     ///
     /// [`open_for`]: ConfigBuilder::open_for
     pub fn open_backoff(mut self, multiplier: f64, max: Duration) -> Self {
         self.config.open_multiplier = multiplier;
-        self.config.open_max = max;
+        self.config.open_max = Some(max);
         self
     }
 
@@ -306,9 +314,14 @@ impl ConfigBuilder {
             "open_backoff",
             || format!("multiplier must be at least 1, got {}", c.open_multiplier),
         )?;
-        check(c.open_max >= c.open_base, "open_backoff", || {
-            format!("max {:?} is below open_for {:?}", c.open_max, c.open_base)
-        })?;
+        if let Some(max) = c.open_max {
+            check(max >= c.open_base, "open_backoff", || {
+                format!(
+                    "max {max:?} is below open_for {:?}: raise the max, or lower open_for",
+                    c.open_base
+                )
+            })?;
+        }
         check(
             c.open_jitter.is_finite() && (0.0..1.0).contains(&c.open_jitter),
             "open_jitter",
@@ -378,6 +391,17 @@ mod tests {
     }
 
     #[test]
+    fn a_long_open_period_alone_raises_the_cap() {
+        let c = Config::builder()
+            .open_for(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        assert_eq!(c.open_max(), Duration::from_secs(3600));
+        let c = Config::builder().open_for(Duration::MAX).build().unwrap();
+        assert_eq!(c.open_max(), Duration::MAX);
+    }
+
+    #[test]
     fn each_bad_field_is_named() {
         let b = Config::builder;
         let cases: Vec<(ConfigBuilder, &str)> = vec![
@@ -402,6 +426,11 @@ mod tests {
                 "open_backoff",
             ),
             (b().open_jitter(1.0), "open_jitter"),
+            (
+                b().open_for(Duration::from_secs(3600))
+                    .open_backoff(2.0, Duration::from_secs(60)),
+                "open_backoff",
+            ),
             (b().half_open_probes(0), "half_open_probes"),
             (b().half_open_successes(0), "half_open_successes"),
             (

@@ -127,8 +127,8 @@ struct Live {
     metrics_base: Totals,
     /// Outcomes recorded under the lock, for the published totals.
     locked: Totals,
-    /// The totals last sent to `metrics`.
-    published: Option<Totals>,
+    /// The totals already added to `metrics`.
+    published: Totals,
 }
 
 static POOL: Mutex<Vec<&'static Core>> = Mutex::new(Vec::new());
@@ -183,6 +183,7 @@ impl Core {
         core.head.slow_nanos.store(slow, Relaxed);
         core.head.open_until.store(0, Relaxed);
         let name: std::sync::Arc<str> = config.name.as_str().into();
+        telemetry::breaker_entered(&name, State::Closed);
         let machine = Machine::new(
             config,
             epoch,
@@ -198,7 +199,7 @@ impl Core {
             timer: None,
             metrics_base: totals,
             locked: Totals::default(),
-            published: None,
+            published: Totals::default(),
         });
         core.head
             .word
@@ -214,8 +215,11 @@ impl Core {
         self.publish();
         lock(&PUBLISHER).cores.retain(|c| !std::ptr::eq(*c, self));
         let mut live = lock(&self.live);
-        if let Some(timer) = live.as_mut().and_then(|l| l.timer.take()) {
-            timer.abort();
+        if let Some(l) = live.as_mut() {
+            if let Some(timer) = l.timer.take() {
+                timer.abort();
+            }
+            telemetry::breaker_left(&l.name, l.machine.state());
         }
         *live = None;
         let epoch = epoch_of(self.head.word.load(Relaxed)) + 1;
@@ -312,33 +316,33 @@ impl Core {
         }
     }
 
-    /// Sends the running call totals to `metrics`, if they changed since
-    /// the last time.
+    /// Adds to `metrics` the outcomes counted since the last publish.
     fn publish(&self) {
         let totals = self.totals();
-        let (name, published) = {
+        let (name, delta) = {
             let mut live = lock(&self.live);
             let Some(live) = live.as_mut() else { return };
             let base = live.metrics_base;
-            let published = Totals {
+            let now = Totals {
                 successes: totals.successes - base.successes + live.locked.successes,
                 rejections: totals.rejections - base.rejections + live.locked.rejections,
                 ignored: totals.ignored - base.ignored + live.locked.ignored,
             };
-            if live.published == Some(published) {
+            let last = live.published;
+            if now == last {
                 return;
             }
-            live.published = Some(published);
-            (live.name.clone(), published)
+            live.published = now;
+            // Computed under the lock, so two publishes never send the same
+            // outcomes twice.
+            let delta = Totals {
+                successes: now.successes.saturating_sub(last.successes),
+                rejections: now.rejections.saturating_sub(last.rejections),
+                ignored: now.ignored.saturating_sub(last.ignored),
+            };
+            (live.name.clone(), delta)
         };
-        // Counters only move forward (`absolute`), so a publish that loses a
-        // race with a newer one changes nothing.
-        telemetry::breaker_totals(
-            &name,
-            published.successes,
-            published.rejections,
-            published.ignored,
-        );
+        telemetry::breaker_counts(&name, delta.successes, delta.rejections, delta.ignored);
     }
 
     /// Runs `op` on the machine of `epoch`'s breaker, then applies and emits
@@ -512,8 +516,11 @@ struct TimerGuard {
 impl TimerGuard {
     async fn run(mut self, deadline: Instant) {
         tokio::time::sleep_until(deadline).await;
-        self.fired = true;
+        // Marked fired only once the deadline is handled: if handling it
+        // panicked, the guard's drop still hands the period to the clock
+        // check on rejections, so the circuit cannot stay open for good.
         self.core.on_deadline(self.epoch);
+        self.fired = true;
     }
 }
 

@@ -50,7 +50,6 @@ impl Breaker {
     /// runtime of whoever trips it (without one, rejections check the clock).
     pub fn new(config: Config) -> Self {
         let name: Arc<str> = config.name().into();
-        crate::telemetry::breaker_created(&name);
         let core = Core::acquire(config);
         Breaker {
             shared: Arc::new(Shared { core, name }),

@@ -315,10 +315,13 @@ impl Machine {
         }
         match self.state {
             State::Open => {
+                // Computed before anything changes: no setting can leave the
+                // machine half-way through a transition.
+                let until = later(ctx.now, self.cfg.half_open_max);
                 let from = self.enter(State::HalfOpen);
                 self.probes = 0;
                 self.probe_successes = 0;
-                self.half_open_until = Some(ctx.now + self.cfg.half_open_max);
+                self.half_open_until = Some(until);
                 Some(self.transition(from, Reason::OpenElapsed, ctx, 0.0))
             }
             State::HalfOpen => Some(self.trip(Reason::HalfOpenTimedOut, ctx)),
@@ -327,7 +330,13 @@ impl Machine {
     }
 
     /// Forces `target` (`ForcedOpen`, `Disabled` or `Closed`) by hand.
+    /// Closing a closed circuit empties its window (a new epoch, no
+    /// transition).
     pub(crate) fn force(&mut self, target: State, ctx: Ctx) -> Option<Transition> {
+        if target == State::Closed {
+            let t = self.close(Reason::Forced, ctx);
+            return (t.from != t.to).then_some(t);
+        }
         if target == self.state {
             return None;
         }
@@ -396,9 +405,9 @@ impl Machine {
     fn trip(&mut self, reason: Reason, ctx: Ctx) -> Transition {
         let rate = self.window.figures(ctx.fast, ctx.now).failure_rate();
         self.trips = self.trips.saturating_add(1);
-        let duration = self.open_duration();
+        let until = later(ctx.now, self.open_duration());
         let from = self.enter(State::Open);
-        self.open_until = Some(ctx.now + duration);
+        self.open_until = Some(until);
         self.half_open_until = None;
         Transition {
             failure_rate: if from == State::Closed { rate } else { 0.0 },
@@ -427,11 +436,20 @@ impl Machine {
             .unwrap_or(i32::MAX)
             .min(1024);
         let secs = (c.open_base.as_secs_f64() * c.open_multiplier.powi(exponent))
-            .min(c.open_max.as_secs_f64());
+            .min(c.open_max().as_secs_f64());
         let unit = (splitmix64(&mut self.rng) >> 11) as f64 / (1u64 << 53) as f64;
         let secs = secs * (1.0 - c.open_jitter * unit);
         Duration::from_millis(((secs * 1000.0).round() as u64).max(1))
     }
+}
+
+/// `now + d`, or a time decades away where that would overflow
+/// (`Duration::MAX` is a valid setting: "practically never").
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    now.checked_add(d.min(FAR))
+        .or_else(|| now.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(now)
 }
 
 fn splitmix64(state: &mut u64) -> u64 {
@@ -627,6 +645,47 @@ mod tests {
             m.reset(at(now, 0)).is_none(),
             "closed to closed is no transition"
         );
+    }
+
+    #[test]
+    fn closing_a_closed_circuit_empties_its_window() {
+        let b = Config::builder().consecutive_failures(2);
+        let (mut m, now) = machine(b);
+        m.on_call(0, Failure, false, at(now, 0));
+        assert_eq!(m.snapshot(at(now, 0)).failures, 1);
+        assert!(
+            m.force(State::Closed, at(now, 0)).is_none(),
+            "no transition"
+        );
+        let s = m.snapshot(at(now, 0));
+        assert_eq!((s.failures, s.consecutive_failures), (0, 0));
+        // One failure after the close does not complete the old run.
+        let epoch = m.epoch();
+        assert!(m.on_call(epoch, Failure, false, at(now, 0)).is_none());
+        assert_eq!(m.state(), State::Closed);
+    }
+
+    #[test]
+    fn durations_at_their_maximum_never_overflow() {
+        let b = Config::builder()
+            .consecutive_failures(1)
+            .open_for(Duration::MAX)
+            .half_open_max_duration(Duration::MAX);
+        let (mut m, now) = machine(b);
+        let t = m.on_call(0, Failure, false, at(now, 0)).unwrap();
+        assert!(t.open_until.unwrap() > now + Duration::from_secs(3600));
+        let (b, _) = machine(
+            Config::builder()
+                .consecutive_failures(1)
+                .open_for(Duration::from_millis(1))
+                .half_open_max_duration(Duration::MAX),
+        );
+        let mut m = b;
+        m.on_call(0, Failure, false, at(now, 0)).unwrap();
+        let later = now + Duration::from_millis(1);
+        let t = m.on_deadline(m.epoch(), at(later, 0)).unwrap();
+        assert_eq!(t.to, State::HalfOpen);
+        assert!(m.deadline().unwrap() > later + Duration::from_secs(3600));
     }
 
     #[test]

@@ -3,5 +3,6 @@
 mod common;
 mod concurrency;
 mod contract;
+mod extremes;
 mod model;
 mod service;

@@ -190,13 +190,14 @@ impl Model {
     }
 
     fn force(&mut self, target: State) {
+        // Closing empties the window from any state, closed included.
+        if target == State::Closed {
+            return self.close();
+        }
         if target == self.state {
             return;
         }
-        match target {
-            State::Closed => self.close(),
-            _ => self.enter(target),
-        }
+        self.enter(target);
     }
 
     fn reset(&mut self) {

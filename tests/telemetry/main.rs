@@ -149,10 +149,9 @@ async fn transitions_and_outcomes_are_counted_and_traced() {
             "{to}"
         );
     }
-    assert_eq!(
-        value(&m, BREAKER_STATE, ("breaker", "telemetry-test")),
-        Some(0.0)
-    );
+    // One circuit of this name, closed again.
+    assert_eq!(value(&m, BREAKER_STATE, ("state", "closed")), Some(1.0));
+    assert_eq!(value(&m, BREAKER_STATE, ("state", "open")), Some(0.0));
 
     let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = log
@@ -229,4 +228,30 @@ async fn dropping_a_breaker_publishes_its_last_totals() {
         ("outcome", "success"),
     );
     assert_eq!(seen, Some(3.0));
+}
+
+#[tokio::test]
+async fn breakers_sharing_a_name_add_up() {
+    let _serial = SERIAL.lock().await;
+    snapshotter();
+    let first = after_successes("telemetry-twins", 3).await;
+    let second = after_successes("telemetry-twins", 4).await;
+    let m = metrics_of("telemetry-twins");
+    assert_eq!(value(&m, BREAKER_STATE, ("state", "closed")), Some(2.0));
+    drop(first);
+    drop(second);
+    let m = metrics_of("telemetry-twins");
+    assert_eq!(
+        value(&m, BREAKER_CALLS_TOTAL, ("outcome", "success")),
+        Some(7.0)
+    );
+    // The snapshot drains what it read: since the last one, both left.
+    assert_eq!(value(&m, BREAKER_STATE, ("state", "closed")), Some(-2.0));
+    // A new breaker under the old name counts from zero at once.
+    drop(after_successes("telemetry-twins", 2).await);
+    let m = metrics_of("telemetry-twins");
+    assert_eq!(
+        value(&m, BREAKER_CALLS_TOTAL, ("outcome", "success")),
+        Some(2.0)
+    );
 }
