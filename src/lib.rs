@@ -38,7 +38,7 @@
 //!   and the state machine behind them.
 //! * [`cache`]: the [`Cache`](cache::Cache) handle and the request
 //!   vocabulary every cache layer speaks.
-//! * [`redis`]: the Redis backend (bb8 pool), error classification, and an
+//! * [`redis`]: the Redis backend (its own multiplexed connections), error classification, and an
 //!   adapter for clients you already have.
 //! * [`fail_open`]: the layer that turns errors into misses and skips.
 //! * [`watchdog`]: Redis memory levels, growth forecast, leeway alerts,

@@ -26,9 +26,11 @@ use crate::redis::RedisBackend;
 pub type Stack<B> = FailOpen<CircuitBreaker<B, FaultClassifier>>;
 
 /// The breaker classifier for cache backends, by the error's [`Reason`]:
-/// `OOM` and the caller's own errors ([`Reason::Rejected`]) are ignored (a
-/// full Redis still serves reads; a `WRONGTYPE` says nothing about health);
-/// every other error is a failure; every response a success.
+/// refusals of writes alone ([`Reason::refuses_writes`]: `OOM`, `READONLY`,
+/// `MISCONF`, a write that timed out) and the caller's own errors
+/// ([`Reason::Rejected`], [`Reason::TooLarge`]) are ignored (such a Redis
+/// still serves reads; a `WRONGTYPE` says nothing about health); every
+/// other error is a failure; every response a success.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FaultClassifier;
 
@@ -37,7 +39,8 @@ impl<T, E: Fault> Classify<T, E> for FaultClassifier {
         match result {
             Ok(_) => Outcome::Success,
             Err(e) => match e.reason() {
-                Reason::OutOfMemory | Reason::Rejected => Outcome::Ignored,
+                r if r.refuses_writes() => Outcome::Ignored,
+                Reason::Rejected | Reason::TooLarge => Outcome::Ignored,
                 _ => Outcome::Failure,
             },
         }

@@ -82,6 +82,12 @@ impl CacheRequest {
         matches!(self, CacheRequest::Get(_) | CacheRequest::GetMany(_))
     }
 
+    /// Whether the request changes data (a write, a delete, an expiry):
+    /// what a replica, a failed save (`MISCONF`) or a write pause refuses.
+    pub fn is_mutation(&self) -> bool {
+        !self.is_read()
+    }
+
     /// Whether the request may grow memory (and so fails when Redis is out
     /// of memory).
     pub fn is_write(&self) -> bool {
@@ -130,15 +136,32 @@ pub enum Reason {
     Io,
     /// Redis is out of memory (`OOM`): writes are shed for a while.
     OutOfMemory,
+    /// Redis refuses writes because it is a replica (`READONLY`): a
+    /// replica, or a primary demoted by a failover. Reads go on; writes are
+    /// shed for the hold-down, then tried on a new connection.
+    ReadOnly,
+    /// Redis refuses writes because its last save failed (`MISCONF`, with
+    /// `stop-writes-on-bgsave-error yes`). Reads go on; writes are shed for
+    /// the hold-down.
+    WritesStopped,
+    /// A write got no answer within the deadline while the cache's reads
+    /// may still be answered (a write pause, `CLIENT PAUSE … WRITE`). Writes
+    /// are shed for the hold-down; timeouts of reads are [`Timeout`].
+    ///
+    /// [`Timeout`]: Reason::Timeout
+    WriteTimeout,
+    /// Redis has as many clients as `maxclients` allows: no new connection.
+    MaxClients,
     /// Redis is up but cannot serve (`LOADING`, `MASTERDOWN`, `CLUSTERDOWN`,
-    /// `TRYAGAIN`, `READONLY`, `BUSY`, `MISCONF`).
+    /// `TRYAGAIN`, `BUSY`).
     Busy,
     /// Redis refused the credentials (`WRONGPASS`, `NOAUTH`, `NOPERM`).
     Auth,
-    /// Redis rejected the command itself (`WRONGTYPE`, a bad argument): the
-    /// caller's bug, not a health signal.
+    /// Redis rejected the command itself (`WRONGTYPE`, a bad argument), or
+    /// the cache refused it unsent (a zero TTL): the caller's bug, not a
+    /// health signal.
     Rejected,
-    /// The value is larger than the configured cap: not sent.
+    /// The value or the key is larger than its configured cap: not sent.
     TooLarge,
     /// A stored value could not be decoded.
     Undecodable,
@@ -158,6 +181,10 @@ impl Reason {
             Reason::Unavailable => "unavailable",
             Reason::Io => "io",
             Reason::OutOfMemory => "out_of_memory",
+            Reason::ReadOnly => "read_only",
+            Reason::WritesStopped => "writes_stopped",
+            Reason::WriteTimeout => "write_timeout",
+            Reason::MaxClients => "max_clients",
             Reason::Busy => "busy",
             Reason::Auth => "auth",
             Reason::Rejected => "rejected",
@@ -166,6 +193,53 @@ impl Reason {
             Reason::MemoryPressure => "memory_pressure",
             Reason::Other => "other",
         }
+    }
+}
+
+impl Reason {
+    /// Whether this answer means Redis refuses writes while it may still
+    /// serve reads: it says nothing of the health of reads, so it does not
+    /// trip a breaker, and writes are shed for a hold-down instead.
+    pub fn refuses_writes(self) -> bool {
+        matches!(
+            self,
+            Reason::OutOfMemory | Reason::ReadOnly | Reason::WritesStopped | Reason::WriteTimeout
+        )
+    }
+
+    const ALL: [Reason; 16] = [
+        Reason::BreakerOpen,
+        Reason::Timeout,
+        Reason::Unavailable,
+        Reason::Io,
+        Reason::OutOfMemory,
+        Reason::ReadOnly,
+        Reason::WritesStopped,
+        Reason::WriteTimeout,
+        Reason::MaxClients,
+        Reason::Busy,
+        Reason::Auth,
+        Reason::Rejected,
+        Reason::TooLarge,
+        Reason::Undecodable,
+        Reason::MemoryPressure,
+        Reason::Other,
+    ];
+
+    /// A small number standing for this reason, for atomics.
+    pub(crate) fn code(self) -> u8 {
+        Self::ALL
+            .iter()
+            .position(|r| *r == self)
+            .unwrap_or(Self::ALL.len() - 1) as u8
+    }
+
+    /// The reason of a [`code`](Self::code).
+    pub(crate) fn from_code(code: u8) -> Reason {
+        Self::ALL
+            .get(usize::from(code))
+            .copied()
+            .unwrap_or(Reason::Other)
     }
 }
 

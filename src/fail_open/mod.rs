@@ -8,9 +8,12 @@
 //!
 //! * A failed `Get` answers [`CacheResponse::Miss`]`(reason)`; a failed
 //!   `GetMany` answers all-`None`; anything else [`CacheResponse::Skipped`].
-//! * When Redis answers `OOM`, writes (`Set`, `SetIfAbsent`) are shed
-//!   locally for the [hold-down](FailOpenLayer::oom_hold_down) period,
-//!   counted with reason `out_of_memory`, while reads and deletes go on.
+//! * When Redis refuses writes while it may still serve reads, writes are
+//!   shed locally for the [hold-down](FailOpenLayer::hold_down) period,
+//!   counted with the reason of the refusal, while reads go on: after `OOM`
+//!   the writes that may grow memory (`Set`, `SetIfAbsent`; deletes go on);
+//!   after `READONLY`, `MISCONF` or a write that timed out, every change
+//!   (writes, deletes, expiries).
 //! * Each fallback increments
 //!   [`CACHE_FAIL_OPEN_TOTAL`](crate::telemetry::CACHE_FAIL_OPEN_TOTAL); a
 //!   `WARN` event of target `fusebox::cache` summarises them at most once per
@@ -20,7 +23,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -44,8 +47,8 @@ impl FailOpenLayer {
         Self::with_hold_down(name, Duration::from_secs(5))
     }
 
-    /// As [`new`](Self::new), shedding writes for `hold_down` after an `OOM`
-    /// answer (the default is 5 s).
+    /// As [`new`](Self::new), shedding writes for `hold_down` after Redis
+    /// refused one (the default is 5 s).
     pub fn with_hold_down(name: impl Into<Arc<str>>, hold_down: Duration) -> Self {
         Self::build(name.into(), hold_down, None)
     }
@@ -68,15 +71,17 @@ impl FailOpenLayer {
                 pressure,
                 hold_down,
                 base: Instant::now(),
-                shed_until: AtomicU64::new(0),
+                grow_until: AtomicU64::new(0),
+                change_until: AtomicU64::new(0),
+                change_reason: AtomicU8::new(0),
                 next_log: AtomicU64::new(0),
                 unlogged: AtomicU64::new(0),
             }),
         }
     }
 
-    /// How long writes are shed after an `OOM` answer.
-    pub fn oom_hold_down(&self) -> Duration {
+    /// How long writes are shed after Redis refused one.
+    pub fn hold_down(&self) -> Duration {
         self.shared.hold_down
     }
 }
@@ -100,9 +105,14 @@ struct Shared {
     hold_down: Duration,
     /// Origin of the nanosecond clocks below.
     base: Instant,
-    /// Writes are shed until this many nanoseconds after `base` (0: never
-    /// was, so no clock is read on the write path).
-    shed_until: AtomicU64,
+    /// Writes that grow memory are shed until this many nanoseconds after
+    /// `base` (after `OOM`; 0: never were, so no clock is read on the write
+    /// path).
+    grow_until: AtomicU64,
+    /// Every change is shed until then (after `READONLY`, `MISCONF`, a
+    /// write timeout), with the reason in `change_reason`.
+    change_until: AtomicU64,
+    change_reason: AtomicU8,
     /// No summary is logged before this.
     next_log: AtomicU64,
     /// Fallbacks since the last summary.
@@ -129,20 +139,39 @@ impl Shared {
         self.pressure.as_ref().is_some_and(|p| p.load(Relaxed))
     }
 
-    fn shedding(&self) -> bool {
-        let until = self.shed_until.load(Relaxed);
-        until != 0 && self.nanos() < until
+    /// Why `request` is shed without asking Redis, if it is.
+    fn shed(&self, request: &CacheRequest) -> Option<Reason> {
+        if !request.is_mutation() {
+            return None;
+        }
+        let until = self.change_until.load(Relaxed);
+        if until != 0 && self.nanos() < until {
+            return Some(Reason::from_code(self.change_reason.load(Relaxed)));
+        }
+        if !request.is_write() {
+            return None;
+        }
+        let until = self.grow_until.load(Relaxed);
+        if until != 0 && self.nanos() < until {
+            return Some(Reason::OutOfMemory);
+        }
+        self.under_pressure().then_some(Reason::MemoryPressure)
     }
 
     /// Counts and logs a fallback. `answered` says whether the reason came
-    /// from the backend (an `OOM` answer starts the hold-down) rather than
+    /// from the backend (a refused write starts the hold-down) rather than
     /// from this layer (a write shed during the hold-down must not extend
     /// it, or it would never end while writes keep coming).
     fn fell_back(&self, op: &'static str, reason: Reason, answered: bool) {
         crate::telemetry::cache_fail_open(&self.name, op, reason);
-        if answered && reason == Reason::OutOfMemory && op_is_write(op) {
-            let until = self.nanos() + nanos(self.hold_down);
-            self.shed_until.fetch_max(until.max(1), Relaxed);
+        if answered && reason.refuses_writes() {
+            let until = self.nanos().saturating_add(nanos(self.hold_down)).max(1);
+            if reason == Reason::OutOfMemory {
+                self.grow_until.fetch_max(until, Relaxed);
+            } else {
+                self.change_reason.store(reason.code(), Relaxed);
+                self.change_until.fetch_max(until, Relaxed);
+            }
         }
         self.unlogged.fetch_add(1, Relaxed);
         let now = self.nanos();
@@ -150,7 +179,7 @@ impl Shared {
         if now >= next
             && self
                 .next_log
-                .compare_exchange(next, now + nanos(LOG_EVERY), Relaxed, Relaxed)
+                .compare_exchange(next, now.saturating_add(nanos(LOG_EVERY)), Relaxed, Relaxed)
                 .is_ok()
         {
             let count = self.unlogged.swap(0, Relaxed);
@@ -168,10 +197,6 @@ impl Shared {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn op_is_write(op: &str) -> bool {
-    matches!(op, "set" | "set_if_absent")
 }
 
 /// A cache service that never fails: see the [module docs](self).
@@ -223,11 +248,7 @@ where
         let op = request.op();
         let early = match self.not_ready.take() {
             Some(reason) => Some(reason),
-            None if request.is_write() && self.shared.shedding() => Some(Reason::OutOfMemory),
-            None if request.is_write() && self.shared.under_pressure() => {
-                Some(Reason::MemoryPressure)
-            }
-            None => None,
+            None => self.shared.shed(&request),
         };
         if let Some(reason) = early {
             self.shared.fell_back(op, reason, false);

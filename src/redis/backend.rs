@@ -1,10 +1,10 @@
-//! `Service<CacheRequest>` over a bb8 pool of multiplexed connections, and
-//! over a client the user already has.
+//! `Service<CacheRequest>` over a few multiplexed connections of its own,
+//! and over a client the user already has.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -16,101 +16,113 @@ use tower::Service;
 
 use super::config::RedisConfig;
 use super::error::RedisError;
-use crate::cache::{CacheRequest, CacheResponse, Reason};
+use crate::cache::{CacheRequest, CacheResponse};
 
 /// The future of a Redis backend call.
 pub type BackendFuture = Pin<Box<dyn Future<Output = Result<CacheResponse, RedisError>> + Send>>;
 
-/// A Redis cache backend over a bb8 pool, with every wait bounded.
+/// At most one connect attempt per connection in this interval: while
+/// Redis refuses, every other caller gets the last attempt's error at once,
+/// and a down Redis sees a few attempts per second from this process.
+const RECONNECT_PACE: Duration = Duration::from_millis(100);
+
+/// A Redis cache backend over a few multiplexed connections, with every
+/// wait bounded.
 ///
-/// Unlike stock bb8-redis it: never waits on Redis to be built; bounds the
-/// checkout (default 50 ms, not 30 s), the connect and every response; does
-/// not `PING` on checkout (a dropped connection is flagged by a RESP3 push,
-/// or by its first I/O error or timeout, and never handed out again); and
-/// shares one multiplexed connection among all calls (cloned out, without a
-/// pool checkout per call), so in-flight commands are not capped by the
-/// pool size and are batched into few writes. The pool is asked only when
-/// that connection is missing or broken.
+/// Unlike a stock pool it: never waits on Redis to be built; bounds the
+/// wait for a connection (default 50 ms, not 30 s), the connect and every
+/// response; answers at once when a connect is refused (the error itself,
+/// not a timeout later); does not `PING` on use (a dropped connection is
+/// flagged by a RESP3 push, or by its first I/O error or timeout, and never
+/// used again); and shares each multiplexed connection among all calls, so
+/// in-flight commands are not capped and are batched into few writes.
 ///
-/// Errors are [`RedisError`]s classified by [`Reason`]; put a
+/// Reads and writes go over separate connections: Redis serves one
+/// connection's commands in order, so a write held up (`CLIENT PAUSE …
+/// WRITE`, a slow `SET` of a large value) would otherwise hold up every read
+/// queued behind it. A connection that answers `READONLY` (a replica, or a
+/// primary demoted by a failover) is dropped, and the next one re-resolves
+/// the host name, so writes reach the new primary without a restart.
+///
+/// Errors are [`RedisError`]s classified by [`Reason`](crate::cache::Reason); put a
 /// [`CircuitBreaker`](crate::breaker::CircuitBreaker) and a
 /// [`FailOpen`](crate::fail_open::FailOpen) on top (the [`Cache`] does).
 ///
 /// [`Cache`]: crate::cache::Cache
 #[derive(Clone)]
 pub struct RedisBackend {
-    pool: bb8::Pool<Manager>,
     shared: Arc<Shared>,
 }
 
 struct Shared {
-    addr: String,
-    /// The connection calls use, cloned out without touching the pool; the
-    /// pool is asked again only when it is missing or flagged broken.
-    current: RwLock<Option<Conn>>,
-    /// Why the last connect failed (a `Reason` code), so that a checkout
-    /// that times out can say why. `NONE` when the last connect worked.
-    last_connect: AtomicU8,
+    config: RedisConfig,
+    /// Connections for reads (spread by thread), then the one for writes.
+    slots: Box<[Slot]>,
 }
 
-const NONE: u8 = u8::MAX;
+/// One multiplexed connection, made on demand and replaced when broken.
+struct Slot {
+    /// The connection calls use, cloned out; `None` or flagged broken when
+    /// a new one must be made.
+    current: RwLock<Option<Conn>>,
+    /// Held while connecting: one attempt at a time per slot, whose result
+    /// every waiting caller shares.
+    connecting: tokio::sync::Mutex<Attempt>,
+}
+
+/// The last failed connect of a slot, shared with callers that arrive
+/// within [`RECONNECT_PACE`] of it.
+#[derive(Default)]
+struct Attempt {
+    failed: Option<(tokio::time::Instant, RedisError)>,
+}
 
 impl RedisBackend {
-    /// Makes the pool. Connects nothing and spawns nothing: connections are
-    /// made on demand, so this succeeds at once whether or not Redis is up,
-    /// inside a tokio runtime or not. Calls need a tokio runtime.
+    /// Makes the backend. Connects nothing and spawns nothing: connections
+    /// are made on demand, so this succeeds at once whether or not Redis is
+    /// up, inside a tokio runtime or not. Calls need a tokio runtime.
     pub fn new(config: RedisConfig) -> Self {
-        let shared = Arc::new(Shared {
-            addr: config.addr.clone(),
-            current: RwLock::new(None),
-            last_connect: AtomicU8::new(NONE),
-        });
-        let manager = Manager {
-            client: config.client.clone(),
-            resp3: config.resp3,
-            connect_timeout: config.connect_timeout,
-            response_timeout: config.response_timeout,
-            shared: shared.clone(),
-        };
-        let pool = bb8::Pool::builder()
-            .max_size(config.pool_size)
-            .min_idle(None)
-            .connection_timeout(config.checkout_timeout)
-            // No reaper task: building must not need a runtime (bb8 spawns
-            // one for either setting), and a multiplexed connection is
-            // replaced when it breaks, not by age.
-            .idle_timeout(None)
-            .max_lifetime(None)
-            // The breaker owns back-off: one attempt per replenishment.
-            .retry_connection(false)
-            // `is_valid` is a flag check, not a round trip.
-            .test_on_check_out(true)
-            .error_sink(Box::new(Sink {
-                shared: shared.clone(),
-            }))
-            .build_unchecked(manager);
-        RedisBackend { pool, shared }
+        let slots = (0..=config.connections)
+            .map(|_| Slot {
+                current: RwLock::new(None),
+                connecting: tokio::sync::Mutex::new(Attempt::default()),
+            })
+            .collect();
+        RedisBackend {
+            shared: Arc::new(Shared { config, slots }),
+        }
     }
 
     /// The address this backend connects to (no credentials).
     pub fn addr(&self) -> &str {
-        &self.shared.addr
+        &self.shared.config.addr
     }
 
-    /// Connections in the pool, and how many are idle.
-    pub fn pool_state(&self) -> (u32, u32) {
-        let s = self.pool.state();
-        (s.connections, s.idle_connections)
+    /// How many of its connections are open and usable right now.
+    pub fn open_connections(&self) -> usize {
+        self.shared
+            .slots
+            .iter()
+            .filter(|s| s.current().is_some())
+            .count()
     }
 }
 
 impl fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBackend")
-            .field("addr", &self.shared.addr)
-            .field("pool", &self.pool.state())
+            .field("addr", &self.shared.config.addr)
+            .field("open_connections", &self.open_connections())
             .finish()
     }
+}
+
+thread_local! {
+    /// Spreads this thread's reads over the read connections.
+    static READ_SLOT: usize = {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        NEXT.fetch_add(1, Relaxed)
+    };
 }
 
 impl Service<CacheRequest> for RedisBackend {
@@ -125,41 +137,121 @@ impl Service<CacheRequest> for RedisBackend {
     }
 
     fn call(&mut self, request: CacheRequest) -> BackendFuture {
-        // The pool is cloned into the future only when it will be asked.
-        // (Each clone of an `Arc` here is a write to memory every thread
-        // shares: the fast path makes only the connection's.)
-        let source = match self.shared.current() {
-            Some(conn) => Source::Current(conn),
-            None => Source::Pool(self.pool.clone(), self.shared.clone()),
+        let reads = self.shared.config.connections as usize;
+        let index = if request.is_mutation() {
+            reads
+        } else {
+            READ_SLOT.with(|i| *i) % reads
         };
+        // The shared state is cloned into the future only when a connection
+        // must be made. (Each clone of an `Arc` here is a write to memory
+        // every thread shares: the fast path makes only the connection's.)
+        let source = match self.shared.slots[index].current() {
+            Some(conn) => Source::Current(conn),
+            None => Source::Connect(self.shared.clone(), index),
+        };
+        let mutation = request.is_mutation();
         Box::pin(async move {
             let mut conn = match source {
                 Source::Current(conn) => conn,
-                Source::Pool(pool, shared) => match pool.get().await {
-                    // Clone the multiplexed connection out and give the
-                    // slot back at once.
-                    Ok(pooled) => shared.set_current(pooled.clone()),
-                    Err(bb8::RunError::User(e)) => return Err(e),
-                    Err(bb8::RunError::TimedOut) => {
-                        let last = reason_from_code(shared.last_connect.load(Relaxed));
-                        return Err(RedisError::checkout_timeout(last));
-                    }
-                },
+                Source::Connect(shared, index) => shared.checkout(index).await?,
             };
             let result = execute(&mut conn.inner, request)
                 .await
                 .map_err(RedisError::from);
-            if let Err(e) = &result {
-                if e.breaks_connection() {
-                    conn.broken.store(true, Relaxed);
+            match result {
+                Ok(response) => Ok(response),
+                Err(e) => {
+                    if e.breaks_connection() {
+                        conn.broken.store(true, Relaxed);
+                    }
+                    // A write that times out on a connection of its own
+                    // says writes are held up (a write pause, a stuck
+                    // save), not that reads are: reads say that themselves.
+                    Err(if mutation { e.on_write() } else { e })
                 }
             }
-            result
         })
     }
 }
 
 impl Shared {
+    /// A usable connection for slot `index`: the current one, one another
+    /// caller has just made, or a new one. Bounded by the checkout
+    /// deadline; a refused connect is answered at once, and within
+    /// [`RECONNECT_PACE`] of a failed attempt its error is answered without
+    /// another.
+    async fn checkout(&self, index: usize) -> Result<Conn, RedisError> {
+        let slot = &self.slots[index];
+        let deadline = self.config.checkout_timeout;
+        let attempt = async {
+            let mut attempt = slot.connecting.lock().await;
+            if let Some(conn) = slot.current() {
+                return Ok(conn);
+            }
+            if let Some((at, e)) = &attempt.failed {
+                if at.elapsed() < RECONNECT_PACE {
+                    return Err(e.clone());
+                }
+            }
+            match self.connect().await {
+                Ok(conn) => {
+                    attempt.failed = None;
+                    slot.set(conn.clone());
+                    Ok(conn)
+                }
+                Err(e) => {
+                    crate::telemetry::redis_connect_error(&self.config.addr, e.reason());
+                    attempt.failed = Some((tokio::time::Instant::now(), e.clone()));
+                    Err(e)
+                }
+            }
+        };
+        match tokio::time::timeout(deadline, attempt).await {
+            Ok(result) => result,
+            Err(_) => {
+                // Why the last attempt failed, if one did, says why none
+                // could be had in time.
+                let last = slot
+                    .connecting
+                    .try_lock()
+                    .ok()
+                    .and_then(|a| a.failed.as_ref().map(|(_, e)| e.reason()));
+                Err(RedisError::checkout_timeout(last))
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, RedisError> {
+        let config = &self.config;
+        let broken = Arc::new(AtomicBool::new(false));
+        let mut settings = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout));
+        if config.resp3 {
+            let flag = broken.clone();
+            settings = settings.set_push_sender(move |push: PushInfo| {
+                if push.kind == PushKind::Disconnection {
+                    flag.store(true, Relaxed);
+                }
+                Ok::<(), std::convert::Infallible>(())
+            });
+        }
+        let connect = config
+            .client
+            .get_multiplexed_async_connection_with_config(&settings);
+        // The client's own timeout covers the handshake too; this one makes
+        // sure of it.
+        let limit = config.connect_timeout.saturating_mul(2);
+        match tokio::time::timeout(limit, connect).await {
+            Ok(Ok(inner)) => Ok(Conn { inner, broken }),
+            Ok(Err(e)) => Err(RedisError::from(e)),
+            Err(_) => Err(RedisError::timeout()),
+        }
+    }
+}
+
+impl Slot {
     /// The current connection, unless there is none or it is broken.
     fn current(&self) -> Option<Conn> {
         let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
@@ -169,130 +261,22 @@ impl Shared {
             .cloned()
     }
 
-    fn set_current(&self, conn: Conn) -> Conn {
-        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
-        *current = Some(conn.clone());
-        conn
+    fn set(&self, conn: Conn) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(conn);
     }
 }
 
 /// Where a call gets its connection.
 enum Source {
     Current(Conn),
-    Pool(bb8::Pool<Manager>, Arc<Shared>),
+    Connect(Arc<Shared>, usize),
 }
 
-/// A pooled connection: a multiplexed connection and a flag set when it
-/// must not be used again.
+/// A multiplexed connection and a flag set when it must not be used again.
 #[derive(Clone)]
-pub(crate) struct Conn {
+struct Conn {
     inner: MultiplexedConnection,
     broken: Arc<AtomicBool>,
-}
-
-pub(crate) struct Manager {
-    client: redis::Client,
-    resp3: bool,
-    connect_timeout: Duration,
-    response_timeout: Duration,
-    shared: Arc<Shared>,
-}
-
-impl bb8::ManageConnection for Manager {
-    type Connection = Conn;
-    type Error = RedisError;
-
-    async fn connect(&self) -> Result<Conn, RedisError> {
-        let broken = Arc::new(AtomicBool::new(false));
-        let mut config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.response_timeout));
-        if self.resp3 {
-            let flag = broken.clone();
-            config = config.set_push_sender(move |push: PushInfo| {
-                if push.kind == PushKind::Disconnection {
-                    flag.store(true, Relaxed);
-                }
-                Ok::<(), std::convert::Infallible>(())
-            });
-        }
-        let connect = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config);
-        // The client's own timeout covers the handshake too; this one makes
-        // sure of it.
-        let inner = match tokio::time::timeout(self.connect_timeout * 2, connect).await {
-            Ok(Ok(inner)) => inner,
-            Ok(Err(e)) => return Err(RedisError::from(e)),
-            Err(_) => return Err(RedisError::timeout()),
-        };
-        self.shared.last_connect.store(NONE, Relaxed);
-        Ok(Conn { inner, broken })
-    }
-
-    async fn is_valid(&self, conn: &mut Conn) -> Result<(), RedisError> {
-        if conn.broken.load(Relaxed) {
-            Err(RedisError::broken())
-        } else {
-            Ok(())
-        }
-    }
-
-    fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.broken.load(Relaxed)
-    }
-}
-
-/// Receives bb8's connect errors: remembers the last one's reason and counts
-/// it.
-struct Sink {
-    shared: Arc<Shared>,
-}
-
-impl fmt::Debug for Sink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Sink")
-    }
-}
-
-impl bb8::ErrorSink<RedisError> for Sink {
-    fn sink(&self, error: RedisError) {
-        let reason = error.reason();
-        self.shared.last_connect.store(reason_code(reason), Relaxed);
-        crate::telemetry::redis_connect_error(&self.shared.addr, reason);
-    }
-
-    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<RedisError>> {
-        Box::new(Sink {
-            shared: self.shared.clone(),
-        })
-    }
-}
-
-const REASONS: [Reason; 12] = [
-    Reason::BreakerOpen,
-    Reason::Timeout,
-    Reason::Unavailable,
-    Reason::Io,
-    Reason::OutOfMemory,
-    Reason::Busy,
-    Reason::Auth,
-    Reason::Rejected,
-    Reason::TooLarge,
-    Reason::Undecodable,
-    Reason::MemoryPressure,
-    Reason::Other,
-];
-
-fn reason_code(r: Reason) -> u8 {
-    REASONS
-        .iter()
-        .position(|x| *x == r)
-        .unwrap_or(REASONS.len() - 1) as u8
-}
-
-fn reason_from_code(code: u8) -> Option<Reason> {
-    REASONS.get(usize::from(code)).copied()
 }
 
 /// A cache backend over a client the caller already has: a redis

@@ -20,7 +20,8 @@ pub struct RedisConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) checkout_timeout: Duration,
-    pub(crate) pool_size: u32,
+    /// Connections for reads; writes have one more of their own.
+    pub(crate) connections: u32,
 }
 
 impl RedisConfig {
@@ -37,7 +38,7 @@ impl RedisConfig {
             connect_timeout: Duration::from_millis(50),
             response_timeout: Duration::from_millis(50),
             checkout_timeout: Duration::from_millis(50),
-            pool_size: 1,
+            connections: 1,
             #[cfg(feature = "tls")]
             tls_root_cert: None,
         }
@@ -67,7 +68,7 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("checkout_timeout", &self.checkout_timeout)
-            .field("pool_size", &self.pool_size)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -79,7 +80,7 @@ pub struct RedisConfigBuilder {
     connect_timeout: Duration,
     response_timeout: Duration,
     checkout_timeout: Duration,
-    pool_size: u32,
+    connections: u32,
     #[cfg(feature = "tls")]
     tls_root_cert: Option<Vec<u8>>,
 }
@@ -91,7 +92,7 @@ impl fmt::Debug for RedisConfigBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("checkout_timeout", &self.checkout_timeout)
-            .field("pool_size", &self.pool_size)
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -110,22 +111,22 @@ impl RedisConfigBuilder {
         self
     }
 
-    /// The longest a call waits for a connection from the pool (including
-    /// waiting for a new one to be made: keep it at least the connect
-    /// timeout, or calls made while the first connection is being set up
-    /// are misses, and count against the breaker). Defaults to 50 ms.
+    /// The longest a call waits for a connection when it has none (a new one
+    /// being made: keep it at least the connect timeout, or calls made while
+    /// the first connection is being set up are misses, and count against
+    /// the breaker). A refused connect is answered at once, not after this.
+    /// Defaults to 50 ms.
     pub fn checkout_timeout(mut self, d: Duration) -> Self {
         self.checkout_timeout = d;
         self
     }
 
-    /// How many connections the pool may hold. Calls share one multiplexed
-    /// connection (cloned out per call, so any number of concurrent calls
-    /// are batched onto it without touching the pool); the pool makes,
-    /// validates and replaces it when it breaks. More than one is only used
-    /// while a replacement is being made. Defaults to 1.
-    pub fn pool_size(mut self, n: u32) -> Self {
-        self.pool_size = n;
+    /// How many multiplexed connections reads are spread over (by thread);
+    /// writes, deletes and expiries always have one connection of their
+    /// own, so a write Redis holds up never holds reads up. One connection
+    /// carries about 280 k commands per second on loopback. Defaults to 1.
+    pub fn connections(mut self, n: u32) -> Self {
+        self.connections = n;
         self
     }
 
@@ -152,8 +153,8 @@ impl RedisConfigBuilder {
                 return Err(ConfigError::new(field, "must be at most 60 s"));
             }
         }
-        if self.pool_size == 0 {
-            return Err(ConfigError::new("pool_size", "must be at least 1"));
+        if !(1..=64).contains(&self.connections) {
+            return Err(ConfigError::new("connections", "must be in 1..=64"));
         }
         let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
             .iter()
@@ -192,7 +193,7 @@ impl RedisConfigBuilder {
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,
             checkout_timeout: self.checkout_timeout,
-            pool_size: self.pool_size,
+            connections: self.connections,
         })
     }
 

@@ -36,13 +36,13 @@ impl RedisError {
         }
     }
 
-    /// A pooled connection found flagged as broken at checkout.
-    pub(crate) fn broken() -> Self {
-        RedisError {
-            reason: Reason::Io,
-            source: None,
-            connect: None,
+    /// This error, as the answer to a write: a timeout becomes
+    /// [`Reason::WriteTimeout`].
+    pub(crate) fn on_write(mut self) -> Self {
+        if self.reason == Reason::Timeout {
+            self.reason = Reason::WriteTimeout;
         }
+        self
     }
 
     /// Why the call failed.
@@ -71,6 +71,10 @@ impl RedisError {
                     || e.is_timeout()
                     || e.is_connection_dropped()
                     || e.is_unrecoverable_error()
+                    // A replica, or a primary demoted by a failover: the
+                    // next connection re-resolves the host name, which may
+                    // now point at the new primary.
+                    || self.reason == Reason::ReadOnly
             }
             None => false,
         }
@@ -98,12 +102,14 @@ pub(crate) fn classify(e: &redis::RedisError) -> Reason {
         return Reason::Io;
     }
     if let Some(code) = e.code() {
+        if code == "ERR" && e.to_string().contains("max number of clients") {
+            return Reason::MaxClients;
+        }
         return by_code(code);
     }
     match e.kind() {
-        K::Server(S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown | S::ReadOnly) => {
-            Reason::Busy
-        }
+        K::Server(S::ReadOnly) => Reason::ReadOnly,
+        K::Server(S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown) => Reason::Busy,
         K::AuthenticationFailed => Reason::Auth,
         K::Server(S::NoPerm) => Reason::Auth,
         K::UnexpectedReturnType | K::Server(S::ResponseError) => Reason::Rejected,
@@ -122,9 +128,9 @@ pub(crate) fn classify(e: &redis::RedisError) -> Reason {
 fn by_code(code: &str) -> Reason {
     match code {
         "OOM" => Reason::OutOfMemory,
-        "LOADING" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" | "READONLY" | "BUSY" | "MISCONF" => {
-            Reason::Busy
-        }
+        "READONLY" => Reason::ReadOnly,
+        "MISCONF" => Reason::WritesStopped,
+        "LOADING" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" | "BUSY" => Reason::Busy,
         "WRONGPASS" | "NOAUTH" | "NOPERM" => Reason::Auth,
         "WRONGTYPE" | "ERR" | "EXECABORT" | "NOSCRIPT" | "CROSSSLOT" => Reason::Rejected,
         _ => Reason::Other,
@@ -134,8 +140,8 @@ fn by_code(code: &str) -> Reason {
 /// Which reason wins when a pipeline holds several: health signals first.
 fn severity(r: Reason) -> u8 {
     match r {
-        Reason::OutOfMemory => 4,
-        Reason::Busy | Reason::Auth => 3,
+        Reason::OutOfMemory | Reason::ReadOnly | Reason::WritesStopped => 4,
+        Reason::Busy | Reason::Auth | Reason::MaxClients => 3,
         Reason::Other => 2,
         Reason::Rejected => 1,
         _ => 0,

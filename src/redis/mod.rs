@@ -1,7 +1,7 @@
-//! Redis as a cache backend: a bounded pool, error classification, and an
+//! Redis as a cache backend: bounded connections, error classification, and an
 //! adapter for clients you already have.
 //!
-//! * [`RedisBackend`]: `Service<CacheRequest>` over a bb8 pool of
+//! * [`RedisBackend`]: `Service<CacheRequest>` over a few
 //!   multiplexed connections, configured by [`RedisConfig`].
 //! * [`ClientBackend`]: the same over your own `ConnectionManager` or
 //!   `MultiplexedConnection`.

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use fusebox::breaker::State;
 use fusebox::cache::{Cache, Reason, Write};
+use fusebox::redis::RedisConfig;
 use fusebox::telemetry::{CACHE_FAIL_OPEN_TOTAL, REDIS_CONNECT_ERRORS_TOTAL};
 
 use crate::common::{counter, eventually, free_port, metrics, RedisServer};
@@ -27,11 +28,10 @@ async fn redis_never_started_misses_then_fails_fast() {
     let cache = Cache::builder().name("never").redis_url(&url).unwrap();
     assert!(start.elapsed() < BOUND, "building does not wait on Redis");
 
-    // Five consecutive failures (the default) open the circuit.
-    assert_eq!(
-        cache.set("k", "v").await,
-        Write::Skipped(Reason::Unavailable)
-    );
+    // Five consecutive failures (the default) open the circuit; each is
+    // the refusal itself (`io`), answered at once, not a wait for the
+    // checkout deadline (`unavailable`).
+    assert_eq!(cache.set("k", "v").await, Write::Skipped(Reason::Io));
     for _ in 0..4 {
         let (v, took) = timed_get(&cache, "k").await;
         assert_eq!(v, None);
@@ -40,7 +40,7 @@ async fn redis_never_started_misses_then_fails_fast() {
     assert_eq!(
         counter(
             CACHE_FAIL_OPEN_TOTAL,
-            &[("cache", "never"), ("reason", "unavailable")]
+            &[("cache", "never"), ("reason", "io")]
         ),
         5
     );
@@ -68,6 +68,62 @@ async fn redis_never_started_misses_then_fails_fast() {
         ),
         200
     );
+}
+
+/// A refused connect is answered at once, whatever the deadlines: with a
+/// 10 s checkout and connect deadline, 50 concurrent callers all get the
+/// refusal (never a timeout), before the breaker opens and through its
+/// probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_answer_at_once_not_at_the_deadline() {
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let config = RedisConfig::builder(&url)
+        .checkout_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let cache = Cache::builder().name("refused").redis(config).unwrap();
+    // Every call reaches the backend, as calls do before a breaker opens.
+    cache.breaker().unwrap().disable();
+    let start = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let cache = cache.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("k{i}");
+            let mut slowest = Duration::ZERO;
+            for _ in 0..4 {
+                let t = Instant::now();
+                assert_eq!(cache.set(&key, "v").await, Write::Skipped(Reason::Io));
+                slowest = slowest.max(t.elapsed());
+            }
+            slowest
+        }));
+    }
+    for t in tasks {
+        slowest = slowest.max(t.await.unwrap());
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "200 refused calls took {:?}: someone waited for a deadline",
+        start.elapsed()
+    );
+    println!("slowest refused call: {slowest:?}");
+    // Through the breaker: it opens, and its probe is refused at once too.
+    let breaker = cache.breaker().unwrap();
+    breaker.close();
+    for _ in 0..5 {
+        assert_eq!(cache.set("k", "v").await, Write::Skipped(Reason::Io));
+    }
+    assert_eq!(breaker.state(), State::Open);
+    let mut transitions = breaker.subscribe();
+    let half_open = tokio::time::timeout(Duration::from_secs(5), transitions.recv()).await;
+    assert_eq!(half_open.unwrap().unwrap().to, State::HalfOpen);
+    let t = Instant::now();
+    assert_eq!(cache.set("k", "v").await, Write::Skipped(Reason::Io));
+    assert!(t.elapsed() < Duration::from_secs(5), "the probe waited");
+    assert_eq!(breaker.state(), State::Open);
 }
 
 #[tokio::test]
@@ -249,7 +305,7 @@ async fn out_of_memory_sheds_writes_and_keeps_reads() {
     let redis = RedisServer::start(&["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"]);
     let cache = Cache::builder()
         .name("oom")
-        .oom_hold_down(Duration::from_secs(60))
+        .write_hold_down(Duration::from_secs(60))
         .redis_url(redis.url())
         .unwrap();
     assert_eq!(cache.set("hot", "still here").await, Write::Done);
@@ -316,11 +372,11 @@ async fn out_of_memory_sheds_writes_and_keeps_reads() {
 }
 
 #[tokio::test]
-async fn the_oom_hold_down_ends_while_writes_keep_coming() {
+async fn the_write_hold_down_ends_while_writes_keep_coming() {
     let redis = RedisServer::start(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
     let cache = Cache::builder()
         .name("hold-down")
-        .oom_hold_down(Duration::from_millis(300))
+        .write_hold_down(Duration::from_millis(300))
         .redis_url(redis.url())
         .unwrap();
     let value = vec![b'x'; 64 * 1024];

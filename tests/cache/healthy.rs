@@ -302,8 +302,8 @@ fn building_needs_no_runtime_and_never_panics() {
         (Cache::builder().max_value_size(0), "max_value_size"),
         (Cache::builder().default_ttl(Duration::ZERO), "default_ttl"),
         (
-            Cache::builder().oom_hold_down(Duration::ZERO),
-            "oom_hold_down",
+            Cache::builder().write_hold_down(Duration::ZERO),
+            "write_hold_down",
         ),
     ] {
         assert_eq!(

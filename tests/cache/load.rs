@@ -26,7 +26,7 @@ async fn burst(cache: &Cache, callers: usize) -> usize {
 async fn more_callers_than_connections_neither_wait_long_nor_deadlock() {
     let mut redis = RedisServer::start(&[]);
     let config = RedisConfig::builder(redis.url())
-        .pool_size(1)
+        .connections(1)
         .build()
         .unwrap();
     let cache = Cache::builder().name("pool").redis(config).unwrap();

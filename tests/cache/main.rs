@@ -6,4 +6,5 @@ mod common;
 mod faults;
 mod healthy;
 mod load;
+mod partial;
 mod tls;
