@@ -275,6 +275,9 @@ where
     /// Sets `key` to expire after `ttl` (clamped to the maximum TTL):
     /// [`Write::Unchanged`] if the key is absent.
     pub async fn expire(&self, key: impl AsRef<[u8]>, ttl: Duration) -> Write {
+        if ttl.is_zero() {
+            return self.zero_ttl("expire");
+        }
         let ttl = self.ttl_of(Ttl::After(ttl)).unwrap_or(ttl);
         let key = self.key(key.as_ref());
         match self.request(CacheRequest::Expire { key, ttl }).await {
@@ -495,6 +498,9 @@ where
             crate::telemetry::cache_fail_open(&options.name, op, Reason::TooLarge);
             return Write::Skipped(Reason::TooLarge);
         }
+        if ttl == Ttl::After(Duration::ZERO) {
+            return self.zero_ttl(if if_absent { "set_if_absent" } else { "set" });
+        }
         let ttl = match self.ttl_of(ttl) {
             Some(d) => Ttl::After(d),
             None => Ttl::Never,
@@ -509,6 +515,13 @@ where
             CacheResponse::Written(false) => Write::Unchanged,
             other => skipped(other),
         }
+    }
+
+    /// A zero TTL is the caller's mistake (a key that lives 0 ms), never
+    /// sent: skipped, counted and answered as such, not `Done`.
+    fn zero_ttl(&self, op: &'static str) -> Write {
+        crate::telemetry::cache_fail_open(&self.shared.options.name, op, Reason::Rejected);
+        Write::Skipped(Reason::Rejected)
     }
 
     /// The TTL to send: clamped and jittered; `None` for no expiry.

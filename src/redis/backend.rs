@@ -328,8 +328,13 @@ where
     }
 }
 
+/// A TTL in milliseconds as Redis takes it: at least 1, and at most 2^62
+/// (Redis refuses an expiry that overflows its clock, so a `max_ttl` of
+/// `Duration::MAX` means "millions of years", not "refused").
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, 1 << 62)
 }
 
 /// Runs one request on one connection.

@@ -338,3 +338,27 @@ async fn ttl_jitter_spreads_expiries_within_bounds() {
     ttls.dedup_by(|a, b| (*a - *b).abs() < 1000);
     assert!(ttls.len() > 5, "spread, not lock-step: {ttls:?}");
 }
+
+#[tokio::test]
+async fn ttls_at_their_extremes_are_kept_or_refused_never_silently_lost() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("ttl-extremes")
+        .max_ttl(Duration::MAX)
+        .default_ttl(Duration::from_secs(u64::MAX / 4))
+        .redis_url(redis.url())
+        .unwrap();
+    // A TTL far beyond what Redis' clock holds is still a write that lives.
+    assert_eq!(cache.set("long", "v").await, Write::Done);
+    assert_eq!(cache.get("long").await.as_deref(), Some(&b"v"[..]));
+    // Zero is refused, not reported done for a key that lives 1 ms.
+    assert_eq!(
+        cache.set_with_ttl("zero", "v", Duration::ZERO).await,
+        Write::Skipped(fusebox::cache::Reason::Rejected)
+    );
+    assert_eq!(
+        cache.expire("long", Duration::ZERO).await,
+        Write::Skipped(fusebox::cache::Reason::Rejected)
+    );
+    assert_eq!(cache.get("long").await.as_deref(), Some(&b"v"[..]));
+}
