@@ -1,7 +1,8 @@
 //! gRPC with tonic, both ways, without protoc:
 //!
 //! * the server caches unary responses through fusebox
-//!   ([`GrpcCacheLayer`]: key from the method path and the request bytes);
+//!   ([`GrpcCacheLayer`]: key from the method path and a hash of the
+//!   authority, keyed metadata and request bytes);
 //! * the client wraps its existing `Channel` in a circuit breaker.
 //!
 //! ```sh

@@ -13,7 +13,6 @@ use crate::breaker::{Breaker, CircuitBreakerLayer, Config as BreakerConfig};
 use crate::fail_open::FailOpenLayer;
 use crate::redis::{RedisBackend, RedisConfig};
 use crate::watchdog::{Watchdog, WatchdogBuilder};
-use std::sync::atomic::AtomicBool;
 
 /// The open period of a cache's default breaker.
 const CACHE_OPEN_FOR: Duration = Duration::from_millis(500);
@@ -185,10 +184,7 @@ impl CacheBuilder {
             }
             None => None,
         };
-        let pressure = watchdog.as_ref().map(Watchdog::pressure);
-        let mut cache = self.stack(RedisBackend::new(config), pressure)?;
-        cache.set_watchdog(watchdog);
-        Ok(cache)
+        self.stack(RedisBackend::new(config), watchdog)
     }
 
     /// Builds the cache over Redis at `url` with the default deadlines
@@ -221,7 +217,7 @@ impl CacheBuilder {
     fn stack<S>(
         self,
         backend: S,
-        pressure: Option<Arc<AtomicBool>>,
+        watchdog: Option<Watchdog>,
     ) -> Result<Cache<Stack<S>>, ConfigError>
     where
         S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
@@ -243,7 +239,7 @@ impl CacheBuilder {
                 .build()?,
         };
         let breaker = Breaker::new(breaker_config);
-        let fail_open = match pressure {
+        let fail_open = match watchdog.as_ref().map(Watchdog::pressure) {
             Some(p) => FailOpenLayer::with_pressure(options.name.clone(), self.write_hold_down, p),
             None => FailOpenLayer::with_hold_down(options.name.clone(), self.write_hold_down),
         };
@@ -252,7 +248,7 @@ impl CacheBuilder {
                 .classifier(FaultClassifier)
                 .layer(backend),
         );
-        Ok(Cache::from_parts(svc, options, Some(breaker)))
+        Ok(Cache::from_parts(svc, options, Some(breaker), watchdog))
     }
 
     fn options(&self) -> Result<Options, ConfigError> {

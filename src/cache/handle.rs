@@ -4,15 +4,14 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::watch;
 use tower::Service;
 
 use super::config::CacheBuilder;
@@ -20,6 +19,11 @@ use super::request::{CacheRequest, CacheResponse, Fault, Reason, Ttl};
 use crate::breaker::{Breaker, CircuitBreaker, Classify, Outcome};
 use crate::fail_open::FailOpen;
 use crate::redis::RedisBackend;
+
+mod flight;
+#[cfg(feature = "http")]
+pub(crate) use flight::Coalesced;
+use flight::Flight;
 
 /// The stack a [`Cache`] drives over a backend `B`: fail-open over a
 /// circuit breaker over `B`.
@@ -113,25 +117,6 @@ struct Shared {
     flights: Mutex<HashMap<Bytes, Arc<Flight>>>,
 }
 
-/// One in-flight load: followers wait for `done`, then read `value`.
-struct Flight {
-    done: watch::Sender<bool>,
-    value: OnceLock<Bytes>,
-    /// The leader's result may not be shared: followers do their own work.
-    direct: AtomicBool,
-}
-
-/// How a [`Cache::coalesce`] call was answered.
-#[derive(Debug)]
-pub(crate) enum Coalesced<T> {
-    /// This caller ran the load.
-    Led(T),
-    /// Another caller's shared result.
-    Shared(Bytes),
-    /// Another caller's result could not be shared: do the work directly.
-    Direct,
-}
-
 impl<S: Clone> Clone for Cache<S> {
     fn clone(&self) -> Self {
         Cache {
@@ -163,7 +148,12 @@ where
     S: Service<CacheRequest, Response = CacheResponse, Error = Infallible> + Clone + Send,
     S::Future: Send,
 {
-    pub(crate) fn from_parts(svc: S, options: Options, breaker: Option<Breaker>) -> Self {
+    pub(crate) fn from_parts(
+        svc: S,
+        options: Options,
+        breaker: Option<Breaker>,
+        watchdog: Option<crate::watchdog::Watchdog>,
+    ) -> Self {
         let shards = (0..SHARDS)
             .map(|_| Shard(Mutex::new(svc.clone())))
             .collect();
@@ -173,15 +163,9 @@ where
             shared: Arc::new(Shared {
                 options,
                 breaker,
-                watchdog: None,
+                watchdog,
                 flights: Mutex::new(HashMap::new()),
             }),
-        }
-    }
-
-    pub(crate) fn set_watchdog(&mut self, watchdog: Option<crate::watchdog::Watchdog>) {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.watchdog = watchdog;
         }
     }
 
@@ -287,124 +271,6 @@ where
         }
     }
 
-    /// The value at `key`; on a miss, runs `load`, stores its value with the
-    /// default TTL, and returns it.
-    ///
-    /// Concurrent misses for one key in this process share one `load` call
-    /// (single flight): the others wait for it and take its value. If that
-    /// call fails or is cancelled, one waiter loads in its place. Only keys
-    /// being loaded right now are remembered. `load`'s errors are returned;
-    /// cache errors never are (a failed store is counted and skipped).
-    pub async fn get_or_load<F, Fut, V, E>(
-        &self,
-        key: impl AsRef<[u8]>,
-        load: F,
-    ) -> Result<Bytes, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>>,
-        V: Into<Bytes>,
-    {
-        let key = key.as_ref();
-        if let Some(v) = self.get(key).await {
-            return Ok(v);
-        }
-        self.load_through(key, || async { Ok(load().await?.into()) })
-            .await
-    }
-
-    /// The single flight behind `get_or_load`: runs `load` unless another
-    /// caller is loading `key`, in which case it takes that caller's value.
-    async fn load_through<F, Fut, E>(&self, key: &[u8], load: F) -> Result<Bytes, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Bytes, E>>,
-    {
-        let ttl = self.shared.options.default_ttl;
-        let loaded = self
-            .coalesce(key, || async move {
-                let value = load().await?;
-                Ok((value.clone(), Some((value, ttl))))
-            })
-            .await?;
-        match loaded {
-            Coalesced::Led(value) | Coalesced::Shared(value) => Ok(value),
-            Coalesced::Direct => unreachable!("every load here is shared"),
-        }
-    }
-
-    /// Single flight: the first caller for `key` runs `load`; callers that
-    /// arrive meanwhile wait for it. `load` returns its own result and, if
-    /// it may be shared, the bytes to store (with their TTL) and hand to the
-    /// waiters. When it may not be shared, the waiters are told to do the
-    /// work themselves ([`Coalesced::Direct`]); when it fails or is
-    /// cancelled, one waiter leads in its place.
-    pub(crate) async fn coalesce<T, F, Fut, E>(
-        &self,
-        key: &[u8],
-        load: F,
-    ) -> Result<Coalesced<T>, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<(T, Option<(Bytes, Ttl)>), E>>,
-    {
-        let full = self.key(key);
-        let mut load = Some(load);
-        loop {
-            let (flight, leader) = {
-                let mut flights = self
-                    .shared
-                    .flights
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                match flights.get(&full) {
-                    Some(f) => (f.clone(), false),
-                    None => {
-                        let f = Arc::new(Flight {
-                            done: watch::channel(false).0,
-                            value: OnceLock::new(),
-                            direct: AtomicBool::new(false),
-                        });
-                        flights.insert(full.clone(), f.clone());
-                        (f, true)
-                    }
-                }
-            };
-            if !leader {
-                let mut done = flight.done.subscribe();
-                let _ = done.wait_for(|d| *d).await;
-                if let Some(v) = flight.value.get() {
-                    return Ok(Coalesced::Shared(v.clone()));
-                }
-                if flight.direct.load(Relaxed) {
-                    return Ok(Coalesced::Direct);
-                }
-                // The leader failed or was cancelled: try to lead.
-                continue;
-            }
-            // Lands (or is cancelled) with the flight removed and followers
-            // woken.
-            let guard = Landing {
-                shared: &self.shared,
-                key: &full,
-                flight: &flight,
-            };
-            let load = load.take().expect("a caller leads at most once");
-            let (own, share) = load().await?;
-            match share {
-                Some((value, ttl)) => {
-                    let _ = self
-                        .write_full(full.clone(), value.clone(), ttl, false)
-                        .await;
-                    let _ = flight.value.set(value);
-                }
-                None => flight.direct.store(true, Relaxed),
-            }
-            drop(guard);
-            return Ok(Coalesced::Led(own));
-        }
-    }
-
     /// The value at `key` decoded from JSON, or `None` if absent, if the
     /// cache could not answer, or if it does not decode (counted with reason
     /// `undecodable`, never a panic).
@@ -431,46 +297,6 @@ where
                 crate::telemetry::cache_fail_open(&self.shared.options.name, "set", Reason::Other);
                 Write::Skipped(Reason::Other)
             }
-        }
-    }
-
-    /// [`get_or_load`](Self::get_or_load) for JSON values: a cached value
-    /// that does not decode counts as a miss (and is replaced).
-    #[cfg(feature = "serde")]
-    pub async fn get_or_load_json<T, F, Fut, E>(
-        &self,
-        key: impl AsRef<[u8]>,
-        load: F,
-    ) -> Result<T, E>
-    where
-        T: serde::Serialize + serde::de::DeserializeOwned,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let key = key.as_ref();
-        if let Some(v) = self.get_json(key).await {
-            return Ok(v);
-        }
-        let mut load = Some(load);
-        let mut loaded = None;
-        let (load_ref, loaded_ref) = (&mut load, &mut loaded);
-        let bytes = self
-            .load_through(key, move || async move {
-                let load = load_ref.take().expect("loads once");
-                let value = load().await?;
-                let bytes = serde_json::to_vec(&value).unwrap_or_default();
-                *loaded_ref = Some(value);
-                Ok(Bytes::from(bytes))
-            })
-            .await?;
-        if let Some(value) = loaded {
-            return Ok(value);
-        }
-        // Another caller's value; if it did not encode, load our own.
-        match (self.decode(&bytes), load) {
-            (Some(value), _) => Ok(value),
-            (None, Some(load)) => load().await,
-            (None, None) => unreachable!("a follower never ran its loader"),
         }
     }
 
@@ -590,30 +416,4 @@ fn random() -> u64 {
     let mut h = RandomState::new().build_hasher();
     h.write_u8(0);
     h.finish()
-}
-
-/// Ends a flight when dropped, whether the leader finished or was
-/// cancelled: removes it from the map, then wakes the followers.
-struct Landing<'a> {
-    shared: &'a Shared,
-    key: &'a Bytes,
-    flight: &'a Arc<Flight>,
-}
-
-impl Drop for Landing<'_> {
-    fn drop(&mut self) {
-        let mut flights = self
-            .shared
-            .flights
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if flights
-            .get(self.key)
-            .is_some_and(|f| Arc::ptr_eq(f, self.flight))
-        {
-            flights.remove(self.key);
-        }
-        drop(flights);
-        self.flight.done.send_replace(true);
-    }
 }

@@ -2,11 +2,16 @@
 //! [`Cache`]: a tower layer for tonic (or any gRPC-over-HTTP/2 server).
 //!
 //! gRPC has no `Cache-Control`: the methods to cache and their TTL are
-//! configured. The key is the method path and the request message bytes.
-//! Only responses that end with `grpc-status: 0` are stored, with their
-//! headers, message and trailers; a hit replays them. Concurrent misses for
-//! one key reach the service once. With the cache down, every call reaches
-//! the service.
+//! configured. The key is the method path, then a SHA-256 hash of the
+//! authority, the metadata named with [`vary`](GrpcCacheLayer::vary) and
+//! the request message. Calls with `authorization` or `cookie` metadata
+//! (or other metadata named with
+//! [`credential_metadata`](GrpcCacheLayer::credential_metadata)) bypass
+//! the cache, unless it is in the key or the layer is
+//! [`public`](GrpcCacheLayer::public). Only responses that end with
+//! `grpc-status: 0` are stored, with their headers, message and trailers; a
+//! hit replays them. Concurrent misses for one key reach the service once.
+//! With the cache down, every call reaches the service.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -22,6 +27,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower::{BoxError, Layer, Service};
 
+use super::key::{self, Scope};
 use super::{lookup, mark_with, through_flight, CachedBody, Entry, ResponseFuture};
 use crate::cache::{Cache, CacheRequest, CacheResponse, Stack, Ttl};
 use crate::redis::RedisBackend;
@@ -30,11 +36,20 @@ use crate::redis::RedisBackend;
 /// server would (`RESOURCE_EXHAUSTED`).
 const HARD_MAX: usize = 4 << 20;
 
-/// Adds caching of configured unary methods to a gRPC server: only the
-/// methods named with [`method`](Self::method), for their TTL; the key is
-/// the method path and the request message bytes; only responses ending in
-/// `grpc-status: 0` are stored (with their trailers); concurrent misses are
-/// coalesced; with the cache down, every call reaches the service.
+/// Adds caching of configured unary methods to a gRPC server.
+///
+/// * Only the methods named with [`method`](Self::method) are cached, for
+///   their TTL (gRPC has no `Cache-Control`).
+/// * The key is the method path, then a SHA-256 hash of the authority, the
+///   metadata named with [`vary`](Self::vary) and the request message (so
+///   keys stay short and hold no token).
+/// * Calls with `authorization`, `proxy-authorization` or `cookie` metadata
+///   (or metadata named with [`credential_metadata`](Self::credential_metadata))
+///   bypass the cache, unless it is in the key or the layer is
+///   [`public`](Self::public).
+/// * Only responses ending in `grpc-status: 0` are stored, with their
+///   trailers; concurrent misses are coalesced; with the cache down, every
+///   call reaches the service.
 pub struct GrpcCacheLayer<B, C = Stack<RedisBackend>> {
     cache: Cache<C>,
     config: Arc<Config>,
@@ -44,6 +59,7 @@ pub struct GrpcCacheLayer<B, C = Stack<RedisBackend>> {
 #[derive(Clone, Debug)]
 struct Config {
     methods: HashMap<String, Duration>,
+    scope: Scope,
     max_message: usize,
     status_header: HeaderName,
 }
@@ -75,6 +91,7 @@ impl<B, C> GrpcCacheLayer<B, C> {
             cache,
             config: Arc::new(Config {
                 methods: HashMap::new(),
+                scope: Scope::new(),
                 max_message: 64 << 10,
                 status_header: HeaderName::from_static("x-cache"),
             }),
@@ -88,6 +105,39 @@ impl<B, C> GrpcCacheLayer<B, C> {
         Arc::make_mut(&mut self.config)
             .methods
             .insert(path.into(), ttl);
+        self
+    }
+
+    /// Request metadata that is part of the key: `x-tenant`, say, or
+    /// `authorization` for one entry per caller (hashed like the rest).
+    /// Defaults to none; each call replaces the list. Names that are not
+    /// valid metadata keys are ignored.
+    pub fn vary<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        Arc::make_mut(&mut self.config).scope.vary = key::header_names(names);
+        self
+    }
+
+    /// More metadata that carries a caller's identity (`x-api-key`, say):
+    /// calls with it bypass the cache unless it is in [`vary`](Self::vary).
+    /// `authorization`, `proxy-authorization` and `cookie` always do.
+    pub fn credential_metadata<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        let names = key::header_names(names);
+        Arc::make_mut(&mut self.config).scope.add_credentials(names);
+        self
+    }
+
+    /// Declares that the cached methods answer the same whoever calls:
+    /// credentials no longer keep a call out of the cache.
+    pub fn public(mut self) -> Self {
+        Arc::make_mut(&mut self.config).scope.public = true;
         self
     }
 
@@ -203,7 +253,10 @@ where
     };
     let message = collected.to_bytes();
     let mut inner = inner;
-    if message.len() > config.max_message {
+    let key = (message.len() <= config.max_message)
+        .then(|| key(&config.scope, &parts, &message))
+        .flatten();
+    let Some(key) = key else {
         let req = Request::from_parts(parts, rebuild(message));
         let res = inner.call(req).await?;
         return Ok(mark_with(
@@ -211,12 +264,7 @@ where
             &config.status_header,
             "bypass",
         ));
-    }
-    let mut key = Vec::with_capacity(6 + parts.uri.path().len() + message.len());
-    key.extend_from_slice(b"grpc:");
-    key.extend_from_slice(parts.uri.path().as_bytes());
-    key.push(b'\n');
-    key.extend_from_slice(&message);
+    };
     let header = &config.status_header;
     if let Some(res) = lookup(&cache, "grpc", &key, false).await {
         return Ok(mark_with(res, header, "hit"));
@@ -240,6 +288,28 @@ where
         },
     )
     .await
+}
+
+/// The key of a call: the method path in clear, then a hash of the
+/// authority, the keyed metadata and the message. `None` for a call with
+/// an unkeyed credential, or naming two hosts.
+fn key(scope: &Scope, parts: &http::request::Parts, message: &[u8]) -> Option<Vec<u8>> {
+    if scope.is_personal(&parts.headers) {
+        return None;
+    }
+    let host = key::authority(&parts.uri, &parts.headers)?;
+    let path = parts.uri.path().as_bytes();
+    let mut plain = Vec::with_capacity(8 + path.len() + host.len() + message.len());
+    plain.extend_from_slice(b"grpc:");
+    plain.extend_from_slice(path);
+    let readable = plain.len();
+    plain.extend_from_slice(b"\n//");
+    plain.extend_from_slice(host.as_bytes());
+    scope.push_lines(&mut plain, &parts.headers);
+    // A blank line ends the metadata; the message is the rest.
+    plain.extend_from_slice(b"\n\n");
+    plain.extend_from_slice(message);
+    Some(key::finish(plain, readable, true))
 }
 
 /// Reads the whole unary response; shares it if it ended with status 0.

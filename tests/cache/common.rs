@@ -40,10 +40,21 @@ impl RedisServer {
         server
     }
 
+    /// This server's own directory: nothing it saves is loaded by another
+    /// (a `dump.rdb` in the working directory would be).
+    fn dir(&self) -> std::path::PathBuf {
+        let name = format!("fusebox-redis-{}-{}", std::process::id(), self.port);
+        std::env::temp_dir().join(name)
+    }
+
     fn spawn(&mut self) {
         let port = self.port.to_string();
+        let dir = self.dir();
+        std::fs::create_dir_all(&dir).expect("a directory for redis-server");
         let child = Command::new("redis-server")
             .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+            .arg("--dir")
+            .arg(&dir)
             .args(["--appendonly", "no", "--protected-mode", "no"])
             .args(&self.args)
             .stdout(Stdio::null())
@@ -138,6 +149,7 @@ fn signal(child: &Child, name: &str) {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(self.dir());
     }
 }
 

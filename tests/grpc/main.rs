@@ -62,13 +62,16 @@ impl tonic::server::UnaryService<HelloRequest> for SayHello {
         Box::pin(async move {
             calls.fetch_add(1, SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
+            let caller = req.metadata().get("authorization").cloned();
             let name = req.into_inner().name;
             if name == "error" {
                 return Err(tonic::Status::not_found("no such greeting"));
             }
-            Ok(tonic::Response::new(HelloReply {
-                message: format!("hello {name}"),
-            }))
+            let message = match caller {
+                Some(who) => format!("hello {name}, {}", who.to_str().unwrap_or("?")),
+                None => format!("hello {name}"),
+            };
+            Ok(tonic::Response::new(HelloReply { message }))
         })
     }
 }
@@ -104,13 +107,26 @@ async fn serve(
     cache: Cache,
     greeter: Greeter,
 ) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    serve_with(layer(cache), greeter).await
+}
+
+/// The cache layer for SayHello, for a minute.
+fn layer(cache: Cache) -> GrpcCacheLayer<tonic::body::Body> {
+    GrpcCacheLayer::new(cache, rebuild).method(SAY_HELLO, Duration::from_secs(60))
+}
+
+/// [`serve`] with the given layer.
+async fn serve_with(
+    layer: GrpcCacheLayer<tonic::body::Body>,
+    greeter: Greeter,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let incoming = tokio_stream_incoming(listener);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         Server::builder()
-            .layer(GrpcCacheLayer::new(cache, rebuild).method(SAY_HELLO, Duration::from_secs(60)))
+            .layer(layer)
             .add_service(greeter)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
@@ -141,6 +157,21 @@ where
     T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     <T::ResponseBody as http_body::Body>::Error: Into<tower::BoxError> + Send,
 {
+    say_hello_as(grpc, name, None).await
+}
+
+/// [`say_hello`] with `authorization` metadata, if given.
+async fn say_hello_as<T>(
+    grpc: &mut tonic::client::Grpc<T>,
+    name: &str,
+    authorization: Option<&'static str>,
+) -> (Result<String, Failed>, String)
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tower::BoxError>,
+    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<tower::BoxError> + Send,
+{
     if let Err(e) = grpc.ready().await {
         let status = tonic::Status::from_error(e.into());
         return (
@@ -148,7 +179,11 @@ where
             String::new(),
         );
     }
-    let req = tonic::Request::new(HelloRequest { name: name.into() });
+    let mut req = tonic::Request::new(HelloRequest { name: name.into() });
+    if let Some(auth) = authorization {
+        let value = tonic::metadata::MetadataValue::from_static(auth);
+        req.metadata_mut().insert("authorization", value);
+    }
     let path = PathAndQuery::from_static(SAY_HELLO);
     match grpc
         .unary::<_, HelloReply, _>(req, path, tonic_prost::ProstCodec::default())
@@ -282,4 +317,68 @@ async fn the_breaker_guards_a_client_channel() {
     .await;
     assert!(closed);
     assert_eq!(breaker.state(), State::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_and_authorities_never_share_a_reply_and_keys_stay_small() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("grpc-callers")
+        .redis_url(redis.url())
+        .unwrap();
+    let greeter = Greeter::default();
+    let channel = |addr: std::net::SocketAddr, origin: Option<&str>| {
+        let mut endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
+        if let Some(origin) = origin {
+            endpoint = endpoint.origin(origin.parse().unwrap());
+        }
+        tonic::client::Grpc::new(endpoint.connect_lazy())
+    };
+
+    // By default, a call with credentials bypasses the cache.
+    let (addr, _server) = serve(cache.clone(), greeter.clone()).await;
+    let mut grpc = channel(addr, None);
+    for _ in 0..2 {
+        for who in ["Bearer alice", "Bearer bob"] {
+            let (reply, x) = say_hello_as(&mut grpc, "x", Some(who)).await;
+            assert_eq!(
+                (reply.unwrap(), x.as_str()),
+                (format!("hello x, {who}"), "bypass")
+            );
+        }
+    }
+    assert_eq!(greeter.calls.load(SeqCst), 4);
+    assert_eq!(redis.cmd(&["DBSIZE"]), ":0", "nothing stored");
+
+    // Two authorities on one server: an entry each.
+    let mut a = channel(addr, Some("http://a.test"));
+    let mut b = channel(addr, Some("http://b.test"));
+    assert_eq!(say_hello(&mut a, "y").await.1, "miss");
+    assert_eq!(say_hello(&mut b, "y").await.1, "miss");
+    assert_eq!(say_hello(&mut a, "y").await.1, "hit");
+    assert_eq!(say_hello(&mut b, "y").await.1, "hit");
+
+    // Keyed on authorization: one entry per caller, the token hashed.
+    let layer = layer(cache.clone()).vary(["authorization"]);
+    let (per_caller, _server2) = serve_with(layer, greeter.clone()).await;
+    let mut grpc = channel(per_caller, None);
+    for x in ["miss", "hit"] {
+        for who in ["Bearer alice", "Bearer bob"] {
+            let (reply, got) = say_hello_as(&mut grpc, "z", Some(who)).await;
+            assert_eq!(
+                (reply.unwrap(), got.as_str()),
+                (format!("hello z, {who}"), x)
+            );
+        }
+    }
+    // A 60 KiB message: the key holds its hash, not its bytes.
+    let long = "n".repeat(60 << 10);
+    assert_eq!(say_hello(&mut grpc, &long).await.1, "miss");
+    let keys = redis.cmd(&["KEYS", "*"]);
+    assert!(!keys.contains("alice") && !keys.contains("bob"), "{keys}");
+    for key in keys.lines() {
+        assert!(key.starts_with("grpc:/demo.Greeter/SayHello#"), "{key}");
+        assert!(key.len() < 100, "{} bytes", key.len());
+    }
+    assert_eq!(keys.lines().count(), 5, "{keys}");
 }

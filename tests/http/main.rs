@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap, Uri};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -47,14 +47,65 @@ async fn no_store() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], "never kept")
 }
 
+/// Says whom it answered: the host (URI authority or `Host`) and the
+/// caller's cookie or credentials. Shareable, for a minute.
+async fn whoami(State(calls): State<Calls>, uri: Uri, headers: HeaderMap) -> impl IntoResponse {
+    calls.page.fetch_add(1, SeqCst);
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+    };
+    let host = uri
+        .authority()
+        .map(|a| a.as_str())
+        .unwrap_or(text(header::HOST));
+    let body = format!(
+        "host {host} cookie {} auth {}",
+        text(header::COOKIE),
+        text(header::AUTHORIZATION)
+    );
+    ([(header::CACHE_CONTROL, "public, max-age=60")], body)
+}
+
+/// A shareable response that says `Vary: {names}` (`star` for `*`).
+async fn vary(Path(names): Path<String>) -> impl IntoResponse {
+    let names = if names == "star" { "*".into() } else { names };
+    (
+        [
+            (header::CACHE_CONTROL, "public, max-age=60".to_owned()),
+            (header::VARY, names),
+        ],
+        "varies",
+    )
+}
+
+/// What static-file handlers send: a `Last-Modified`, no lifetime.
+async fn last_modified() -> impl IntoResponse {
+    (
+        [(header::LAST_MODIFIED, "Wed, 21 Oct 2015 07:28:00 GMT")],
+        "file",
+    )
+}
+
 /// Serves the router on a free port; returns the address.
 async fn serve(cache: Cache, calls: Calls) -> std::net::SocketAddr {
+    serve_with(HttpCacheLayer::new(cache).vary(["accept-language"]), calls).await
+}
+
+/// Serves the routes behind `layer` on a free port, for HTTP/1.1 and
+/// HTTP/2 (prior knowledge); returns the address.
+async fn serve_with(layer: HttpCacheLayer, calls: Calls) -> std::net::SocketAddr {
     let app = Router::new()
         .route("/page/{id}", get(page))
         .route("/private", get(private))
         .route("/no-store", get(no_store))
+        .route("/whoami", get(whoami))
+        .route("/vary/{names}", get(vary))
+        .route("/static", get(last_modified))
         .with_state(calls)
-        .layer(HttpCacheLayer::new(cache).vary(["accept-language"]));
+        .layer(layer);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -68,8 +119,20 @@ async fn fetch(
     path: &str,
     extra: &str,
 ) -> (u16, String, String) {
+    fetch_from(addr, "test", method, path, extra).await
+}
+
+/// [`fetch`] with the given `Host`.
+async fn fetch_from(
+    addr: std::net::SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    extra: &str,
+) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n{extra}\r\n");
+    let req =
+        format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n{extra}\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw))
@@ -108,7 +171,7 @@ async fn hits_misses_bypasses_and_cache_control() {
     assert_eq!(calls.page.load(SeqCst), 1);
     // Stored with the response's max-age.
     let ttl: i64 = redis
-        .cmd(&["PTTL", "http:GET /page/1\naccept-language="])
+        .cmd(&["PTTL", "http:GET //test/page/1"])
         .trim_start_matches(':')
         .parse()
         .unwrap();
@@ -149,10 +212,7 @@ async fn hits_misses_bypasses_and_cache_control() {
         assert_eq!(fetch(addr, "GET", "/no-store", "").await.1, "miss");
     }
     assert_eq!(calls.private.load(SeqCst), 2);
-    assert_eq!(
-        redis.cmd(&["EXISTS", "http:GET /private\naccept-language="]),
-        ":0"
-    );
+    assert_eq!(redis.cmd(&["EXISTS", "http:GET //test/private"]), ":0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,4 +287,220 @@ async fn redis_killed_every_request_still_answered_then_hits_resume() {
     })
     .await;
     assert!(hits, "hits resume once Redis is back");
+}
+
+/// One HTTP/2 request (prior knowledge, no `Host` header: the host is the
+/// URI's authority) with `headers`: status, `x-cache`, body.
+async fn fetch_h2(
+    addr: std::net::SocketAddr,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::get(uri);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(5), async {
+        let res = send.send_request(req).await.unwrap();
+        let status = res.status().as_u16();
+        let x = res
+            .headers()
+            .get("x-cache")
+            .map_or("", |v| v.to_str().unwrap());
+        let x = x.to_owned();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, x, String::from_utf8_lossy(&body).into_owned())
+    });
+    res.await.expect("a bounded answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_never_share_a_response_over_http1_or_http2() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("http-hosts")
+        .redis_url(redis.url())
+        .unwrap();
+    let calls = Calls::default();
+    let addr = serve(cache, calls.clone()).await;
+    let h1 = |host: &'static str| fetch_from(addr, host, "GET", "/whoami", "");
+    let a = "host a.test cookie - auth -";
+    let b = "host b.test cookie - auth -";
+    assert_eq!(h1("a.test").await, (200, "miss".into(), a.into()));
+    assert_eq!(h1("b.test").await, (200, "miss".into(), b.into()));
+    assert_eq!(
+        h1("A.TEST").await,
+        (200, "hit".into(), a.into()),
+        "hosts ignore case"
+    );
+    assert_eq!(h1("b.test").await, (200, "hit".into(), b.into()));
+    // A Host that reads as a host and a path is never cached.
+    assert_eq!(h1("a.test/whoami").await.1, "bypass");
+
+    // HTTP/2 has no Host header: the authority is the URI's.
+    let h2 = |uri: &'static str, headers: &'static [(&'static str, &'static str)]| {
+        fetch_h2(addr, uri, headers)
+    };
+    let c = "host c.test cookie - auth -";
+    let d = "host d.test cookie - auth -";
+    assert_eq!(
+        h2("http://c.test/whoami", &[]).await,
+        (200, "miss".into(), c.into())
+    );
+    assert_eq!(
+        h2("http://d.test/whoami", &[]).await,
+        (200, "miss".into(), d.into())
+    );
+    assert_eq!(
+        h2("http://c.test/whoami", &[]).await,
+        (200, "hit".into(), c.into())
+    );
+    assert_eq!(
+        h2("http://d.test/whoami", &[]).await,
+        (200, "hit".into(), d.into())
+    );
+    // An authority and a Host that disagree: either may be what the handler
+    // reads, so the request is not cached.
+    let (_, x, _) = h2("http://c.test/whoami", &[("host", "d.test")]).await;
+    assert_eq!(x, "bypass");
+    // Headers a proxy sets are keyed: forging one gets its own entry.
+    let forged = fetch_from(
+        addr,
+        "a.test",
+        "GET",
+        "/whoami",
+        "x-forwarded-host: evil\r\n",
+    );
+    assert_eq!(forged.await.1, "miss");
+    assert_eq!(calls.page.load(SeqCst), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_never_share_a_response() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("http-users")
+        .redis_url(redis.url())
+        .unwrap();
+    let calls = Calls::default();
+    let get = |addr, extra: &'static str| fetch(addr, "GET", "/whoami", extra);
+
+    // By default, a cookie or credentials keep the request out of the
+    // cache, though the response says public.
+    let addr = serve(cache.clone(), calls.clone()).await;
+    for _ in 0..2 {
+        for (extra, body) in [
+            (
+                "cookie: session=alice\r\n",
+                "host test cookie session=alice auth -",
+            ),
+            (
+                "cookie: session=bob\r\n",
+                "host test cookie session=bob auth -",
+            ),
+            (
+                "authorization: Bearer alice\r\n",
+                "host test cookie - auth Bearer alice",
+            ),
+            (
+                "authorization: Bearer bob\r\n",
+                "host test cookie - auth Bearer bob",
+            ),
+        ] {
+            assert_eq!(get(addr, extra).await, (200, "bypass".into(), body.into()));
+        }
+    }
+    assert_eq!(calls.page.load(SeqCst), 8, "every one reached the handler");
+    // So does a header the layer is told identifies the caller.
+    let layer = HttpCacheLayer::new(cache.clone()).credential_headers(["x-api-key"]);
+    let keyed = serve_with(layer, calls.clone()).await;
+    assert_eq!(get(keyed, "x-api-key: k1\r\n").await.1, "bypass");
+    assert_eq!(redis.cmd(&["DBSIZE"]), ":0", "nothing stored");
+
+    // Varying on the cookie: one entry per cookie, under a hashed key.
+    let layer = HttpCacheLayer::new(cache.clone()).vary(["cookie"]);
+    let per_user = serve_with(layer, calls.clone()).await;
+    let alice = "host test cookie session=alice auth -";
+    let bob = "host test cookie session=bob auth -";
+    let (a, b) = ("cookie: session=alice\r\n", "cookie: session=bob\r\n");
+    assert_eq!(get(per_user, a).await, (200, "miss".into(), alice.into()));
+    assert_eq!(get(per_user, b).await, (200, "miss".into(), bob.into()));
+    assert_eq!(get(per_user, a).await, (200, "hit".into(), alice.into()));
+    assert_eq!(get(per_user, b).await, (200, "hit".into(), bob.into()));
+    let keys = redis.cmd(&["KEYS", "*"]);
+    assert!(!keys.contains("alice") && !keys.contains("bob"), "{keys}");
+    assert!(keys.contains("http:#"), "{keys}");
+
+    // A public layer shares whatever the cookie says.
+    let layer = HttpCacheLayer::new(cache).public();
+    let public = serve_with(layer, calls.clone()).await;
+    let path = "/whoami?public";
+    let (_, x, first) = fetch(public, "GET", path, a).await;
+    assert_eq!(x, "miss");
+    assert_eq!(
+        fetch(public, "GET", path, b).await,
+        (200, "hit".into(), first)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_that_vary_on_unkeyed_headers_are_not_stored() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("http-vary")
+        .redis_url(redis.url())
+        .unwrap();
+    let addr = serve(cache, Calls::default()).await;
+    // The layer keys on accept-language (and the host), nothing else.
+    for (names, stored) in [
+        ("accept-language", true),
+        ("Accept-Language,%20Host", true),
+        ("cookie", false),
+        ("accept-encoding", false),
+        ("accept-language,%20user-agent", false),
+        ("star", false),
+    ] {
+        let path = format!("/vary/{names}");
+        assert_eq!(fetch(addr, "GET", &path, "").await.1, "miss", "{names}");
+        let second = if stored { "hit" } else { "miss" };
+        assert_eq!(fetch(addr, "GET", &path, "").await.1, second, "{names}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_modified_alone_is_not_a_lifetime_unless_asked_for() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("http-heuristic")
+        .redis_url(redis.url())
+        .unwrap();
+    let addr = serve(cache.clone(), Calls::default()).await;
+    for _ in 0..2 {
+        assert_eq!(fetch(addr, "GET", "/static", "").await.1, "miss");
+    }
+    assert_eq!(redis.cmd(&["DBSIZE"]), ":0");
+
+    let layer = HttpCacheLayer::new(cache).heuristic_freshness(10);
+    let addr = serve_with(layer, Calls::default()).await;
+    assert_eq!(fetch(addr, "GET", "/static", "").await.1, "miss");
+    assert_eq!(fetch(addr, "GET", "/static", "").await.1, "hit");
+    // A tenth of the ~11 years since 2015, capped by the cache's max_ttl
+    // (7 days, less its jitter).
+    let ttl: i64 = redis
+        .cmd(&["PTTL", "http:GET //test/static"])
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    assert!(ttl > 5 * 86_400_000, "{ttl}");
 }
