@@ -70,6 +70,7 @@ pub struct CacheBuilder {
     max_ttl: Duration,
     ttl_jitter: f64,
     max_value_size: usize,
+    max_key_size: usize,
     write_hold_down: Duration,
     breaker: Option<BreakerConfig>,
     watchdog: Option<WatchdogBuilder>,
@@ -84,6 +85,7 @@ impl Default for CacheBuilder {
             max_ttl: Duration::from_secs(7 * 24 * 3600),
             ttl_jitter: 0.0,
             max_value_size: 1 << 20,
+            max_key_size: 8 << 10,
             write_hold_down: Duration::from_secs(5),
             breaker: None,
             watchdog: None,
@@ -132,6 +134,15 @@ impl CacheBuilder {
     /// `too_large`). Defaults to 1 MiB.
     pub fn max_value_size(mut self, bytes: usize) -> Self {
         self.max_value_size = bytes;
+        self
+    }
+
+    /// Keys longer than this (with the prefix) are not sent: reads miss and
+    /// writes are skipped, with reason `too_large`. A multi-megabyte key
+    /// holds up every call queued behind it on the shared connection.
+    /// Defaults to 8 KiB; must be between 1 byte and 512 MiB.
+    pub fn max_key_size(mut self, bytes: usize) -> Self {
+        self.max_key_size = bytes;
         self
     }
 
@@ -275,6 +286,12 @@ impl CacheBuilder {
                 "must be between 1 byte and 512 MiB (Redis' own limit)",
             ));
         }
+        if self.max_key_size == 0 || self.max_key_size > 512 << 20 {
+            return Err(ConfigError::new(
+                "max_key_size",
+                "must be between 1 byte and 512 MiB (Redis' own limit)",
+            ));
+        }
         if self.write_hold_down.is_zero() {
             return Err(ConfigError::new(
                 "write_hold_down",
@@ -288,6 +305,7 @@ impl CacheBuilder {
             max_ttl: self.max_ttl,
             ttl_jitter: self.ttl_jitter,
             max_value_size: self.max_value_size,
+            max_key_size: self.max_key_size,
         })
     }
 }

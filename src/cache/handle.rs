@@ -21,6 +21,8 @@ use crate::fail_open::FailOpen;
 use crate::redis::RedisBackend;
 
 mod flight;
+#[cfg(test)]
+mod tests;
 #[cfg(feature = "http")]
 pub(crate) use flight::Coalesced;
 use flight::Flight;
@@ -31,8 +33,9 @@ pub type Stack<B> = FailOpen<CircuitBreaker<B, FaultClassifier>>;
 
 /// The breaker classifier for cache backends, by the error's [`Reason`]:
 /// refusals of writes alone ([`Reason::refuses_writes`]: `OOM`, `READONLY`,
-/// `MISCONF`, a write that timed out) and the caller's own errors
-/// ([`Reason::Rejected`], [`Reason::TooLarge`]) are ignored (such a Redis
+/// `MISCONF`, a write that timed out), the caller's own errors
+/// ([`Reason::Rejected`], [`Reason::TooLarge`]) and local back-pressure
+/// ([`Reason::Overloaded`]) are ignored (such a Redis
 /// still serves reads; a `WRONGTYPE` says nothing about health); every
 /// other error is a failure; every response a success.
 #[derive(Clone, Copy, Debug, Default)]
@@ -44,7 +47,7 @@ impl<T, E: Fault> Classify<T, E> for FaultClassifier {
             Ok(_) => Outcome::Success,
             Err(e) => match e.reason() {
                 r if r.refuses_writes() => Outcome::Ignored,
-                Reason::Rejected | Reason::TooLarge => Outcome::Ignored,
+                Reason::Rejected | Reason::TooLarge | Reason::Overloaded => Outcome::Ignored,
                 _ => Outcome::Failure,
             },
         }
@@ -78,6 +81,7 @@ pub(crate) struct Options {
     pub(crate) max_ttl: Duration,
     pub(crate) ttl_jitter: f64,
     pub(crate) max_value_size: usize,
+    pub(crate) max_key_size: usize,
 }
 
 /// A fail-open cache: cheap to clone, `Send + Sync`; every method answers
@@ -190,10 +194,8 @@ where
     /// answer (counted, with its reason, in
     /// [`CACHE_FAIL_OPEN_TOTAL`](crate::telemetry::CACHE_FAIL_OPEN_TOTAL)).
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {
-        match self
-            .request(CacheRequest::Get(self.key(key.as_ref())))
-            .await
-        {
+        let key = self.checked_key("get", key.as_ref())?;
+        match self.request(CacheRequest::Get(key)).await {
             CacheResponse::Value(v) => v,
             _ => None,
         }
@@ -204,12 +206,24 @@ where
         &self,
         keys: impl IntoIterator<Item = K>,
     ) -> Vec<Option<Bytes>> {
-        let keys: Vec<Bytes> = keys.into_iter().map(|k| self.key(k.as_ref())).collect();
-        let n = keys.len();
-        match self.request(CacheRequest::GetMany(keys)).await {
-            CacheResponse::Values(v) if v.len() == n => v,
-            _ => vec![None; n],
+        // Keys over the cap are answered `None`, unsent; the rest go.
+        let keys: Vec<Option<Bytes>> = keys
+            .into_iter()
+            .map(|k| self.checked_key("get_many", k.as_ref()))
+            .collect();
+        let sent: Vec<Bytes> = keys.iter().flatten().cloned().collect();
+        let n = sent.len();
+        let mut values = match n {
+            0 => Vec::new(),
+            _ => match self.request(CacheRequest::GetMany(sent)).await {
+                CacheResponse::Values(v) if v.len() == n => v,
+                _ => vec![None; n],
+            },
         }
+        .into_iter();
+        keys.iter()
+            .map(|k| k.as_ref().and_then(|_| values.next().flatten()))
+            .collect()
     }
 
     /// Writes `value` at `key` with the default TTL.
@@ -246,10 +260,10 @@ where
 
     /// Deletes `key`: [`Write::Unchanged`] if it was absent.
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Write {
-        match self
-            .request(CacheRequest::Delete(vec![self.key(key.as_ref())]))
-            .await
-        {
+        let Some(key) = self.checked_key("delete", key.as_ref()) else {
+            return Write::Skipped(Reason::TooLarge);
+        };
+        match self.request(CacheRequest::Delete(vec![key])).await {
             CacheResponse::Deleted(0) => Write::Unchanged,
             CacheResponse::Deleted(_) => Write::Done,
             other => skipped(other),
@@ -263,7 +277,9 @@ where
             return self.zero_ttl("expire");
         }
         let ttl = self.ttl_of(Ttl::After(ttl)).unwrap_or(ttl);
-        let key = self.key(key.as_ref());
+        let Some(key) = self.checked_key("expire", key.as_ref()) else {
+            return Write::Skipped(Reason::TooLarge);
+        };
         match self.request(CacheRequest::Expire { key, ttl }).await {
             CacheResponse::Expired(true) => Write::Done,
             CacheResponse::Expired(false) => Write::Unchanged,
@@ -319,7 +335,7 @@ where
 
     async fn write_full(&self, key: Bytes, value: Bytes, ttl: Ttl, if_absent: bool) -> Write {
         let options = &self.shared.options;
-        if value.len() > options.max_value_size {
+        if value.len() > options.max_value_size || key.len() > options.max_key_size {
             let op = if if_absent { "set_if_absent" } else { "set" };
             crate::telemetry::cache_fail_open(&options.name, op, Reason::TooLarge);
             return Write::Skipped(Reason::TooLarge);
@@ -363,6 +379,17 @@ where
         Some((d - cut).max(Duration::from_millis(1)))
     }
 
+    /// The full key, unless it is over the cap (then counted, as `op`,
+    /// with reason `too_large`).
+    fn checked_key(&self, op: &'static str, key: &[u8]) -> Option<Bytes> {
+        let options = &self.shared.options;
+        if options.prefix.len() + key.len() > options.max_key_size {
+            crate::telemetry::cache_fail_open(&options.name, op, Reason::TooLarge);
+            return None;
+        }
+        Some(self.key(key))
+    }
+
     fn key(&self, key: &[u8]) -> Bytes {
         let prefix = &self.shared.options.prefix;
         if prefix.is_empty() {
@@ -384,7 +411,13 @@ where
             };
             match svc.poll_ready(cx) {
                 Poll::Ready(Ok(())) => Poll::Ready(request.take().map(|r| svc.call(r))),
-                Poll::Pending => Poll::Ready(None),
+                Poll::Pending => {
+                    // Not waited on: a clone polled only part-way may hold
+                    // what readiness reserved (a half-open probe's
+                    // permit), so it gives way to a fresh one.
+                    *svc = self.svc.clone();
+                    Poll::Ready(None)
+                }
             }
         })
         .await;

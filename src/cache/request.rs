@@ -163,6 +163,13 @@ pub enum Reason {
     Rejected,
     /// The value or the key is larger than its configured cap: not sent.
     TooLarge,
+    /// This process, not Redis, could not keep up: the connection already
+    /// had as many calls in flight as allowed
+    /// ([`max_in_flight`](crate::redis::RedisConfigBuilder::max_in_flight))
+    /// and the call was not sent, or a deadline was noticed more than a
+    /// whole deadline late (a runtime starved by a burst of tasks). Local
+    /// back-pressure, not a health signal: it never trips the breaker.
+    Overloaded,
     /// A stored value could not be decoded.
     Undecodable,
     /// Redis is close to full under `noeviction` (the watchdog's opt-in
@@ -189,6 +196,7 @@ impl Reason {
             Reason::Auth => "auth",
             Reason::Rejected => "rejected",
             Reason::TooLarge => "too_large",
+            Reason::Overloaded => "overloaded",
             Reason::Undecodable => "undecodable",
             Reason::MemoryPressure => "memory_pressure",
             Reason::Other => "other",
@@ -207,7 +215,7 @@ impl Reason {
         )
     }
 
-    const ALL: [Reason; 16] = [
+    const ALL: [Reason; 17] = [
         Reason::BreakerOpen,
         Reason::Timeout,
         Reason::Unavailable,
@@ -221,6 +229,7 @@ impl Reason {
         Reason::Auth,
         Reason::Rejected,
         Reason::TooLarge,
+        Reason::Overloaded,
         Reason::Undecodable,
         Reason::MemoryPressure,
         Reason::Other,

@@ -86,11 +86,12 @@ impl FailOpenLayer {
     }
 }
 
-impl<S> Layer<S> for FailOpenLayer {
+impl<S: Clone> Layer<S> for FailOpenLayer {
     type Service = FailOpen<S>;
 
     fn layer(&self, inner: S) -> FailOpen<S> {
         FailOpen {
+            fresh: inner.clone(),
             inner,
             shared: self.shared.clone(),
             not_ready: None,
@@ -202,6 +203,10 @@ fn nanos(d: Duration) -> u64 {
 /// A cache service that never fails: see the [module docs](self).
 pub struct FailOpen<S> {
     inner: S,
+    /// A clone never polled: it replaces `inner` once `inner`'s readiness
+    /// fails (tower's contract: such a service is not used again), and
+    /// clones are made from it.
+    fresh: S,
     shared: Arc<Shared>,
     /// The inner service's readiness failed: the next call falls back
     /// without calling it.
@@ -211,7 +216,8 @@ pub struct FailOpen<S> {
 impl<S: Clone> Clone for FailOpen<S> {
     fn clone(&self) -> Self {
         FailOpen {
-            inner: self.inner.clone(),
+            inner: self.fresh.clone(),
+            fresh: self.fresh.clone(),
             shared: self.shared.clone(),
             not_ready: None,
         }
@@ -229,7 +235,7 @@ impl<S: fmt::Debug> fmt::Debug for FailOpen<S> {
 
 impl<S> Service<CacheRequest> for FailOpen<S>
 where
-    S: Service<CacheRequest, Response = CacheResponse>,
+    S: Service<CacheRequest, Response = CacheResponse> + Clone,
     S::Error: Fault,
 {
     type Response = CacheResponse;
@@ -239,7 +245,10 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         match ready!(self.inner.poll_ready(cx)) {
             Ok(()) => self.not_ready = None,
-            Err(e) => self.not_ready = Some(e.reason()),
+            Err(e) => {
+                self.not_ready = Some(e.reason());
+                self.inner = self.fresh.clone();
+            }
         }
         Poll::Ready(Ok(()))
     }
@@ -345,5 +354,57 @@ where
                 .take()
                 .unwrap_or(CacheResponse::Skipped(Reason::Other)))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use tower::{BoxError, ServiceExt};
+
+    use super::*;
+
+    /// A service that holds tower's contract against its caller: once its
+    /// `poll_ready` has failed, any further use panics.
+    #[derive(Clone)]
+    struct Strict {
+        fail_next: Arc<AtomicBool>,
+        failed: bool,
+    }
+
+    impl Service<CacheRequest> for Strict {
+        type Response = CacheResponse;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<CacheResponse, BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            assert!(!self.failed, "polled again after its readiness failed");
+            if self.fail_next.swap(false, Relaxed) {
+                self.failed = true;
+                return Poll::Ready(Err("not ready".into()));
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: CacheRequest) -> Self::Future {
+            assert!(!self.failed, "called after its readiness failed");
+            std::future::ready(Ok(CacheResponse::Value(Some("v".into()))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_service_whose_readiness_failed_is_replaced_not_reused() {
+        let fail_next = Arc::new(AtomicBool::new(true));
+        let strict = Strict {
+            fail_next: fail_next.clone(),
+            failed: false,
+        };
+        let mut svc = FailOpenLayer::new("strict").layer(strict);
+        let get = || CacheRequest::Get("k".into());
+        let first = svc.ready().await.unwrap().call(get()).await.unwrap();
+        assert_eq!(first, CacheResponse::Miss(Reason::Other));
+        let second = svc.ready().await.unwrap().call(get()).await.unwrap();
+        assert_eq!(second, CacheResponse::Value(Some("v".into())));
     }
 }

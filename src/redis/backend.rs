@@ -4,19 +4,22 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, PushInfo, PushKind};
+use tokio::sync::watch;
 use tower::Service;
 
 use super::config::RedisConfig;
 use super::error::RedisError;
-use crate::cache::{CacheRequest, CacheResponse};
+use crate::cache::{CacheRequest, CacheResponse, Reason};
 
 /// The future of a Redis backend call.
 pub type BackendFuture = Pin<Box<dyn Future<Output = Result<CacheResponse, RedisError>> + Send>>;
@@ -65,16 +68,17 @@ struct Slot {
     /// The connection calls use, cloned out; `None` or flagged broken when
     /// a new one must be made.
     current: RwLock<Option<Conn>>,
-    /// Held while connecting: one attempt at a time per slot, whose result
-    /// every waiting caller shares.
-    connecting: tokio::sync::Mutex<Attempt>,
-}
-
-/// The last failed connect of a slot, shared with callers that arrive
-/// within [`RECONNECT_PACE`] of it.
-#[derive(Default)]
-struct Attempt {
-    failed: Option<(tokio::time::Instant, RedisError)>,
+    /// Set while one caller connects: one attempt at a time per slot, whose
+    /// result every waiting caller shares.
+    connecting: AtomicBool,
+    /// The last failed connect, shared with callers that arrive within
+    /// [`RECONNECT_PACE`] of it.
+    failed: Mutex<Option<(tokio::time::Instant, RedisError)>>,
+    /// Bumped when an attempt ends, made, failed or cancelled: wakes every
+    /// caller waiting on it at once (a queue on a lock would hand the
+    /// result on one caller at a time, too slowly for a burst of
+    /// thousands).
+    ended: watch::Sender<u64>,
 }
 
 impl RedisBackend {
@@ -85,7 +89,9 @@ impl RedisBackend {
         let slots = (0..=config.connections)
             .map(|_| Slot {
                 current: RwLock::new(None),
-                connecting: tokio::sync::Mutex::new(Attempt::default()),
+                connecting: AtomicBool::new(false),
+                failed: Mutex::new(None),
+                ended: watch::channel(0).0,
             })
             .collect();
         RedisBackend {
@@ -151,19 +157,42 @@ impl Service<CacheRequest> for RedisBackend {
             None => Source::Connect(self.shared.clone(), index),
         };
         let mutation = request.is_mutation();
+        let max_in_flight = self.shared.config.max_in_flight;
+        let deadline = self.shared.config.response_timeout;
         Box::pin(async move {
             let mut conn = match source {
                 Source::Current(conn) => conn,
                 Source::Connect(shared, index) => shared.checkout(index).await?,
             };
+            // Beyond the limit a call would queue behind the others and time
+            // out, and the timeouts would open the breaker: it is shed
+            // unsent instead.
+            let Some(_counted) = InFlight::enter(&conn.state, max_in_flight) else {
+                return Err(RedisError::overloaded());
+            };
+            let (sent, answered) = (tokio::time::Instant::now(), conn.state.answered());
             let result = execute(&mut conn.inner, request)
                 .await
                 .map_err(RedisError::from);
             match result {
-                Ok(response) => Ok(response),
+                Ok(response) => {
+                    conn.state.answered.fetch_add(1, Relaxed);
+                    Ok(response)
+                }
+                Err(e)
+                    if e.reason() == Reason::Timeout
+                        && conn.state.starved(sent, answered, deadline) =>
+                {
+                    // Redis answered meanwhile, and the timeout was noticed
+                    // late: this process was too busy to read the answer in
+                    // time (a burst of tasks starving the runtime), which
+                    // says nothing of Redis. Counted as overload; the
+                    // connection is kept.
+                    Err(RedisError::overloaded())
+                }
                 Err(e) => {
                     if e.breaks_connection() {
-                        conn.broken.store(true, Relaxed);
+                        conn.state.broken.store(true, Relaxed);
                     }
                     // A write that times out on a connection of its own
                     // says writes are held up (a write pause, a stuck
@@ -175,6 +204,16 @@ impl Service<CacheRequest> for RedisBackend {
     }
 }
 
+/// Whether a wait bounded by `deadline` that began at `start` is being
+/// noticed late: more than a quarter of the deadline and [`LATE`] after it
+/// passed. A healthy runtime notices within a millisecond or so; one whose
+/// workers are behind (thousands of runnable tasks) notices far later, and
+/// the answer it timed out on may be waiting, unread, on the socket.
+fn noticed_late(start: tokio::time::Instant, deadline: Duration) -> bool {
+    let limit = deadline.saturating_add(deadline / 4).saturating_add(LATE);
+    start.elapsed() > limit
+}
+
 impl Shared {
     /// A usable connection for slot `index`: the current one, one another
     /// caller has just made, or a new one. Bounded by the checkout
@@ -183,40 +222,52 @@ impl Shared {
     /// another.
     async fn checkout(&self, index: usize) -> Result<Conn, RedisError> {
         let slot = &self.slots[index];
-        let deadline = self.config.checkout_timeout;
         let attempt = async {
-            let mut attempt = slot.connecting.lock().await;
-            if let Some(conn) = slot.current() {
-                return Ok(conn);
-            }
-            if let Some((at, e)) = &attempt.failed {
-                if at.elapsed() < RECONNECT_PACE {
-                    return Err(e.clone());
+            loop {
+                // Subscribed before looking, so an attempt that ends after
+                // the look still wakes this caller.
+                let mut ended = slot.ended.subscribe();
+                if let Some(conn) = slot.current() {
+                    return Ok(conn);
                 }
-            }
-            match self.connect().await {
-                Ok(conn) => {
-                    attempt.failed = None;
-                    slot.set(conn.clone());
-                    Ok(conn)
+                if let Some(e) = slot.recent_failure() {
+                    return Err(e);
                 }
-                Err(e) => {
-                    crate::telemetry::redis_connect_error(&self.config.addr, e.reason());
-                    attempt.failed = Some((tokio::time::Instant::now(), e.clone()));
-                    Err(e)
+                if let Some(_leading) = Leading::try_new(slot) {
+                    return match self.connect().await {
+                        Ok(conn) => {
+                            slot.set(conn.clone());
+                            *lock(&slot.failed) = None;
+                            Ok(conn)
+                        }
+                        Err(e) => {
+                            // A connect that timed out while the runtime
+                            // was backlogged: its handshake waited behind
+                            // the backlog, not on Redis.
+                            let e = match e.reason() {
+                                Reason::Timeout if backlogged() => RedisError::overloaded(),
+                                _ => e,
+                            };
+                            crate::telemetry::redis_connect_error(&self.config.addr, e.reason());
+                            *lock(&slot.failed) = Some((tokio::time::Instant::now(), e.clone()));
+                            Err(e)
+                        }
+                    };
                 }
+                // Another caller is connecting: its attempt's end wakes us.
+                let _ = ended.changed().await;
             }
         };
-        match tokio::time::timeout(deadline, attempt).await {
+        let start = tokio::time::Instant::now();
+        match tokio::time::timeout(self.config.checkout_timeout, attempt).await {
             Ok(result) => result,
+            Err(_) if noticed_late(start, self.config.checkout_timeout) || backlogged() => {
+                Err(RedisError::overloaded())
+            }
+            // Why the last attempt failed, if one did, says why no
+            // connection could be had in time.
             Err(_) => {
-                // Why the last attempt failed, if one did, says why none
-                // could be had in time.
-                let last = slot
-                    .connecting
-                    .try_lock()
-                    .ok()
-                    .and_then(|a| a.failed.as_ref().map(|(_, e)| e.reason()));
+                let last = lock(&slot.failed).as_ref().map(|(_, e)| e.reason());
                 Err(RedisError::checkout_timeout(last))
             }
         }
@@ -224,15 +275,15 @@ impl Shared {
 
     async fn connect(&self) -> Result<Conn, RedisError> {
         let config = &self.config;
-        let broken = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(ConnState::default());
         let mut settings = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout));
         if config.resp3 {
-            let flag = broken.clone();
+            let flag = state.clone();
             settings = settings.set_push_sender(move |push: PushInfo| {
                 if push.kind == PushKind::Disconnection {
-                    flag.store(true, Relaxed);
+                    flag.broken.store(true, Relaxed);
                 }
                 Ok::<(), std::convert::Infallible>(())
             });
@@ -244,20 +295,51 @@ impl Shared {
         // sure of it.
         let limit = config.connect_timeout.saturating_mul(2);
         match tokio::time::timeout(limit, connect).await {
-            Ok(Ok(inner)) => Ok(Conn { inner, broken }),
+            Ok(Ok(inner)) => Ok(Conn { inner, state }),
             Ok(Err(e)) => Err(RedisError::from(e)),
             Err(_) => Err(RedisError::timeout()),
         }
     }
 }
 
+/// The one caller connecting a slot, until dropped (done or cancelled):
+/// then the next may, and every waiter looks again.
+struct Leading<'a>(&'a Slot);
+
+impl<'a> Leading<'a> {
+    fn try_new(slot: &'a Slot) -> Option<Self> {
+        slot.connecting
+            .compare_exchange(false, true, Acquire, Relaxed)
+            .is_ok()
+            .then_some(Leading(slot))
+    }
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.0.connecting.store(false, Release);
+        self.0.ended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Slot {
+    /// The last connect's error, if it failed within [`RECONNECT_PACE`].
+    fn recent_failure(&self) -> Option<RedisError> {
+        let failed = lock(&self.failed);
+        let (at, e) = failed.as_ref()?;
+        (at.elapsed() < RECONNECT_PACE).then(|| e.clone())
+    }
+
     /// The current connection, unless there is none or it is broken.
     fn current(&self) -> Option<Conn> {
         let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
         current
             .as_ref()
-            .filter(|c| !c.broken.load(Relaxed))
+            .filter(|c| !c.state.broken.load(Relaxed))
             .cloned()
     }
 
@@ -272,11 +354,74 @@ enum Source {
     Connect(Arc<Shared>, usize),
 }
 
-/// A multiplexed connection and a flag set when it must not be used again.
+/// A multiplexed connection and what its calls share of it.
 #[derive(Clone)]
 struct Conn {
     inner: MultiplexedConnection,
-    broken: Arc<AtomicBool>,
+    state: Arc<ConnState>,
+}
+
+#[derive(Default)]
+struct ConnState {
+    /// Set when the connection must not be used again.
+    broken: AtomicBool,
+    /// Calls sent and not yet answered (or given up).
+    in_flight: AtomicUsize,
+    /// Calls answered so far.
+    answered: AtomicU64,
+}
+
+impl ConnState {
+    fn answered(&self) -> u64 {
+        self.answered.load(Relaxed)
+    }
+
+    /// Whether a call sent at `sent` (when `answered` calls had been
+    /// answered) that timed out says this process, not Redis, fell behind:
+    /// Redis answered other calls since and the timeout was noticed [`LATE`]
+    /// or more after its deadline (a healthy runtime notices within a
+    /// millisecond; a hung Redis answers nothing; a slow one is noticed on
+    /// time), or it was [noticed well past its deadline](noticed_late), or
+    /// the runtime is [`backlogged`].
+    fn starved(&self, sent: tokio::time::Instant, answered: u64, deadline: Duration) -> bool {
+        let late = sent.elapsed() > deadline.saturating_add(LATE);
+        (self.answered() > answered && late) || noticed_late(sent, deadline) || backlogged()
+    }
+}
+
+/// Whether the runtime has a backlog of runnable tasks (its shared queue,
+/// where the tasks its workers cannot hold go): the connection's own task,
+/// which reads the answers, then waits behind all of them, so deadlines
+/// pass with the answers unread.
+fn backlogged() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|h| h.metrics().global_queue_depth() >= BACKLOG)
+}
+
+/// Runnable tasks waiting in a runtime's shared queue that make it
+/// backlogged.
+const BACKLOG: usize = 128;
+
+/// How late a deadline must be noticed to say the runtime fell behind.
+const LATE: Duration = Duration::from_millis(5);
+
+/// One call counted in flight on a connection, until dropped.
+struct InFlight(Arc<ConnState>);
+
+impl InFlight {
+    /// Counts a call in, unless `max` are in flight already.
+    fn enter(state: &Arc<ConnState>, max: usize) -> Option<InFlight> {
+        if state.in_flight.fetch_add(1, Relaxed) >= max {
+            state.in_flight.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(InFlight(state.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
 }
 
 /// A cache backend over a client the caller already has: a redis

@@ -22,6 +22,8 @@ pub struct RedisConfig {
     pub(crate) checkout_timeout: Duration,
     /// Connections for reads; writes have one more of their own.
     pub(crate) connections: u32,
+    /// Calls in flight on one connection beyond which calls are shed.
+    pub(crate) max_in_flight: usize,
 }
 
 impl RedisConfig {
@@ -39,6 +41,7 @@ impl RedisConfig {
             response_timeout: Duration::from_millis(50),
             checkout_timeout: Duration::from_millis(50),
             connections: 1,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             #[cfg(feature = "tls")]
             tls_root_cert: None,
         }
@@ -69,9 +72,13 @@ impl fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("checkout_timeout", &self.checkout_timeout)
             .field("connections", &self.connections)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
+
+/// Calls in flight per connection, by default.
+const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 /// Builds a [`RedisConfig`]; see [`RedisConfig::builder`].
 #[must_use]
@@ -81,6 +88,7 @@ pub struct RedisConfigBuilder {
     response_timeout: Duration,
     checkout_timeout: Duration,
     connections: u32,
+    max_in_flight: usize,
     #[cfg(feature = "tls")]
     tls_root_cert: Option<Vec<u8>>,
 }
@@ -93,6 +101,7 @@ impl fmt::Debug for RedisConfigBuilder {
             .field("response_timeout", &self.response_timeout)
             .field("checkout_timeout", &self.checkout_timeout)
             .field("connections", &self.connections)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -130,6 +139,19 @@ impl RedisConfigBuilder {
         self
     }
 
+    /// How many calls may be in flight on one connection. A call beyond
+    /// that is not sent: it is answered at once as a miss (or a skipped
+    /// write) with reason `overloaded`, which never counts against the
+    /// breaker. Without a limit, a burst larger than a connection can
+    /// answer within the response deadline queues, times out as a whole
+    /// and opens the breaker (20 000 concurrent calls on one connection did
+    /// here). Raise it with [`connections`](Self::connections) for more
+    /// concurrency. Defaults to 1024; must be in 1..=1 000 000.
+    pub fn max_in_flight(mut self, calls: usize) -> Self {
+        self.max_in_flight = calls;
+        self
+    }
+
     /// For `rediss://`: trust only this CA certificate (PEM) instead of the
     /// system's roots. Defaults to the system's roots.
     #[cfg(feature = "tls")]
@@ -155,6 +177,9 @@ impl RedisConfigBuilder {
         }
         if !(1..=64).contains(&self.connections) {
             return Err(ConfigError::new("connections", "must be in 1..=64"));
+        }
+        if !(1..=1_000_000).contains(&self.max_in_flight) {
+            return Err(ConfigError::new("max_in_flight", "must be in 1..=1000000"));
         }
         let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
             .iter()
@@ -194,6 +219,7 @@ impl RedisConfigBuilder {
             response_timeout: self.response_timeout,
             checkout_timeout: self.checkout_timeout,
             connections: self.connections,
+            max_in_flight: self.max_in_flight,
         })
     }
 

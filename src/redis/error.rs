@@ -36,6 +36,16 @@ impl RedisError {
         }
     }
 
+    /// A call not sent: its connection had as many calls in flight as
+    /// allowed.
+    pub(crate) fn overloaded() -> Self {
+        RedisError {
+            reason: Reason::Overloaded,
+            source: None,
+            connect: None,
+        }
+    }
+
     /// This error, as the answer to a write: a timeout becomes
     /// [`Reason::WriteTimeout`].
     pub(crate) fn on_write(mut self) -> Self {

@@ -300,6 +300,7 @@ fn building_needs_no_runtime_and_never_panics() {
         (Cache::builder().name(""), "name"),
         (Cache::builder().ttl_jitter(1.5), "ttl_jitter"),
         (Cache::builder().max_value_size(0), "max_value_size"),
+        (Cache::builder().max_key_size(0), "max_key_size"),
         (Cache::builder().default_ttl(Duration::ZERO), "default_ttl"),
         (
             Cache::builder().write_hold_down(Duration::ZERO),
@@ -361,4 +362,48 @@ async fn ttls_at_their_extremes_are_kept_or_refused_never_silently_lost() {
         Write::Skipped(fusebox::cache::Reason::Rejected)
     );
     assert_eq!(cache.get("long").await.as_deref(), Some(&b"v"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_over_the_cap_are_never_sent_and_hold_nothing_up() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("key-cap")
+        .prefix("p:")
+        .redis_url(redis.url())
+        .unwrap();
+    assert_eq!(cache.set("small", "v").await, Write::Done);
+    let huge = "k".repeat(1 << 20);
+    // Sixteen callers with 1 MiB keys, and readers of a small key meanwhile.
+    let mut big = Vec::new();
+    for _ in 0..16 {
+        let (cache, huge) = (cache.clone(), huge.clone());
+        big.push(tokio::spawn(async move {
+            (cache.get(&huge).await, cache.set(&huge, "v").await)
+        }));
+    }
+    for _ in 0..50 {
+        assert_eq!(cache.get("small").await.as_deref(), Some(&b"v"[..]));
+    }
+    for t in big {
+        let (read, write) = t.await.unwrap();
+        assert_eq!(read, None);
+        assert_eq!(write, Write::Skipped(fusebox::cache::Reason::TooLarge));
+    }
+    assert_eq!(
+        cache.delete(&huge).await,
+        Write::Skipped(fusebox::cache::Reason::TooLarge)
+    );
+    // In a batch, only the long key is left out.
+    let values = cache.get_many(["small", huge.as_str(), "absent"]).await;
+    assert_eq!(values, vec![Some("v".into()), None, None]);
+    // The cap counts the prefix: 8 KiB in all.
+    let edge = "e".repeat((8 << 10) - 2);
+    assert_eq!(cache.set(&edge, "v").await, Write::Done);
+    assert_eq!(
+        cache.set(format!("{edge}x"), "v").await,
+        Write::Skipped(fusebox::cache::Reason::TooLarge)
+    );
+    assert_eq!(cache.breaker().unwrap().state(), State::Closed);
+    assert_eq!(redis.cmd(&["DBSIZE"]), ":2");
 }

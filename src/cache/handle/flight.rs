@@ -16,7 +16,7 @@ use crate::cache::request::{CacheRequest, CacheResponse, Ttl};
 
 /// One in-flight load: followers wait for `done`, then read `value`.
 pub(super) struct Flight {
-    done: watch::Sender<bool>,
+    pub(super) done: watch::Sender<bool>,
     value: OnceLock<Bytes>,
     /// The leader's result may not be shared: followers do their own work.
     direct: AtomicBool,
@@ -205,7 +205,7 @@ where
 }
 
 /// The flight table is never shrunk below this many keys.
-const MIN_CAPACITY: usize = 64;
+pub(super) const MIN_CAPACITY: usize = 64;
 
 /// Ends a flight when dropped, whether the leader finished or was
 /// cancelled: removes it from the map, then wakes the followers.
@@ -236,156 +236,5 @@ impl Drop for Landing<'_> {
         }
         drop(flights);
         self.flight.done.send_replace(true);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    use tokio::sync::oneshot;
-    use tower::BoxError;
-
-    use super::*;
-    use crate::cache::handle::Stack;
-
-    /// A backend that keeps values in memory (no expiry).
-    #[derive(Clone, Default)]
-    struct Memory(Arc<Mutex<HashMap<Bytes, Bytes>>>);
-
-    impl Service<CacheRequest> for Memory {
-        type Response = CacheResponse;
-        type Error = BoxError;
-        type Future = std::future::Ready<Result<CacheResponse, BoxError>>;
-
-        fn poll_ready(
-            &mut self,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), BoxError>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, req: CacheRequest) -> Self::Future {
-            let mut map = self.0.lock().unwrap();
-            std::future::ready(Ok(match req {
-                CacheRequest::Get(key) => CacheResponse::Value(map.get(&key).cloned()),
-                CacheRequest::Set { key, value, .. } => {
-                    map.insert(key, value);
-                    CacheResponse::Written(true)
-                }
-                _ => CacheResponse::Written(false),
-            }))
-        }
-    }
-
-    fn memory_cache() -> Cache<Stack<Memory>> {
-        Cache::builder()
-            .name("memory")
-            .service(Memory::default())
-            .unwrap()
-    }
-
-    /// Yields until `key`'s flight has `n` followers waiting.
-    async fn followers<S>(cache: &Cache<S>, key: &[u8], n: usize)
-    where
-        S: Service<CacheRequest, Response = CacheResponse, Error = Infallible> + Clone + Send,
-        S::Future: Send,
-    {
-        let full = cache.key(key);
-        for _ in 0..100_000 {
-            let waiting = cache
-                .shared
-                .flights
-                .lock()
-                .unwrap()
-                .get(&full)
-                .map(|f| f.done.receiver_count());
-            if waiting >= Some(n) {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
-        panic!("{n} followers never joined");
-    }
-
-    #[tokio::test]
-    async fn a_load_behind_a_leader_that_would_not_share_loads_itself() {
-        let cache = memory_cache();
-        let (entered, started) = oneshot::channel();
-        let (release, released) = oneshot::channel::<()>();
-        // An HTTP layer leads on this key with a response it may not share.
-        let leader = tokio::spawn({
-            let cache = cache.clone();
-            async move {
-                let led = cache
-                    .coalesce(b"k", (), |()| async move {
-                        let _ = entered.send(());
-                        let _ = released.await;
-                        Ok::<_, Infallible>(("private", None))
-                    })
-                    .await;
-                matches!(led, Ok(Coalesced::Led("private")))
-            }
-        });
-        started.await.unwrap();
-        let user = tokio::spawn({
-            let cache = cache.clone();
-            async move {
-                cache
-                    .get_or_load("k", || async { Ok::<_, Infallible>("mine") })
-                    .await
-            }
-        });
-        followers(&cache, b"k", 1).await;
-        release.send(()).unwrap();
-        assert!(leader.await.unwrap());
-        assert_eq!(user.await.expect("no panic").unwrap(), "mine");
-    }
-
-    #[tokio::test]
-    async fn a_burst_of_distinct_keys_leaves_no_peak_table_behind() {
-        let cache = memory_cache();
-        let (release, released) = watch::channel(false);
-        let mut loads = Vec::new();
-        for i in 0..5_000u32 {
-            let (cache, mut released) = (cache.clone(), released.clone());
-            loads.push(tokio::spawn(async move {
-                cache
-                    .get_or_load(i.to_be_bytes(), || async move {
-                        let _ = released.wait_for(|r| *r).await;
-                        Ok::<_, Infallible>(Bytes::new())
-                    })
-                    .await
-            }));
-        }
-        drop(released);
-        for _ in 0..100_000 {
-            if cache.shared.flights.lock().unwrap().len() == 5_000 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert!(cache.shared.flights.lock().unwrap().capacity() >= 5_000);
-        release.send_replace(true);
-        for load in loads {
-            load.await.unwrap().unwrap();
-        }
-        let capacity = cache.shared.flights.lock().unwrap().capacity();
-        assert!(capacity <= 2 * MIN_CAPACITY, "{capacity}");
-    }
-
-    #[cfg(feature = "serde")]
-    #[tokio::test]
-    async fn a_loaded_value_that_does_not_encode_is_returned_and_not_stored() {
-        use std::collections::BTreeMap;
-        let cache = memory_cache();
-        // JSON objects need string keys: this map does not encode.
-        let value = BTreeMap::from([(vec![1u8], 1u8)]);
-        let loaded = cache
-            .get_or_load_json("k", || async { Ok::<_, Infallible>(value.clone()) })
-            .await;
-        assert_eq!(loaded.unwrap(), value);
-        assert_eq!(cache.get("k").await, None, "nothing stored");
     }
 }

@@ -1,0 +1,375 @@
+//! Tests of the cache handle over an in-memory backend.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::sync::{oneshot, watch};
+
+use super::flight::MIN_CAPACITY;
+use super::*;
+use crate::breaker::{Config as BreakerConfig, State};
+
+/// A backend that keeps values in memory (no expiry), and fails or is not
+/// ready on demand.
+#[derive(Clone, Default)]
+struct Memory {
+    map: Arc<Mutex<HashMap<Bytes, Bytes>>>,
+    /// Every call fails, for this reason.
+    fail: Arc<Mutex<Option<Reason>>>,
+    /// The next `poll_ready` (of any clone) is pending, and wakes at once.
+    pending_next: Arc<AtomicBool>,
+}
+
+impl Service<CacheRequest> for Memory {
+    type Response = CacheResponse;
+    type Error = Down;
+    type Future = std::future::Ready<Result<CacheResponse, Down>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Down>> {
+        if self.pending_next.swap(false, Relaxed) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: CacheRequest) -> Self::Future {
+        if let Some(reason) = *self.fail.lock().unwrap() {
+            return std::future::ready(Err(Down(reason)));
+        }
+        let mut map = self.map.lock().unwrap();
+        std::future::ready(Ok(match req {
+            CacheRequest::Get(key) => CacheResponse::Value(map.get(&key).cloned()),
+            CacheRequest::Set { key, value, .. } => {
+                map.insert(key, value);
+                CacheResponse::Written(true)
+            }
+            _ => CacheResponse::Written(false),
+        }))
+    }
+}
+
+/// The memory backend's failure, with its reason.
+#[derive(Debug)]
+struct Down(Reason);
+
+impl Fault for Down {
+    fn reason(&self) -> Reason {
+        self.0
+    }
+}
+
+impl Memory {
+    fn fail(&self, reason: Option<Reason>) {
+        *self.fail.lock().unwrap() = reason;
+    }
+}
+
+fn memory_cache() -> Cache<Stack<Memory>> {
+    Cache::builder()
+        .name("memory")
+        .service(Memory::default())
+        .unwrap()
+}
+
+/// Yields until `key`'s flight has `n` followers waiting.
+async fn followers<S>(cache: &Cache<S>, key: &[u8], n: usize)
+where
+    S: Service<CacheRequest, Response = CacheResponse, Error = Infallible> + Clone + Send,
+    S::Future: Send,
+{
+    let full = cache.key(key);
+    for _ in 0..100_000 {
+        let waiting = cache
+            .shared
+            .flights
+            .lock()
+            .unwrap()
+            .get(&full)
+            .map(|f| f.done.receiver_count());
+        if waiting >= Some(n) {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{n} followers never joined");
+}
+
+#[tokio::test]
+async fn a_load_behind_a_leader_that_would_not_share_loads_itself() {
+    let cache = memory_cache();
+    let (entered, started) = oneshot::channel();
+    let (release, released) = oneshot::channel::<()>();
+    // An HTTP layer leads on this key with a response it may not share.
+    let leader = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            let led = cache
+                .coalesce(b"k", (), |()| async move {
+                    let _ = entered.send(());
+                    let _ = released.await;
+                    Ok::<_, Infallible>(("private", None))
+                })
+                .await;
+            matches!(led, Ok(Coalesced::Led("private")))
+        }
+    });
+    started.await.unwrap();
+    let user = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .get_or_load("k", || async { Ok::<_, Infallible>("mine") })
+                .await
+        }
+    });
+    followers(&cache, b"k", 1).await;
+    release.send(()).unwrap();
+    assert!(leader.await.unwrap());
+    assert_eq!(user.await.expect("no panic").unwrap(), "mine");
+}
+
+#[tokio::test]
+async fn a_burst_of_distinct_keys_leaves_no_peak_table_behind() {
+    let cache = memory_cache();
+    let (release, released) = watch::channel(false);
+    let mut loads = Vec::new();
+    for i in 0..5_000u32 {
+        let (cache, mut released) = (cache.clone(), released.clone());
+        loads.push(tokio::spawn(async move {
+            cache
+                .get_or_load(i.to_be_bytes(), || async move {
+                    let _ = released.wait_for(|r| *r).await;
+                    Ok::<_, Infallible>(Bytes::new())
+                })
+                .await
+        }));
+    }
+    drop(released);
+    for _ in 0..100_000 {
+        if cache.shared.flights.lock().unwrap().len() == 5_000 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(cache.shared.flights.lock().unwrap().capacity() >= 5_000);
+    release.send_replace(true);
+    for load in loads {
+        load.await.unwrap().unwrap();
+    }
+    let capacity = cache.shared.flights.lock().unwrap().capacity();
+    assert!(capacity <= 2 * MIN_CAPACITY, "{capacity}");
+}
+
+#[cfg(feature = "serde")]
+#[tokio::test]
+async fn a_loaded_value_that_does_not_encode_is_returned_and_not_stored() {
+    use std::collections::BTreeMap;
+    let cache = memory_cache();
+    // JSON objects need string keys: this map does not encode.
+    let value = BTreeMap::from([(vec![1u8], 1u8)]);
+    let loaded = cache
+        .get_or_load_json("k", || async { Ok::<_, Infallible>(value.clone()) })
+        .await;
+    assert_eq!(loaded.unwrap(), value);
+    assert_eq!(cache.get("k").await, None, "nothing stored");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stack_clone_left_not_ready_gives_back_its_probe_permit() {
+    let memory = Memory::default();
+    let breaker = BreakerConfig::builder()
+        .name("memory")
+        .consecutive_failures(1)
+        .open_for(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let cache = Cache::builder()
+        .name("memory")
+        .breaker(breaker)
+        .service(memory.clone())
+        .unwrap();
+    assert!(cache.set("k", "v").await.is_done());
+    memory.fail(Some(Reason::Other));
+    assert_eq!(cache.get("k").await, None);
+    let breaker = cache.breaker().unwrap().clone();
+    assert_eq!(breaker.state(), State::Open);
+
+    // Redis is back; the thread's stack clone takes the one probe permit,
+    // then finds the backend not ready at once: the call goes to another
+    // clone, which must get the permit.
+    memory.fail(None);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    // The breaker's timer task ends the open period.
+    for _ in 0..1_000 {
+        if breaker.state() != State::Open {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(breaker.state(), State::HalfOpen);
+    memory.pending_next.store(true, Relaxed);
+    assert_eq!(cache.get("k").await.as_deref(), Some(&b"v"[..]));
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+mod extremes {
+    //! Every cache setting at its extremes is either refused by the
+    //! builder, naming the field, or gives a cache whose every call answers
+    //! without a panic: writes with TTLs from zero to `Duration::MAX`,
+    //! reads, loads, a breaker trip and years of paused time.
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::cache::Ttl;
+
+    // Valid values are weighted up, so that most cases build a cache whose
+    // other settings sit at their extremes.
+    fn duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            1 => Just(Duration::ZERO),
+            1 => Just(Duration::from_nanos(1)),
+            2 => Just(Duration::from_millis(1)),
+            2 => Just(Duration::from_secs(3600)),
+            2 => Just(Duration::from_secs(u64::MAX / 4)),
+            2 => Just(Duration::MAX),
+        ]
+    }
+
+    fn size() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            1 => Just(0),
+            2 => Just(1),
+            2 => Just(100),
+            4 => Just(512 << 20),
+            1 => Just(usize::MAX),
+        ]
+    }
+
+    fn ratio() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            6 => Just(0.0),
+            1 => Just(0.5),
+            1 => Just(0.999_999),
+            1 => Just(1.0),
+            1 => Just(-1.0),
+            1 => Just(f64::INFINITY),
+            1 => Just(f64::NAN),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    struct Settings {
+        default_ttl: Option<Duration>,
+        max_ttl: Duration,
+        jitter: f64,
+        max_value: usize,
+        max_key: usize,
+        hold_down: Duration,
+        prefix: usize,
+    }
+
+    fn settings() -> impl Strategy<Value = Settings> {
+        (
+            proptest::option::of(duration()),
+            duration(),
+            ratio(),
+            size(),
+            size(),
+            duration(),
+            prop_oneof![Just(0usize), Just(3), Just(10_000)],
+        )
+            .prop_map(
+                |(default_ttl, max_ttl, jitter, max_value, max_key, hold_down, prefix)| Settings {
+                    default_ttl,
+                    max_ttl,
+                    jitter,
+                    max_value,
+                    max_key,
+                    hold_down,
+                    prefix,
+                },
+            )
+    }
+
+    const FIELDS: [&str; 6] = [
+        "default_ttl",
+        "max_ttl",
+        "ttl_jitter",
+        "max_value_size",
+        "max_key_size",
+        "write_hold_down",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn every_setting_is_refused_by_name_or_works(s in settings()) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let memory = Memory::default();
+                let builder = Cache::builder()
+                    .name("extremes")
+                    .prefix("p".repeat(s.prefix))
+                    .default_ttl(s.default_ttl.map_or(Ttl::Never, Ttl::After))
+                    .max_ttl(s.max_ttl)
+                    .ttl_jitter(s.jitter)
+                    .max_value_size(s.max_value)
+                    .max_key_size(s.max_key)
+                    .write_hold_down(s.hold_down);
+                let cache = match builder.service(memory.clone()) {
+                    Ok(cache) => cache,
+                    Err(e) => {
+                        assert!(FIELDS.contains(&e.field()), "{e}");
+                        return;
+                    }
+                };
+                for ttl in [Duration::ZERO, Duration::from_nanos(1), Duration::from_secs(1), Duration::MAX] {
+                    let _ = cache.set_with_ttl("k", "v", ttl).await;
+                    let _ = cache.expire("k", ttl).await;
+                }
+                let _ = cache.set("k", "v").await;
+                let _ = cache.set_if_absent("k2", "v").await;
+                let _ = cache.set_without_ttl("k3", "v").await;
+                let _ = cache.get("k").await;
+                let _ = cache.get_many(["k", "k2"]).await;
+                let loaded = cache.get_or_load("k4", || async { Ok::<_, Infallible>("x") }).await;
+                assert_eq!(loaded.unwrap(), "x");
+                // Trip the breaker, wait years, and come back.
+                memory.fail(Some(Reason::Other));
+                for _ in 0..10 {
+                    assert_eq!(cache.get("k").await.filter(|_| false), None);
+                }
+                memory.fail(None);
+                tokio::time::advance(Duration::from_secs(10 * 365 * 86_400)).await;
+                for _ in 0..1_000 {
+                    if cache.breaker().unwrap().state() == crate::breaker::State::Closed {
+                        break;
+                    }
+                    let _ = cache.get("k").await;
+                    tokio::task::yield_now().await;
+                }
+                assert_eq!(cache.breaker().unwrap().state(), crate::breaker::State::Closed);
+                // Writes refused (OOM, READONLY): shed for the hold-down,
+                // however long.
+                for refusal in [Reason::OutOfMemory, Reason::ReadOnly] {
+                    memory.fail(Some(refusal));
+                    let _ = cache.set("k", "v").await;
+                    memory.fail(None);
+                    let _ = cache.set("k", "v").await;
+                    let _ = cache.delete("k3").await;
+                }
+                let k4_fits = s.prefix + 2 <= s.max_key;
+                assert_eq!(cache.get("k4").await.is_some(), k4_fits, "the loaded value was stored");
+            });
+        }
+    }
+}
