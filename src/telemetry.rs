@@ -129,14 +129,17 @@ pub const REDIS_MEMORY_RATIO: &str = "fusebox_redis_memory_ratio";
 /// Gauge: fitted growth of `used_memory`, bytes per second.
 pub const REDIS_MEMORY_GROWTH_BYTES_PER_SECOND: &str =
     "fusebox_redis_memory_growth_bytes_per_second";
-/// Gauge: forecast hours until the limit (absent while not growing).
-pub const REDIS_HOURS_TO_FULL: &str = "fusebox_redis_hours_to_full";
+/// Gauge: forecast seconds until `maxmemory`; `+Inf` once a forecast says
+/// memory is not growing (or there is no limit); absent before the first
+/// forecast.
+pub const REDIS_SECONDS_TO_FULL: &str = "fusebox_redis_seconds_to_full";
 /// Gauge: share of keys without a TTL (from `INFO keyspace`).
 pub const REDIS_NO_TTL_KEY_RATIO: &str = "fusebox_redis_no_ttl_key_ratio";
-/// Gauge: keys evicted since the previous poll.
-pub const REDIS_EVICTED_KEYS_DELTA: &str = "fusebox_redis_evicted_keys_delta";
-/// Gauge: keys expired since the previous poll.
-pub const REDIS_EXPIRED_KEYS_DELTA: &str = "fusebox_redis_expired_keys_delta";
+/// Counter: keys Redis evicted, as seen by the watchdog's polls (a restart
+/// of Redis, which resets its own count, is not a decrease here).
+pub const REDIS_EVICTED_KEYS_TOTAL: &str = "fusebox_redis_evicted_keys_total";
+/// Counter: keys Redis expired, as seen by the watchdog's polls.
+pub const REDIS_EXPIRED_KEYS_TOTAL: &str = "fusebox_redis_expired_keys_total";
 
 pub(crate) fn watchdog_up(name: &str, up: bool) {
     gauge!(REDIS_UP, "watchdog" => name.to_owned()).set(if up { 1.0 } else { 0.0 });
@@ -151,7 +154,8 @@ pub(crate) fn watchdog_figures(
     evicted: Option<u64>,
     expired: Option<u64>,
 ) {
-    let label = || ("watchdog", name.to_owned());
+    let name = name.to_owned();
+    let label = || ("watchdog", name.clone());
     let set = |metric: &'static str, v: f64| {
         let (k, n) = label();
         gauge!(metric, k => n).set(v);
@@ -163,16 +167,23 @@ pub(crate) fn watchdog_figures(
     if let Some(g) = growth {
         set(REDIS_MEMORY_GROWTH_BYTES_PER_SECOND, g);
     }
-    if let Some(d) = to_full {
-        set(REDIS_HOURS_TO_FULL, d.as_secs_f64() / 3600.0);
+    match (to_full, growth) {
+        (Some(d), _) => set(REDIS_SECONDS_TO_FULL, d.as_secs_f64()),
+        // A forecast, and it says never.
+        (None, Some(_)) => set(REDIS_SECONDS_TO_FULL, f64::INFINITY),
+        (None, None) => {}
     }
     if let Some(s) = info.no_ttl_share() {
         set(REDIS_NO_TTL_KEY_RATIO, s);
     }
+    let add = |metric: &'static str, n: u64| {
+        let (k, v) = label();
+        counter!(metric, k => v).increment(n);
+    };
     if let Some(n) = evicted {
-        set(REDIS_EVICTED_KEYS_DELTA, n as f64);
+        add(REDIS_EVICTED_KEYS_TOTAL, n);
     }
     if let Some(n) = expired {
-        set(REDIS_EXPIRED_KEYS_DELTA, n as f64);
+        add(REDIS_EXPIRED_KEYS_TOTAL, n);
     }
 }

@@ -234,6 +234,15 @@ impl Shared {
                     return Err(e);
                 }
                 if let Some(_leading) = Leading::try_new(slot) {
+                    // Looked at again now that no one else can be
+                    // connecting: an attempt may have ended between the
+                    // first look and the lead.
+                    if let Some(conn) = slot.current() {
+                        return Ok(conn);
+                    }
+                    if let Some(e) = slot.recent_failure() {
+                        return Err(e);
+                    }
                     return match self.connect().await {
                         Ok(conn) => {
                             slot.set(conn.clone());
@@ -308,10 +317,15 @@ struct Leading<'a>(&'a Slot);
 
 impl<'a> Leading<'a> {
     fn try_new(slot: &'a Slot) -> Option<Self> {
-        slot.connecting
+        // Made only on success: a `Leading` dropped unused would hand the
+        // lead on while another caller holds it.
+        match slot
+            .connecting
             .compare_exchange(false, true, Acquire, Relaxed)
-            .is_ok()
-            .then_some(Leading(slot))
+        {
+            Ok(_) => Some(Leading(slot)),
+            Err(_) => None,
+        }
     }
 }
 

@@ -857,8 +857,11 @@ impl State {
             _ => false,
         };
         shared.pressure.store(shedding, Relaxed);
+        // Redis' totals since its start; below the last one, it restarted,
+        // and all of its total is new.
         let delta = |now: Option<u64>, prev: Option<u64>| match (now, prev) {
-            (Some(n), Some(p)) => Some(n.saturating_sub(p)),
+            (Some(n), Some(p)) if n >= p => Some(n - p),
+            (Some(n), Some(_)) => Some(n),
             _ => None,
         };
         let prev = self.previous.as_ref();

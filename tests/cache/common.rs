@@ -230,36 +230,66 @@ pub(crate) fn metrics() {
     snapshotter();
 }
 
-/// Counter totals so far: a snapshot drains the recorder's counters, so
-/// they are accumulated here.
-fn totals() -> std::sync::MutexGuard<'static, Vec<(metrics::Key, u64)>> {
-    static TOTALS: Mutex<Vec<(metrics::Key, u64)>> = Mutex::new(Vec::new());
-    let mut totals = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
+/// Counter totals and the last gauge values so far: a snapshot drains the
+/// recorder (counters and gauges read 0 after it), so they are kept here.
+#[derive(Default)]
+struct Seen {
+    counters: Vec<(metrics::Key, u64)>,
+    /// The last value other than 0 each gauge was read at.
+    gauges: Vec<(metrics::Key, f64)>,
+}
+
+fn seen() -> std::sync::MutexGuard<'static, Seen> {
+    static SEEN: Mutex<Seen> = Mutex::new(Seen {
+        counters: Vec::new(),
+        gauges: Vec::new(),
+    });
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
     for (key, _, _, value) in snapshotter().snapshot().into_vec() {
-        if let DebugValue::Counter(n) = value {
-            let key = key.key().clone();
-            match totals.iter_mut().find(|(k, _)| *k == key) {
+        let key = key.key().clone();
+        match value {
+            DebugValue::Counter(n) => match seen.counters.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, total)) => *total += n,
-                None => totals.push((key, n)),
+                None => seen.counters.push((key, n)),
+            },
+            DebugValue::Gauge(v) if v.into_inner() != 0.0 => {
+                let v = v.into_inner();
+                match seen.gauges.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, last)) => *last = v,
+                    None => seen.gauges.push((key, v)),
+                }
             }
+            _ => {}
         }
     }
-    totals
+    seen
+}
+
+fn matches(key: &metrics::Key, name: &str, labels: &[(&str, &str)]) -> bool {
+    key.name() == name
+        && labels
+            .iter()
+            .all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v))
 }
 
 /// The sum of counter `name` over every label set containing all of
 /// `labels`.
 pub(crate) fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
-    totals()
+    seen()
+        .counters
         .iter()
-        .filter(|(key, _)| {
-            key.name() == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v))
-        })
+        .filter(|(key, _)| matches(key, name, labels))
         .map(|(_, n)| n)
         .sum()
+}
+
+/// The last value (other than 0) of gauge `name` with `labels`, if any.
+pub(crate) fn gauge(name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    seen()
+        .gauges
+        .iter()
+        .find(|(key, _)| matches(key, name, labels))
+        .map(|(_, v)| *v)
 }
 
 /// Runs `f` until it returns true, for at most `limit`; returns whether it
@@ -281,5 +311,8 @@ where
 
 /// Every metric key seen so far, names and labels, as text.
 pub(crate) fn metric_keys() -> Vec<String> {
-    totals().iter().map(|(k, _)| format!("{k:?}")).collect()
+    let seen = seen();
+    let counters = seen.counters.iter().map(|(k, _)| k);
+    let gauges = seen.gauges.iter().map(|(k, _)| k);
+    counters.chain(gauges).map(|k| format!("{k:?}")).collect()
 }

@@ -76,7 +76,9 @@ async fn redis_never_started_misses_then_fails_fast() {
 /// probes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connections_answer_at_once_not_at_the_deadline() {
-    let url = format!("redis://127.0.0.1:{}", free_port());
+    metrics();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let url = format!("redis://{addr}");
     let config = RedisConfig::builder(&url)
         .checkout_timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(10))
@@ -110,6 +112,17 @@ async fn refused_connections_answer_at_once_not_at_the_deadline() {
         start.elapsed()
     );
     println!("slowest refused call: {slowest:?}");
+    // One connect attempt per 100 ms for the write connection, each a
+    // connect error; the refused calls in between are not.
+    let (elapsed, attempts) = (
+        start.elapsed(),
+        counter(REDIS_CONNECT_ERRORS_TOTAL, &[("addr", &addr)]),
+    );
+    let most = elapsed.as_millis() as u64 / 100 + 1;
+    assert!(
+        (1..=most).contains(&attempts),
+        "{attempts} connect errors in {elapsed:?}"
+    );
     // Through the breaker: it opens, and its probe is refused at once too.
     let breaker = cache.breaker().unwrap();
     breaker.close();

@@ -366,6 +366,7 @@ async fn ttls_at_their_extremes_are_kept_or_refused_never_silently_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_over_the_cap_are_never_sent_and_hold_nothing_up() {
+    crate::common::metrics();
     let redis = RedisServer::start(&[]);
     let cache = Cache::builder()
         .name("key-cap")
@@ -406,4 +407,11 @@ async fn keys_over_the_cap_are_never_sent_and_hold_nothing_up() {
     );
     assert_eq!(cache.breaker().unwrap().state(), State::Closed);
     assert_eq!(redis.cmd(&["DBSIZE"]), ":2");
+    // No connect failed, so none is counted.
+    let addr = format!("127.0.0.1:{}", redis.port());
+    let errors = crate::common::counter(
+        fusebox::telemetry::REDIS_CONNECT_ERRORS_TOTAL,
+        &[("addr", &addr)],
+    );
+    assert_eq!(errors, 0);
 }

@@ -11,7 +11,7 @@ use fusebox::cache::{Cache, Reason, Write};
 use fusebox::watchdog::{Alert, Status, Warning, Watchdog};
 use tokio::sync::broadcast;
 
-use common::{eventually, RedisServer};
+use common::{counter, eventually, gauge, RedisServer};
 
 /// Everything that happened, in order: alerts and the writer's first OOM.
 #[derive(Debug, Clone, PartialEq)]
@@ -247,4 +247,62 @@ async fn a_cache_sheds_writes_before_redis_is_full_when_asked() {
     assert!(report.ratio.unwrap() < 0.95);
     // Reads still hit.
     assert_eq!(cache.get("before").await.as_deref(), Some(&b"v"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_evictions_and_expiries_and_forecast_in_seconds() {
+    common::metrics();
+    let redis = RedisServer::start(&["--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"]);
+    let watchdog = quick().name("metrics").start(redis.url()).unwrap();
+    let labels = [("watchdog", "metrics")];
+    let client = redis::Client::open(redis.url()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    let value = vec![b'v'; 1000];
+    // Keys that expire at once, and a steady growth until Redis evicts.
+    let mut i = 0u64;
+    let counted = eventually(Duration::from_secs(20), || {
+        let mut pipe = redis::pipe();
+        for _ in 0..50 {
+            pipe.cmd("SET")
+                .arg(format!("grow:{i}"))
+                .arg(&value[..])
+                .ignore();
+            pipe.cmd("SET")
+                .arg(format!("brief:{i}"))
+                .arg("x")
+                .arg("PX")
+                .arg(1)
+                .ignore();
+            i += 1;
+        }
+        let mut conn = conn.clone();
+        async move {
+            pipe.query_async::<()>(&mut conn).await.unwrap();
+            counter("fusebox_redis_evicted_keys_total", &labels) > 0
+                && counter("fusebox_redis_expired_keys_total", &labels) > 0
+        }
+    })
+    .await;
+    assert!(
+        counted,
+        "evictions and expiries reach their _total counters"
+    );
+    // Counted as Redis counts them, whatever the poll spacing.
+    let evicted: u64 = redis
+        .cmd(&["INFO", "stats"])
+        .lines()
+        .find_map(|l| l.strip_prefix("evicted_keys:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(counter("fusebox_redis_evicted_keys_total", &labels) <= evicted);
+    // The forecast is in seconds, like the report's.
+    let forecast = eventually(Duration::from_secs(10), || async {
+        let report = watchdog.report().seconds_to_full;
+        let gauge = gauge("fusebox_redis_seconds_to_full", &labels);
+        matches!((report, gauge), (Some(r), Some(g)) if g.is_finite() && g / r < 2.0 && r / g < 2.0)
+    })
+    .await;
+    assert!(forecast, "report {:?}", watchdog.report().seconds_to_full);
 }
