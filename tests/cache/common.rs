@@ -292,6 +292,17 @@ pub(crate) fn gauge(name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .map(|(_, v)| *v)
 }
 
+/// A Redis configuration whose deadlines fit a loaded 2-core machine, for
+/// tests where what is tested is which calls fail, not how fast.
+pub(crate) fn roomy(url: &str) -> fusebox::redis::RedisConfig {
+    fusebox::redis::RedisConfig::builder(url)
+        .connect_timeout(Duration::from_millis(500))
+        .checkout_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_millis(300))
+        .build()
+        .expect("a valid configuration")
+}
+
 /// Runs `f` until it returns true, for at most `limit`; returns whether it
 /// did.
 pub(crate) async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool

@@ -7,7 +7,7 @@ use fusebox::cache::{Cache, Reason, Write};
 use fusebox::redis::RedisConfig;
 use fusebox::telemetry::{CACHE_FAIL_OPEN_TOTAL, REDIS_CONNECT_ERRORS_TOTAL};
 
-use crate::common::{counter, eventually, free_port, metrics, RedisServer};
+use crate::common::{counter, eventually, free_port, metrics, roomy, RedisServer};
 
 /// Far above the default deadlines (checkout 50 ms + response 50 ms), far
 /// below anything a caller would notice as a hang.
@@ -174,9 +174,11 @@ async fn paused_redis_costs_each_call_its_deadline_then_recovers() {
 async fn killed_under_load_and_restarted_on_the_same_port() {
     metrics();
     let mut redis = RedisServer::start(&[]);
+    // Deadlines that fit a loaded machine: the deadline is not what is
+    // tested here.
     let cache = Cache::builder()
         .name("restart")
-        .redis_url(redis.url())
+        .redis(roomy(&redis.url()))
         .unwrap();
     assert_eq!(cache.set("k", "v").await, Write::Done);
 
@@ -200,8 +202,8 @@ async fn killed_under_load_and_restarted_on_the_same_port() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(hits.load(SeqCst) > 0);
+    let hitting = eventually(Duration::from_secs(5), || async { hits.load(SeqCst) > 0 }).await;
+    assert!(hitting);
 
     redis.kill();
     let opened = eventually(Duration::from_secs(5), || async {
@@ -216,22 +218,25 @@ async fn killed_under_load_and_restarted_on_the_same_port() {
     .await;
     assert!(closed, "the breaker closes through probes and hits resume");
 
-    // Recovered: no dead connection is handed out any more.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Recovered: no dead connection is handed out any more, over the
+    // next few hundred reads.
     let io_before = counter(
         CACHE_FAIL_OPEN_TOTAL,
         &[("cache", "restart"), ("reason", "io")],
     );
     let hits_before = hits.load(SeqCst);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let more = eventually(Duration::from_secs(10), || async {
+        hits.load(SeqCst) > hits_before + 500
+    })
+    .await;
     stop.store(true, SeqCst);
+    assert!(more, "hits after recovery");
     for t in tasks {
         tokio::time::timeout(Duration::from_secs(5), t)
             .await
             .expect("no task is wedged")
             .expect("no task panicked: no error surfaced");
     }
-    assert!(hits.load(SeqCst) > hits_before, "hits after recovery");
     assert_eq!(
         counter(
             CACHE_FAIL_OPEN_TOTAL,
@@ -316,10 +321,12 @@ async fn a_black_hole_costs_each_call_its_deadline_then_recovers() {
 async fn out_of_memory_sheds_writes_and_keeps_reads() {
     metrics();
     let redis = RedisServer::start(&["--maxmemory", "3mb", "--maxmemory-policy", "noeviction"]);
+    // Deadlines that fit a loaded machine: the deadline is not what is
+    // tested here.
     let cache = Cache::builder()
         .name("oom")
         .write_hold_down(Duration::from_secs(60))
-        .redis_url(redis.url())
+        .redis(roomy(&redis.url()))
         .unwrap();
     assert_eq!(cache.set("hot", "still here").await, Write::Done);
 
@@ -387,10 +394,12 @@ async fn out_of_memory_sheds_writes_and_keeps_reads() {
 #[tokio::test]
 async fn the_write_hold_down_ends_while_writes_keep_coming() {
     let redis = RedisServer::start(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
+    // Deadlines that fit a loaded machine: the deadline is not what is
+    // tested here.
     let cache = Cache::builder()
         .name("hold-down")
         .write_hold_down(Duration::from_millis(300))
-        .redis_url(redis.url())
+        .redis(roomy(&redis.url()))
         .unwrap();
     let value = vec![b'x'; 64 * 1024];
     let mut i = 0;

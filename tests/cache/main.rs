@@ -7,4 +7,5 @@ mod faults;
 mod healthy;
 mod load;
 mod partial;
+mod recovery;
 mod tls;

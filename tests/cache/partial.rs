@@ -8,25 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fusebox::cache::{Cache, Reason, Write};
-use fusebox::redis::RedisConfig;
 
-use crate::common::{eventually, RedisServer};
+use crate::common::{eventually, roomy, RedisServer};
 
 const KEYS: usize = 100;
 
 /// Deadlines that fit a loaded 2-core machine: what is tested here is which
 /// calls fail, not how fast.
 fn cache(name: &str, url: &str) -> Cache {
-    let config = RedisConfig::builder(url)
-        .connect_timeout(Duration::from_millis(500))
-        .checkout_timeout(Duration::from_millis(500))
-        .response_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
     Cache::builder()
         .name(name)
         .write_hold_down(Duration::from_millis(200))
-        .redis(config)
+        .redis(roomy(url))
         .unwrap()
 }
 

@@ -86,8 +86,21 @@ async fn a_leaking_queue_raises_every_alert_before_redis_is_full() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(full, "the writer filled Redis");
-    // Let the watchdog see the last figures.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Until the watchdog has polled the full Redis (its alerts go out in
+    // the same poll as the report).
+    let seen_full = eventually(Duration::from_secs(10), || async {
+        let report = watchdog.report();
+        let alerted = log.lock().unwrap().iter().any(|e| {
+            matches!(e, Event::Alert(Alert::Usage { level, raised: true, .. }) if *level > 0.89)
+        });
+        report.ratio.is_some_and(|r| r > 0.9) && report.levels_raised.contains(&0.9) && alerted
+    })
+    .await;
+    assert!(
+        seen_full,
+        "the watchdog saw Redis full: {:?}",
+        watchdog.report()
+    );
 
     let events = log.lock().unwrap().clone();
     let position = |f: &dyn Fn(&Event) -> bool| events.iter().position(f);

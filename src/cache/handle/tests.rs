@@ -74,7 +74,8 @@ fn memory_cache() -> Cache<Stack<Memory>> {
         .unwrap()
 }
 
-/// Yields until `key`'s flight has `n` followers waiting.
+/// Yields until `key`'s flight has `n` followers waiting (for 0: until it
+/// has a leader).
 async fn followers<S>(cache: &Cache<S>, key: &[u8], n: usize)
 where
     S: Service<CacheRequest, Response = CacheResponse, Error = Infallible> + Clone + Send,
@@ -129,6 +130,59 @@ async fn a_load_behind_a_leader_that_would_not_share_loads_itself() {
     release.send(()).unwrap();
     assert!(leader.await.unwrap());
     assert_eq!(user.await.expect("no panic").unwrap(), "mine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_share_one_load() {
+    let cache = memory_cache();
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (release, gate) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (cache, calls, mut gate) = (cache.clone(), calls.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_load("slow", || async move {
+                    calls.fetch_add(1, Relaxed);
+                    let _ = gate.wait_for(|open| *open).await;
+                    Ok::<_, Infallible>("loaded")
+                })
+                .await
+        }));
+    }
+    // Every other caller waits on the one load before it may finish.
+    followers(&cache, b"slow", 19).await;
+    release.send_replace(true);
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), "loaded");
+    }
+    assert_eq!(calls.load(Relaxed), 1);
+    assert_eq!(cache.get("slow").await.as_deref(), Some(&b"loaded"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_leader_hands_the_load_to_a_follower() {
+    let cache = memory_cache();
+    let leader = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .get_or_load("k", std::future::pending::<Result<&str, Infallible>>)
+                .await
+        }
+    });
+    followers(&cache, b"k", 0).await;
+    let follower = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .get_or_load("k", || async { Ok::<_, Infallible>("from follower") })
+                .await
+        }
+    });
+    followers(&cache, b"k", 1).await;
+    leader.abort();
+    assert_eq!(follower.await.unwrap().unwrap(), "from follower");
 }
 
 #[tokio::test]
