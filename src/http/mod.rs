@@ -79,12 +79,17 @@ use crate::cache::{Cache, CacheRequest, CacheResponse, Reason, Stack, Ttl};
 use crate::redis::RedisBackend;
 
 mod body;
+mod breaker;
 mod entry;
 mod grpc;
 mod key;
 mod policy;
 
 pub use body::CachedBody;
+pub use breaker::{
+    GrpcBreakerLayer, GrpcErrors, HttpBreaker, HttpBreakerLayer, ResponseFuture as BreakerFuture,
+    ServerErrors,
+};
 use entry::Entry;
 pub use grpc::{GrpcCache, GrpcCacheLayer};
 use key::Scope;

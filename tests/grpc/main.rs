@@ -45,6 +45,8 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 #[derive(Clone, Default)]
 struct Greeter {
     calls: Arc<AtomicU32>,
+    /// While set, every call is answered `UNAVAILABLE`.
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl tonic::server::NamedService for Greeter {
@@ -58,9 +60,12 @@ impl tonic::server::UnaryService<HelloRequest> for SayHello {
     type Future = BoxFuture<Result<tonic::Response<HelloReply>, tonic::Status>>;
 
     fn call(&mut self, req: tonic::Request<HelloRequest>) -> Self::Future {
-        let calls = self.0.calls.clone();
+        let (calls, down) = (self.0.calls.clone(), self.0.down.clone());
         Box::pin(async move {
             calls.fetch_add(1, SeqCst);
+            if down.load(SeqCst) {
+                return Err(tonic::Status::unavailable("overloaded"));
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
             let caller = req.metadata().get("authorization").cloned();
             let name = req.into_inner().name;
@@ -381,4 +386,68 @@ async fn callers_and_authorities_never_share_a_reply_and_keys_stay_small() {
         assert!(key.len() < 100, "{} bytes", key.len());
     }
     assert_eq!(keys.lines().count(), 5, "{keys}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_breaker_trips_on_unavailable_and_answers_unavailable_itself() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("grpc-breaker")
+        .redis_url(redis.url())
+        .unwrap();
+    let greeter = Greeter::default();
+    // No method cached: every call reaches the greeter.
+    let layer = GrpcCacheLayer::new(cache, rebuild);
+    let (addr, _server) = serve_with(layer, greeter.clone()).await;
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let config = Config::builder()
+        .name("greeter-grpc")
+        .consecutive_failures(3)
+        .open_for(Duration::from_millis(300))
+        .open_jitter(0.0)
+        .build()
+        .unwrap();
+    let layer = fusebox::http::GrpcBreakerLayer::new(config);
+    let breaker = layer.breaker().clone();
+    let mut transitions = breaker.subscribe();
+    let mut grpc = tonic::client::Grpc::new(layer.layer(channel));
+
+    // The caller's own errors do not count.
+    for _ in 0..5 {
+        let (status, _) = say_hello(&mut grpc, "error").await;
+        assert_eq!(status.unwrap_err().0, tonic::Code::NotFound);
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    // The server says UNAVAILABLE three times: the circuit opens, and the
+    // client gets UNAVAILABLE from the breaker without calling the server.
+    greeter.down.store(true, SeqCst);
+    for _ in 0..3 {
+        let (status, _) = say_hello(&mut grpc, "x").await;
+        assert_eq!(
+            status.unwrap_err(),
+            (tonic::Code::Unavailable, "overloaded".into())
+        );
+    }
+    assert_eq!(breaker.state(), State::Open);
+    let served = greeter.calls.load(SeqCst);
+    let (status, _) = say_hello(&mut grpc, "x").await;
+    let (code, message) = status.unwrap_err();
+    assert_eq!(code, tonic::Code::Unavailable);
+    assert!(message.contains("circuit breaker"), "{message}");
+    assert_eq!(
+        greeter.calls.load(SeqCst),
+        served,
+        "the server was not called"
+    );
+
+    // The server recovers; after the open period a probe closes the circuit.
+    greeter.down.store(false, SeqCst);
+    let opened = transitions.recv().await.unwrap();
+    assert_eq!(opened.to, State::Open);
+    let half_open = tokio::time::timeout(Duration::from_secs(5), transitions.recv()).await;
+    assert_eq!(half_open.unwrap().unwrap().to, State::HalfOpen);
+    assert_eq!(say_hello(&mut grpc, "y").await.0.unwrap(), "hello y");
+    assert_eq!(breaker.state(), State::Closed);
 }

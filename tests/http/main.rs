@@ -149,16 +149,9 @@ async fn fetch_from(
     path: &str,
     extra: &str,
 ) -> (u16, String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req =
         format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n{extra}\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw))
-        .await
-        .expect("a bounded answer")
-        .unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
+    let text = exchange(addr, &req).await;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head[9..12].parse().unwrap();
     let x_cache = head
@@ -527,4 +520,146 @@ async fn last_modified_alone_is_not_a_lifetime_unless_asked_for() {
         .parse()
         .unwrap();
     assert!(ttl > 5 * 86_400_000, "{ttl}");
+}
+
+/// Sends `request` on a fresh connection; the whole answer, as text.
+async fn exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw))
+        .await
+        .expect("a bounded answer")
+        .unwrap();
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// One GET with a fresh connection: status and the response head.
+async fn head_of(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let req = format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
+    let text = exchange(addr, &req).await;
+    let head = text.split_once("\r\n\r\n").map_or(&*text, |(h, _)| h);
+    (head[9..12].parse().unwrap(), head.to_ascii_lowercase())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_that_fails_trips_its_breaker_answers_503_and_recovers() {
+    use fusebox::breaker::{Config, State};
+    use fusebox::http::HttpBreakerLayer;
+
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let handled = Arc::new(AtomicU32::new(0));
+    let flaky = {
+        let (down, handled) = (down.clone(), handled.clone());
+        move || async move {
+            handled.fetch_add(1, SeqCst);
+            if down.load(SeqCst) {
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                axum::http::StatusCode::OK
+            }
+        }
+    };
+    let layer = HttpBreakerLayer::new(
+        Config::builder()
+            .name("reports")
+            .consecutive_failures(3)
+            .open_for(Duration::from_millis(1500))
+            .open_jitter(0.0)
+            .build()
+            .unwrap(),
+    );
+    let breaker = layer.breaker().clone();
+    let mut transitions = breaker.subscribe();
+    let app = Router::new()
+        .route("/report", get(flaky))
+        .route_layer(layer)
+        .route("/other", get(|| async { "fine" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    for _ in 0..3 {
+        assert_eq!(head_of(addr, "/report").await.0, 500);
+    }
+    assert_eq!(breaker.state(), State::Open);
+    // Open: 503 with the seconds left, and the handler is not called.
+    let (status, head) = head_of(addr, "/report").await;
+    assert_eq!(status, 503);
+    assert!(
+        head.contains("retry-after: 2") || head.contains("retry-after: 1"),
+        "{head}"
+    );
+    assert_eq!(handled.load(SeqCst), 3);
+    // Only the route behind the layer is guarded.
+    assert_eq!(head_of(addr, "/other").await.0, 200);
+
+    down.store(false, SeqCst);
+    assert_eq!(transitions.recv().await.unwrap().to, State::Open);
+    let half_open = tokio::time::timeout(Duration::from_secs(5), transitions.recv()).await;
+    assert_eq!(half_open.unwrap().unwrap().to, State::HalfOpen);
+    assert_eq!(head_of(addr, "/report").await.0, 200);
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+/// A tiny HTTP/1.1 client for absolute URIs: one connection per request.
+async fn client_get(
+    req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, Box<dyn std::error::Error + Send + Sync>> {
+    let authority = req.uri().authority().ok_or("no host")?.to_string();
+    let stream = tokio::net::TcpStream::connect(authority).await?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(conn);
+    Ok(send.send_request(req).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_breaker_keeps_a_circuit_per_host() {
+    use fusebox::breaker::{Config, KeyedBreakerLayer, State};
+    use fusebox::http::ServerErrors;
+    use tower::{Layer, ServiceExt};
+
+    // Two downstream hosts: one failing, one healthy.
+    let mut hosts = Vec::new();
+    for status in [500u16, 200] {
+        let app = Router::new().route(
+            "/",
+            get(move || async move { axum::http::StatusCode::from_u16(status).unwrap() }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        hosts.push(listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    }
+    let (failing, healthy) = (hosts[0], hosts[1]);
+    let config = Config::builder()
+        .name("outbound")
+        .consecutive_failures(3)
+        .build()
+        .unwrap();
+    let host = |req: &http::Request<http_body_util::Empty<bytes::Bytes>>| {
+        req.uri()
+            .authority()
+            .map_or(String::new(), |a| a.to_string())
+    };
+    let layer = KeyedBreakerLayer::new(config, host).classifier(ServerErrors::new());
+    let client = layer.layer(tower::service_fn(client_get));
+    let get = |addr: std::net::SocketAddr| {
+        let req = http::Request::get(format!("http://{addr}/"))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        client.clone().oneshot(req)
+    };
+    for _ in 0..5 {
+        let _ = get(failing).await;
+        assert_eq!(get(healthy).await.unwrap().status(), 200);
+    }
+    let circuit = |addr: std::net::SocketAddr| layer.breaker(&addr.to_string()).unwrap();
+    assert_eq!(circuit(failing).state(), State::Open);
+    assert_eq!(circuit(healthy).state(), State::Closed);
+    assert_eq!(circuit(failing).name(), format!("outbound:{failing}"));
+    // The failing host's calls are now rejected without a connection.
+    let err = get(failing).await.unwrap_err();
+    assert!(err.is_open(), "rejected by its own circuit");
+    assert_eq!(layer.len(), 2);
 }
