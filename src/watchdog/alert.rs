@@ -1,0 +1,115 @@
+//! What the watchdog tells: alerts and standing warnings.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::report::human;
+
+/// Something that deserves attention, sent to subscribers and logged.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Alert {
+    /// Usage crossed a level: raised on the way up, cleared on the way down.
+    Usage {
+        /// The level (0.5 for 50 %).
+        level: f64,
+        /// Usage now, as a fraction of the limit.
+        ratio: f64,
+        /// Raised (`true`) or cleared.
+        raised: bool,
+    },
+    /// The forecast time until memory is full went under the leeway budget
+    /// (`raised`), or back over it.
+    Leeway {
+        /// The forecast, if memory is still growing.
+        time_to_full: Option<Duration>,
+        /// Raised (`true`) or cleared.
+        raised: bool,
+    },
+    /// A dangerous setting was seen (at start, or when it appeared).
+    Warning(Warning),
+    /// Redis stopped answering the watchdog.
+    Down {
+        /// Why (never contains credentials).
+        error: String,
+    },
+    /// Redis answers again.
+    Up,
+}
+
+impl fmt::Display for Alert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Alert::Usage {
+                level,
+                ratio,
+                raised: true,
+            } => write!(
+                f,
+                "memory above {:.0} % of the limit (now {:.1} %)",
+                level * 100.0,
+                ratio * 100.0
+            ),
+            Alert::Usage {
+                level,
+                ratio,
+                raised: false,
+            } => write!(
+                f,
+                "memory back under {:.0} % of the limit (now {:.1} %)",
+                level * 100.0,
+                ratio * 100.0
+            ),
+            Alert::Leeway {
+                time_to_full: Some(d),
+                raised: true,
+            } => {
+                write!(f, "memory full in {} at the current growth", human(*d))
+            }
+            Alert::Leeway { raised: true, .. } => f.write_str("memory will be full soon"),
+            Alert::Leeway {
+                time_to_full,
+                raised: false,
+            } => match time_to_full {
+                Some(d) => write!(f, "leeway restored: full in {}", human(*d)),
+                None => f.write_str("leeway restored: memory no longer growing"),
+            },
+            Alert::Warning(w) => write!(f, "{w}"),
+            Alert::Down { error } => write!(f, "redis unreachable: {error}"),
+            Alert::Up => f.write_str("redis reachable again"),
+        }
+    }
+}
+
+/// A dangerous configuration.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub enum Warning {
+    /// `maxmemory` is 0: Redis grows until the OS kills it, and clients
+    /// then see connection errors, not `OOM`.
+    NoMaxmemory,
+    /// Under this policy keys without a TTL are never evicted, and most
+    /// keys have none: memory can only grow.
+    KeysWithoutTtlNeverEvicted {
+        /// The policy.
+        policy: String,
+        /// The share of keys without a TTL.
+        no_ttl_share: f64,
+    },
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::NoMaxmemory => f.write_str(
+                "maxmemory is 0 (no limit): Redis will grow until the OS kills it",
+            ),
+            Warning::KeysWithoutTtlNeverEvicted { policy, no_ttl_share } => write!(
+                f,
+                "maxmemory-policy {policy} never evicts keys without TTL, and {:.0} % of keys have none",
+                no_ttl_share * 100.0
+            ),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The watchdog's settings and their builder.
+
+use std::time::Duration;
+
+use super::*;
+
+/// Settings of a [`Watchdog`]; see [`Watchdog::builder`].
+#[derive(Clone, Debug)]
+pub struct WatchdogConfig {
+    pub(super) name: String,
+    pub(super) interval: Duration,
+    pub(super) timeout: Duration,
+    pub(super) levels: Vec<f64>,
+    pub(super) hysteresis: f64,
+    pub(super) horizon: Duration,
+    pub(super) min_span: Duration,
+    pub(super) leeway: Duration,
+    pub(super) memory_budget: Option<u64>,
+    pub(super) samples_per_round: usize,
+    pub(super) keys_per_second: u32,
+    pub(super) shed_above: Option<f64>,
+    pub(super) no_ttl_warning_share: f64,
+}
+
+/// Builds a [`Watchdog`]. Every setter documents its default.
+#[must_use]
+#[derive(Clone, Debug)]
+pub struct WatchdogBuilder {
+    pub(super) config: WatchdogConfig,
+}
+
+impl Default for WatchdogBuilder {
+    fn default() -> Self {
+        WatchdogBuilder {
+            config: WatchdogConfig {
+                name: "redis".into(),
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(1),
+                levels: vec![0.2, 0.5, 0.9],
+                hysteresis: 0.05,
+                horizon: Duration::from_secs(6 * 3600),
+                min_span: Duration::from_secs(10 * 60),
+                leeway: Duration::from_secs(48 * 3600),
+                memory_budget: None,
+                samples_per_round: 100,
+                keys_per_second: 500,
+                shed_above: None,
+                no_ttl_warning_share: 0.5,
+            },
+        }
+    }
+}
+
+impl WatchdogBuilder {
+    /// The metrics label and log field. Defaults to `"redis"`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// How often INFO is polled. Defaults to 10 s.
+    pub fn interval(mut self, d: Duration) -> Self {
+        self.config.interval = d;
+        self
+    }
+
+    /// Deadline of each connect and command of the watchdog. Defaults to 1 s.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.config.timeout = d;
+        self
+    }
+
+    /// Usage levels, as fractions of the limit. Defaults to 0.2, 0.5, 0.9.
+    pub fn levels(mut self, levels: &[f64]) -> Self {
+        self.config.levels = levels.to_vec();
+        self
+    }
+
+    /// How far under a level usage must fall to clear it. Defaults to 0.05.
+    pub fn hysteresis(mut self, h: f64) -> Self {
+        self.config.hysteresis = h;
+        self
+    }
+
+    /// How far back the growth rate is fitted. Defaults to 6 h.
+    pub fn horizon(mut self, d: Duration) -> Self {
+        self.config.horizon = d;
+        self
+    }
+
+    /// No forecast until the samples span this long. Defaults to 10 min.
+    pub fn min_span(mut self, d: Duration) -> Self {
+        self.config.min_span = d;
+        self
+    }
+
+    /// The leeway alert fires when memory is forecast full in less than
+    /// this. Defaults to 48 h.
+    pub fn leeway(mut self, d: Duration) -> Self {
+        self.config.leeway = d;
+        self
+    }
+
+    /// The limit to measure against when `maxmemory` is 0. Defaults to none
+    /// (then no usage levels or forecast, only the warning).
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.config.memory_budget = Some(bytes);
+        self
+    }
+
+    /// Keys sampled per poll by the no-TTL sampler (0 turns it off).
+    /// Defaults to 100.
+    pub fn samples_per_round(mut self, n: usize) -> Self {
+        self.config.samples_per_round = n;
+        self
+    }
+
+    /// The sampler's pace cap. Defaults to 500 keys per second.
+    pub fn keys_per_second(mut self, n: u32) -> Self {
+        self.config.keys_per_second = n;
+        self
+    }
+
+    /// Opt-in: above this usage ratio under `noeviction`, a [`Cache`]
+    /// started with this watchdog skips writes (reason `memory_pressure`)
+    /// before Redis starts answering `OOM`. Defaults to off.
+    ///
+    /// [`Cache`]: crate::cache::Cache
+    pub fn shed_writes_above(mut self, ratio: f64) -> Self {
+        self.config.shed_above = Some(ratio);
+        self
+    }
+
+    /// Checks the settings.
+    pub fn build(self) -> Result<WatchdogConfig, ConfigError> {
+        let c = &self.config;
+        if c.name.is_empty() {
+            return Err(ConfigError::new("name", "must not be empty"));
+        }
+        for (field, d) in [
+            ("interval", c.interval),
+            ("timeout", c.timeout),
+            ("horizon", c.horizon),
+            ("leeway", c.leeway),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(field, "must be more than zero"));
+            }
+        }
+        if c.min_span >= c.horizon {
+            return Err(ConfigError::new(
+                "min_span",
+                "must be shorter than the horizon",
+            ));
+        }
+        if c.levels.iter().any(|l| !(*l > 0.0 && *l <= 1.0)) {
+            return Err(ConfigError::new("levels", "each must be in (0, 1]"));
+        }
+        if !(0.0..0.5).contains(&c.hysteresis) {
+            return Err(ConfigError::new("hysteresis", "must be in [0, 0.5)"));
+        }
+        if c.memory_budget == Some(0) {
+            return Err(ConfigError::new("memory_budget", "must be more than zero"));
+        }
+        if c.keys_per_second == 0 {
+            return Err(ConfigError::new("keys_per_second", "must be at least 1"));
+        }
+        if c.shed_above.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
+            return Err(ConfigError::new("shed_writes_above", "must be in (0, 1]"));
+        }
+        Ok(self.config)
+    }
+
+    /// Starts watching the Redis at `url` (on the current tokio runtime).
+    /// Connects nothing before the first poll: never fails because Redis is
+    /// down.
+    pub fn start(self, url: impl AsRef<str>) -> Result<Watchdog, ConfigError> {
+        let redis = crate::redis::RedisConfig::builder(url).build()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConfigError::new(
+                "start",
+                "needs a tokio runtime: start it inside one",
+            ));
+        }
+        Ok(Watchdog::spawn(self.build()?, redis.client))
+    }
+}
