@@ -45,6 +45,16 @@ use super::config::Config;
 use super::state::{Ctx, Machine, Snapshot, State, Transition};
 use crate::telemetry;
 
+mod publish;
+mod stripes;
+#[cfg(test)]
+mod tests;
+mod timer;
+
+use publish::{register, PUBLISHER};
+use stripes::{stripe_index, STRIPE};
+use timer::TimerGuard;
+
 /// Stripes owned by one thread each; one more is shared by any further
 /// threads, which update it with read-modify-writes.
 const OWNED_STRIPES: usize = 64;
@@ -134,18 +144,6 @@ struct Live {
 static POOL: Mutex<Vec<&'static Core>> = Mutex::new(Vec::new());
 
 /// The cores with a live breaker, for the publisher thread.
-static PUBLISHER: Mutex<Publisher> = Mutex::new(Publisher {
-    cores: Vec::new(),
-    running: false,
-});
-
-struct Publisher {
-    cores: Vec<&'static Core>,
-    /// Whether the publisher thread is running. It stops once no breaker
-    /// lives, and is started again by the next one.
-    running: bool,
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -316,35 +314,6 @@ impl Core {
         }
     }
 
-    /// Adds to `metrics` the outcomes counted since the last publish.
-    fn publish(&self) {
-        let totals = self.totals();
-        let (name, delta) = {
-            let mut live = lock(&self.live);
-            let Some(live) = live.as_mut() else { return };
-            let base = live.metrics_base;
-            let now = Totals {
-                successes: totals.successes - base.successes + live.locked.successes,
-                rejections: totals.rejections - base.rejections + live.locked.rejections,
-                ignored: totals.ignored - base.ignored + live.locked.ignored,
-            };
-            let last = live.published;
-            if now == last {
-                return;
-            }
-            live.published = now;
-            // Computed under the lock, so two publishes never send the same
-            // outcomes twice.
-            let delta = Totals {
-                successes: now.successes.saturating_sub(last.successes),
-                rejections: now.rejections.saturating_sub(last.rejections),
-                ignored: now.ignored.saturating_sub(last.ignored),
-            };
-            (live.name.clone(), delta)
-        };
-        telemetry::breaker_counts(&name, delta.successes, delta.rejections, delta.ignored);
-    }
-
     /// Runs `op` on the machine of `epoch`'s breaker, then applies and emits
     /// the transition it returns, if any.
     fn with_machine<R>(
@@ -460,14 +429,6 @@ impl Core {
         self.with_machine(|m, _, ctx| ((), m.on_deadline(epoch, ctx)));
     }
 
-    /// For a circuit without a timer task: checks the clock, and ends the
-    /// period if it is over. Returns the (possibly new) word.
-    #[cold]
-    pub(crate) fn check_lazy_deadline(&'static self, word: u64) -> u64 {
-        self.on_deadline(epoch_of(word));
-        self.word()
-    }
-
     pub(crate) fn force(&'static self, target: State) {
         self.with_machine(|m, _, ctx| ((), m.force(target, ctx)));
     }
@@ -489,178 +450,8 @@ impl Core {
             .as_ref()
             .map(|l| l.machine.config().clone())
     }
-
-    /// Marks the period of `epoch` as lazily checked (its timer task died
-    /// without firing, e.g. its runtime shut down). Lock-free: a task can be
-    /// dropped while this thread holds the lock.
-    fn fall_back_to_lazy(&'static self, epoch: u64) {
-        let word = self.head.word.load(Relaxed);
-        if epoch_of(word) == epoch {
-            let _ = self
-                .head
-                .word
-                .compare_exchange(word, word | LAZY, Release, Relaxed);
-        }
-    }
-}
-
-/// Ends an open or half-open period when its deadline passes. If its task is
-/// dropped before then without being superseded (its runtime shut down), the
-/// circuit falls back to checking the clock on rejections.
-struct TimerGuard {
-    core: &'static Core,
-    epoch: u64,
-    fired: bool,
-}
-
-impl TimerGuard {
-    async fn run(mut self, deadline: Instant) {
-        tokio::time::sleep_until(deadline).await;
-        // Marked fired only once the deadline is handled: if handling it
-        // panicked, the guard's drop still hands the period to the clock
-        // check on rejections, so the circuit cannot stay open for good.
-        self.core.on_deadline(self.epoch);
-        self.fired = true;
-    }
-}
-
-impl Drop for TimerGuard {
-    fn drop(&mut self) {
-        if !self.fired {
-            self.core.fall_back_to_lazy(self.epoch);
-        }
-    }
 }
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-// ---- the publisher thread ------------------------------------------------
-
-/// Adds a core to those the publisher thread publishes, starting the thread
-/// if it is not running. Without a thread (the platform has none), totals
-/// are still published on every transition and when a breaker is dropped.
-fn register(core: &'static Core) {
-    let mut publisher = lock(&PUBLISHER);
-    publisher.cores.push(core);
-    if !publisher.running {
-        publisher.running = std::thread::Builder::new()
-            .name("fusebox-metrics".into())
-            .spawn(publish_loop)
-            .is_ok();
-    }
-}
-
-/// Publishes every live circuit's totals every `PUBLISH_PERIOD`, until no
-/// breaker lives.
-fn publish_loop() {
-    let mut cores = Vec::new();
-    loop {
-        std::thread::sleep(PUBLISH_PERIOD);
-        {
-            let mut publisher = lock(&PUBLISHER);
-            if publisher.cores.is_empty() {
-                publisher.running = false;
-                return;
-            }
-            cores.clone_from(&publisher.cores);
-        }
-        for core in &cores {
-            core.publish();
-        }
-    }
-}
-
-// ---- per-thread stripes -------------------------------------------------
-
-thread_local! {
-    /// This thread's stripe, or `UNASSIGNED`.
-    static STRIPE: Cell<usize> = const { Cell::new(UNASSIGNED) };
-    /// Gives an owned stripe back when the thread exits.
-    static STRIPE_OWNER: StripeOwner = const { StripeOwner(Cell::new(UNASSIGNED)) };
-}
-
-/// Owned stripe indices not held by a live thread.
-static FREE_STRIPES: Mutex<Option<Vec<usize>>> = Mutex::new(None);
-
-struct StripeOwner(Cell<usize>);
-
-impl Drop for StripeOwner {
-    fn drop(&mut self) {
-        let index = self.0.get();
-        if index != UNASSIGNED {
-            // Anything this thread records from now on goes to the shared
-            // stripe, since the owned one may soon have a new owner.
-            let _ = STRIPE.try_with(|s| s.set(SHARED_STRIPE));
-            lock(&FREE_STRIPES).get_or_insert_with(Vec::new).push(index);
-        }
-    }
-}
-
-/// This thread's stripe, and whether it owns it alone.
-fn stripe_index() -> (usize, bool) {
-    let index = STRIPE.try_with(Cell::get).unwrap_or(SHARED_STRIPE);
-    if index == UNASSIGNED {
-        return assign_stripe();
-    }
-    (index, index != SHARED_STRIPE)
-}
-
-#[cold]
-#[inline(never)]
-fn assign_stripe() -> (usize, bool) {
-    let index = lock(&FREE_STRIPES)
-        .get_or_insert_with(|| (0..OWNED_STRIPES).rev().collect())
-        .pop();
-    let registered = index.and_then(|i| STRIPE_OWNER.try_with(|o| o.0.set(i)).ok().map(|()| i));
-    let (index, owned) = match registered {
-        Some(i) => (i, true),
-        None => {
-            if let Some(i) = index {
-                lock(&FREE_STRIPES).get_or_insert_with(Vec::new).push(i);
-            }
-            (SHARED_STRIPE, false)
-        }
-    };
-    let _ = STRIPE.try_with(|s| s.set(index));
-    (index, owned)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn threads_get_distinct_owned_stripes_and_give_them_back() {
-        let (mine, owned) = stripe_index();
-        assert!(owned && mine < OWNED_STRIPES);
-        let theirs = std::thread::spawn(stripe_index).join().unwrap();
-        assert!(theirs.1);
-        assert_ne!(theirs.0, mine);
-        // Stripes come back when their thread exits: many more threads
-        // than stripes, one after another, each own one. (Other tests'
-        // threads may take any given stripe meanwhile, so none in
-        // particular is looked for.)
-        for _ in 0..3 * OWNED_STRIPES {
-            assert!(std::thread::spawn(stripe_index).join().unwrap().1);
-        }
-    }
-
-    #[test]
-    fn cores_are_recycled_with_a_new_epoch() {
-        let core = Core::acquire(Config::default());
-        let word = core.word();
-        core.release();
-        assert_eq!(state_of(core.word()), State::Disabled);
-        // A straggler of the old breaker records nothing.
-        let before = core.totals().successes;
-        core.record_fast_success(word);
-        assert_eq!(core.totals().successes, before);
-        let again = Core::acquire(Config::default());
-        if std::ptr::eq(again, core) {
-            assert!(epoch_of(again.word()) > epoch_of(word));
-        }
-        again.release();
-    }
 }
