@@ -42,7 +42,8 @@ use tokio::time::Instant;
 
 use super::classify::Outcome;
 use super::config::Config;
-use super::state::{Ctx, Machine, Snapshot, State, Transition};
+use super::machine::Machine;
+use super::state::{Ctx, Snapshot, State, Transition};
 use crate::telemetry;
 
 mod publish;

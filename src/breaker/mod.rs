@@ -93,6 +93,7 @@ pub mod future;
 mod handle;
 mod keyed;
 mod layer;
+mod machine;
 mod service;
 mod state;
 mod window;
