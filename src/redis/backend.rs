@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind};
 use tokio::sync::watch;
 use tower::Service;
 
+use super::commands::execute;
 use super::config::RedisConfig;
 use super::error::RedisError;
 use crate::cache::{CacheRequest, CacheResponse, Reason};
@@ -436,123 +436,4 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Relaxed);
     }
-}
-
-/// A cache backend over a client the caller already has: a redis
-/// [`ConnectionManager`](redis::aio::ConnectionManager), a
-/// [`MultiplexedConnection`], or any cloneable [`ConnectionLike`]. Every call
-/// is bounded by `deadline` (the client's own retries included).
-#[derive(Clone)]
-pub struct ClientBackend<C> {
-    conn: C,
-    deadline: Duration,
-}
-
-impl<C> ClientBackend<C> {
-    /// Wraps `conn`; each call gives up after `deadline`.
-    pub fn new(conn: C, deadline: Duration) -> Self {
-        ClientBackend { conn, deadline }
-    }
-}
-
-impl<C> fmt::Debug for ClientBackend<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientBackend")
-            .field("deadline", &self.deadline)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<C> Service<CacheRequest> for ClientBackend<C>
-where
-    C: ConnectionLike + Clone + Send + 'static,
-{
-    type Response = CacheResponse;
-    type Error = RedisError;
-    type Future = BackendFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), RedisError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: CacheRequest) -> BackendFuture {
-        let mut conn = self.conn.clone();
-        let deadline = self.deadline;
-        Box::pin(async move {
-            match tokio::time::timeout(deadline, execute(&mut conn, request)).await {
-                Ok(result) => result.map_err(RedisError::from),
-                Err(_) => Err(RedisError::timeout()),
-            }
-        })
-    }
-}
-
-/// A TTL in milliseconds as Redis takes it: at least 1, and at most 2^62
-/// (Redis refuses an expiry that overflows its clock, so a `max_ttl` of
-/// `Duration::MAX` means "millions of years", not "refused").
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis())
-        .unwrap_or(u64::MAX)
-        .clamp(1, 1 << 62)
-}
-
-/// Runs one request on one connection.
-pub(crate) async fn execute<C: ConnectionLike + Send>(
-    conn: &mut C,
-    request: CacheRequest,
-) -> redis::RedisResult<CacheResponse> {
-    use crate::cache::Ttl;
-    Ok(match request {
-        CacheRequest::Get(key) => {
-            let v: Option<Vec<u8>> = redis::cmd("GET").arg(&key[..]).query_async(conn).await?;
-            CacheResponse::Value(v.map(Bytes::from))
-        }
-        CacheRequest::GetMany(keys) => {
-            if keys.is_empty() {
-                return Ok(CacheResponse::Values(Vec::new()));
-            }
-            let mut cmd = redis::cmd("MGET");
-            for key in &keys {
-                cmd.arg(&key[..]);
-            }
-            let v: Vec<Option<Vec<u8>>> = cmd.query_async(conn).await?;
-            CacheResponse::Values(v.into_iter().map(|v| v.map(Bytes::from)).collect())
-        }
-        CacheRequest::Set { key, value, ttl } => {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(&key[..]).arg(&value[..]);
-            if let Ttl::After(d) = ttl {
-                cmd.arg("PX").arg(millis(d));
-            }
-            let _: redis::Value = cmd.query_async(conn).await?;
-            CacheResponse::Written(true)
-        }
-        CacheRequest::SetIfAbsent { key, value, ttl } => {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(&key[..]).arg(&value[..]).arg("NX");
-            if let Ttl::After(d) = ttl {
-                cmd.arg("PX").arg(millis(d));
-            }
-            let v: redis::Value = cmd.query_async(conn).await?;
-            CacheResponse::Written(!matches!(v, redis::Value::Nil))
-        }
-        CacheRequest::Delete(keys) => {
-            if keys.is_empty() {
-                return Ok(CacheResponse::Deleted(0));
-            }
-            let mut cmd = redis::cmd("DEL");
-            for key in &keys {
-                cmd.arg(&key[..]);
-            }
-            CacheResponse::Deleted(cmd.query_async(conn).await?)
-        }
-        CacheRequest::Expire { key, ttl } => {
-            let n: u64 = redis::cmd("PEXPIRE")
-                .arg(&key[..])
-                .arg(millis(ttl))
-                .query_async(conn)
-                .await?;
-            CacheResponse::Expired(n == 1)
-        }
-    })
 }

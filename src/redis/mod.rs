@@ -10,9 +10,12 @@
 //!   which ones mean Redis is unwell.
 
 mod backend;
+mod client;
+mod commands;
 mod config;
 mod error;
 
-pub use backend::{BackendFuture, ClientBackend, RedisBackend};
+pub use backend::{BackendFuture, RedisBackend};
+pub use client::ClientBackend;
 pub use config::{RedisConfig, RedisConfigBuilder};
 pub use error::RedisError;

@@ -1,0 +1,62 @@
+//! A cache backend over a client the caller already has.
+
+use std::fmt;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use tower::Service;
+
+use super::commands::execute;
+use super::error::RedisError;
+use super::BackendFuture;
+use crate::cache::{CacheRequest, CacheResponse};
+
+/// A cache backend over a client the caller already has: a redis
+/// [`ConnectionManager`](redis::aio::ConnectionManager), a
+/// [`MultiplexedConnection`], or any cloneable [`ConnectionLike`]. Every call
+/// is bounded by `deadline` (the client's own retries included).
+#[derive(Clone)]
+pub struct ClientBackend<C> {
+    conn: C,
+    deadline: Duration,
+}
+
+impl<C> ClientBackend<C> {
+    /// Wraps `conn`; each call gives up after `deadline`.
+    pub fn new(conn: C, deadline: Duration) -> Self {
+        ClientBackend { conn, deadline }
+    }
+}
+
+impl<C> fmt::Debug for ClientBackend<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBackend")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> Service<CacheRequest> for ClientBackend<C>
+where
+    C: ConnectionLike + Clone + Send + 'static,
+{
+    type Response = CacheResponse;
+    type Error = RedisError;
+    type Future = BackendFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), RedisError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: CacheRequest) -> BackendFuture {
+        let mut conn = self.conn.clone();
+        let deadline = self.deadline;
+        Box::pin(async move {
+            match tokio::time::timeout(deadline, execute(&mut conn, request)).await {
+                Ok(result) => result.map_err(RedisError::from),
+                Err(_) => Err(RedisError::timeout()),
+            }
+        })
+    }
+}

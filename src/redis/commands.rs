@@ -1,0 +1,78 @@
+//! Cache requests as Redis commands, and their replies as responses.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::ConnectionLike;
+
+use crate::cache::{CacheRequest, CacheResponse};
+
+/// A TTL in milliseconds as Redis takes it: at least 1, and at most 2^62
+/// (Redis refuses an expiry that overflows its clock, so a `max_ttl` of
+/// `Duration::MAX` means "millions of years", not "refused").
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, 1 << 62)
+}
+
+/// Runs one request on one connection.
+pub(super) async fn execute<C: ConnectionLike + Send>(
+    conn: &mut C,
+    request: CacheRequest,
+) -> redis::RedisResult<CacheResponse> {
+    use crate::cache::Ttl;
+    Ok(match request {
+        CacheRequest::Get(key) => {
+            let v: Option<Vec<u8>> = redis::cmd("GET").arg(&key[..]).query_async(conn).await?;
+            CacheResponse::Value(v.map(Bytes::from))
+        }
+        CacheRequest::GetMany(keys) => {
+            if keys.is_empty() {
+                return Ok(CacheResponse::Values(Vec::new()));
+            }
+            let mut cmd = redis::cmd("MGET");
+            for key in &keys {
+                cmd.arg(&key[..]);
+            }
+            let v: Vec<Option<Vec<u8>>> = cmd.query_async(conn).await?;
+            CacheResponse::Values(v.into_iter().map(|v| v.map(Bytes::from)).collect())
+        }
+        CacheRequest::Set { key, value, ttl } => {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&key[..]).arg(&value[..]);
+            if let Ttl::After(d) = ttl {
+                cmd.arg("PX").arg(millis(d));
+            }
+            let _: redis::Value = cmd.query_async(conn).await?;
+            CacheResponse::Written(true)
+        }
+        CacheRequest::SetIfAbsent { key, value, ttl } => {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&key[..]).arg(&value[..]).arg("NX");
+            if let Ttl::After(d) = ttl {
+                cmd.arg("PX").arg(millis(d));
+            }
+            let v: redis::Value = cmd.query_async(conn).await?;
+            CacheResponse::Written(!matches!(v, redis::Value::Nil))
+        }
+        CacheRequest::Delete(keys) => {
+            if keys.is_empty() {
+                return Ok(CacheResponse::Deleted(0));
+            }
+            let mut cmd = redis::cmd("DEL");
+            for key in &keys {
+                cmd.arg(&key[..]);
+            }
+            CacheResponse::Deleted(cmd.query_async(conn).await?)
+        }
+        CacheRequest::Expire { key, ttl } => {
+            let n: u64 = redis::cmd("PEXPIRE")
+                .arg(&key[..])
+                .arg(millis(ttl))
+                .query_async(conn)
+                .await?;
+            CacheResponse::Expired(n == 1)
+        }
+    })
+}
