@@ -70,6 +70,7 @@ pub struct Config {
     pub(crate) half_open_successes: u32,
     pub(crate) half_open_max: Duration,
     pub(crate) seed: Option<u64>,
+    pub(crate) shadow: bool,
 }
 
 impl Config {
@@ -91,6 +92,7 @@ impl Config {
                 half_open_successes: 1,
                 half_open_max: Duration::from_secs(30),
                 seed: None,
+                shadow: false,
             },
         }
     }
@@ -226,6 +228,19 @@ impl ConfigBuilder {
     /// Defaults to `0.1`.
     pub fn open_jitter(mut self, jitter: f64) -> Self {
         self.config.open_jitter = jitter;
+        self
+    }
+
+    /// Shadow mode, for rolling a breaker out on production traffic: the
+    /// circuit trips, opens, probes and closes as it would, with the same
+    /// metrics, events and [`Snapshot`](super::Snapshot)s, but never
+    /// rejects a call. A call it would have rejected goes to the inner
+    /// service, is counted as a rejection, and its outcome is not recorded
+    /// (as if it had not happened, so the timeline is the real one). Calls
+    /// of a shadow circuit take the breaker's slower path (a few
+    /// nanoseconds more). Defaults to off.
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.config.shadow = shadow;
         self
     }
 

@@ -73,13 +73,15 @@ pub(crate) const LAZY: u64 = 1 << 3;
 pub(crate) const CLOCKED: u64 = 1 << 4;
 /// Every outcome goes through the lock (time window).
 pub(crate) const LOCKED: u64 = 1 << 5;
+/// Shadow mode: a rejection lets the call through, unrecorded.
+pub(crate) const SHADOW: u64 = 1 << 6;
 pub(crate) const EPOCH_SHIFT: u32 = 8;
 
 /// Whether `word` says open with a timer task to end the period, so a
 /// rejection needs no clock check.
 #[inline]
 pub(crate) fn is_open_on_timer(word: u64) -> bool {
-    word & (STATE_MASK | LAZY) == State::Open.code()
+    word & (STATE_MASK | LAZY | SHADOW) == State::Open.code()
 }
 
 pub(crate) fn state_of(word: u64) -> State {
@@ -177,6 +179,9 @@ impl Core {
         }
         if matches!(config.window, super::Window::Time { .. }) {
             flags |= LOCKED;
+        }
+        if config.shadow {
+            flags |= SHADOW;
         }
         let slow = config.slow.map_or(0, |s| nanos(s.threshold));
         core.head.slow_nanos.store(slow, Relaxed);
@@ -347,7 +352,7 @@ impl Core {
         }
         let machine = &live.machine;
         let epoch = machine.epoch();
-        let mut word = self.head.word.load(Relaxed) & (CLOCKED | LOCKED);
+        let mut word = self.head.word.load(Relaxed) & (CLOCKED | LOCKED | SHADOW);
         word |= (epoch << EPOCH_SHIFT) | machine.state().code();
         if let Some(until) = machine.open_until() {
             let offset = until.saturating_duration_since(self.base);

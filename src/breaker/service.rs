@@ -5,7 +5,7 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::classify::{Classify, DefaultClassifier};
-use super::core::{epoch_of, is_open_on_timer, state_of, Core, CLOCKED, LAZY};
+use super::core::{epoch_of, is_open_on_timer, state_of, Core, CLOCKED, LAZY, SHADOW};
 use super::error::{BreakerOpen, Error};
 use super::future::{Permit, Recorder, ResponseFuture};
 use super::handle::Breaker;
@@ -61,6 +61,9 @@ enum Ready {
     Probe,
     /// The call will be rejected (the inner service was not polled).
     Reject,
+    /// The call would be rejected, but the circuit is in shadow mode: the
+    /// inner service is ready, and the call goes to it unrecorded.
+    Shadow,
 }
 
 /// Whether `word` is closed (state code 0) with no flag set: the hot path.
@@ -150,6 +153,10 @@ impl<S, C> CircuitBreaker<S, C> {
             }
         }
         self.permit = None;
+        if word & SHADOW != 0 {
+            // Would reject: lets the call through instead, unrecorded.
+            return (Ready::Shadow, word);
+        }
         (Ready::Reject, word)
     }
 
@@ -263,6 +270,10 @@ impl<S, C> CircuitBreaker<S, C> {
             }
             Ready::Admitted if state_of(word) == State::Closed => (word, None),
             Ready::Admitted => return None,
+            Ready::Shadow => {
+                self.core.record_rejection();
+                return None;
+            }
             Ready::Fast | Ready::Reject => unreachable!("handled inline"),
             Ready::No => panic!("CircuitBreaker::call before poll_ready returned Ready(Ok(()))"),
         };

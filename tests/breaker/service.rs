@@ -488,3 +488,44 @@ async fn a_call_made_ready_before_a_change_is_not_counted_after_it() {
         "two failures of its own trip it"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shadow_circuit_goes_through_its_states_and_never_rejects() {
+    let layer = layer(
+        exact()
+            .consecutive_failures(2)
+            .open_for(Duration::from_secs(3))
+            .shadow(true),
+    );
+    let breaker = layer.breaker().clone();
+    let mut transitions = breaker.subscribe();
+    let (mut svc, mut handle) = mocked(&layer);
+    for _ in 0..2 {
+        call(&mut svc, &mut handle, Err("boom")).await.unwrap_err();
+    }
+    assert_eq!(breaker.state(), State::Open);
+    assert_eq!(transitions.recv().await.unwrap().to, State::Open);
+
+    // Open, yet every call reaches the service and gets its own answer;
+    // their outcomes are not recorded (the circuit stays open for its
+    // period, as a real one would).
+    for _ in 0..5 {
+        assert_eq!(
+            call(&mut svc, &mut handle, Ok("served")).await.unwrap(),
+            "served"
+        );
+        let err = call(&mut svc, &mut handle, Err("boom")).await.unwrap_err();
+        assert!(!is_open(&err), "the service's own error, never a rejection");
+    }
+    assert_eq!(breaker.state(), State::Open);
+
+    // The period ends as it would; a probe closes the circuit.
+    advance(Duration::from_secs(3)).await;
+    assert_eq!(breaker.state(), State::HalfOpen);
+    call(&mut svc, &mut handle, Ok("probe")).await.unwrap();
+    assert_eq!(breaker.state(), State::Closed);
+    let reasons: Vec<State> = std::iter::from_fn(|| transitions.try_recv().ok())
+        .map(|t| t.to)
+        .collect();
+    assert_eq!(reasons, vec![State::HalfOpen, State::Closed]);
+}
