@@ -37,10 +37,7 @@ async fn page(Path(id): Path<String>) -> impl IntoResponse {
 }
 
 async fn health(State(cache): State<Cache>) -> impl IntoResponse {
-    let breaker = cache
-        .breaker()
-        .map(|b| b.state().to_string())
-        .unwrap_or_default();
+    let breaker = cache.breaker().state().to_string();
     let (status, detail) = match cache.watchdog() {
         Some(w) => {
             let r = w.report();
@@ -169,10 +166,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for i in 1..=7 {
             show(if i == 1 { "redis down" } else { "" }).await;
         }
-        let breaker = cache
-            .breaker()
-            .map(|b| b.state().to_string())
-            .unwrap_or_default();
+        let breaker = cache.breaker().state().to_string();
         println!("breaker: {breaker}; every request above answered by the handler");
     }
     tokio::time::sleep(Duration::from_millis(1200)).await;

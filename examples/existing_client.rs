@@ -57,13 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .get_or_load("answer", || async { Ok::<_, std::io::Error>("42") })
         .await?;
     println!("get_or_load   -> {}", String::from_utf8_lossy(&loaded));
-    println!(
-        "breaker       -> {}",
-        cache
-            .breaker()
-            .map(|b| b.state().to_string())
-            .unwrap_or_default()
-    );
+    println!("breaker       -> {}", cache.breaker().state());
 
     // The same calls against an address where nothing answers in time.
     let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -87,9 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "  get #{i}: {:?} in {:>6.1} ms, breaker {}",
             v,
             start.elapsed().as_secs_f64() * 1e3,
-            down.breaker()
-                .map(|b| b.state().to_string())
-                .unwrap_or_default()
+            down.breaker().state()
         );
     }
     drop(hole);

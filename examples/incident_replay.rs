@@ -29,7 +29,6 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use fusebox::breaker::Config as BreakerConfig;
 use fusebox::cache::{Cache, Reason, Write};
 use fusebox::http::HttpCacheLayer;
 use fusebox::watchdog::{Alert, Watchdog};
@@ -287,12 +286,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let cache = Cache::builder()
         .name("pages")
-        .breaker(
-            BreakerConfig::builder()
-                .name("pages")
-                .open_for(Duration::from_secs(1))
-                .build()?,
-        )
+        // The breaker of the first runs: open 1 s, doubling up to 60 s.
+        .breaker(|b| {
+            b.open_for(Duration::from_secs(1))
+                .open_backoff(2.0, Duration::from_secs(60))
+                .open_jitter(0.1)
+        })
         .watchdog(
             Watchdog::builder()
                 .name("redis")
@@ -345,7 +344,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     {
         let (replay, done) = (replay.clone(), stop.clone());
-        let mut transitions = cache.breaker().expect("a breaker").subscribe();
+        let mut transitions = cache.breaker().subscribe();
         tokio::spawn(async move {
             while let Ok(t) = transitions.recv().await {
                 if done.load(Relaxed) {
@@ -417,7 +416,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     replay.say(format!(
         "while full: {} of the app's cache writes skipped as out-of-memory (then shed without asking Redis); reads kept hitting; breaker {}",
         replay.writes_shed.load(Relaxed),
-        cache.breaker().unwrap().state()
+        cache.breaker().state()
     ));
 
     // An operator restarts Redis; the leak gets fixed.
@@ -503,7 +502,7 @@ async fn without_redis() -> Result<(), Box<dyn std::error::Error>> {
     for c in clients {
         let _ = c.await;
     }
-    replay.say(format!("breaker: {}", cache.breaker().unwrap().state()));
+    replay.say(format!("breaker: {}", cache.breaker().state()));
     summary(&replay, 1);
     Ok(())
 }

@@ -28,7 +28,7 @@
 //! for _ in 0..10 {
 //!     assert_eq!(cache.get("key").await, None);
 //! }
-//! assert!(cache.breaker().unwrap().state().is_rejecting());
+//! assert!(cache.breaker().state().is_rejecting());
 //! # Ok(()) }
 //! ```
 //!

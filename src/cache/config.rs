@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tower::{Layer, Service};
+use tower::Layer;
 
-use super::handle::{Cache, FaultClassifier, Options, Stack};
-use super::request::{CacheRequest, CacheResponse, Fault, Ttl};
-use crate::breaker::{Breaker, CircuitBreakerLayer, Config as BreakerConfig};
+use super::handle::{Backend, Cache, FaultClassifier, Options};
+use super::request::Ttl;
+use crate::breaker::{
+    Breaker, CircuitBreakerLayer, Config as BreakerConfig, ConfigBuilder as BreakerBuilder,
+};
 use crate::fail_open::FailOpenLayer;
 use crate::redis::{RedisBackend, RedisConfig};
 use crate::watchdog::{Watchdog, WatchdogBuilder};
@@ -57,7 +59,7 @@ impl From<crate::breaker::ConfigError> for ConfigError {
 /// checks reject bad values with a [`ConfigError`].
 ///
 /// The stack built: backend (bounded deadlines) → [circuit
-/// breaker](crate::breaker) (classifying by [`Fault`]: `OOM` and the
+/// breaker](crate::breaker) (classifying by [`Fault`](super::Fault): `OOM` and the
 /// caller's own errors do not trip it) → [fail-open](crate::fail_open).
 ///
 /// [`build`]: CacheBuilder::redis
@@ -72,8 +74,18 @@ pub struct CacheBuilder {
     max_value_size: usize,
     max_key_size: usize,
     write_hold_down: Duration,
-    breaker: Option<BreakerConfig>,
+    breaker: Option<BreakerSettings>,
     watchdog: Option<WatchdogBuilder>,
+}
+
+/// Changes to the cache's breaker settings, from [`CacheBuilder::breaker`].
+#[derive(Clone)]
+struct BreakerSettings(Arc<dyn Fn(BreakerBuilder) -> BreakerBuilder + Send + Sync>);
+
+impl std::fmt::Debug for BreakerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BreakerSettings(..)")
+    }
 }
 
 impl Default for CacheBuilder {
@@ -157,15 +169,32 @@ impl CacheBuilder {
         self
     }
 
-    /// The circuit breaker's settings. Defaults to the breaker's defaults
-    /// with this cache's name and an open period of 0.4–0.5 s that does not
-    /// grow with repeated trips: however long Redis was down, hits resume
-    /// within about half a second of it answering again, while a down
-    /// Redis sees about two connection attempts per second from this cache.
-    /// A configuration with back-off trades that recovery time for fewer
-    /// probes.
-    pub fn breaker(mut self, config: BreakerConfig) -> Self {
-        self.breaker = Some(config);
+    /// Changes the circuit breaker's settings, starting from the cache's
+    /// own: the breaker's defaults, with this cache's name and an open
+    /// period of 0.4–0.5 s that does not grow with repeated trips (however
+    /// long Redis was down, hits resume within about half a second of it
+    /// answering again, while a down Redis sees about two connection
+    /// attempts per second from this cache). Only what `settings` changes
+    /// differs:
+    ///
+    /// ```
+    /// # use fusebox::cache::Cache;
+    /// let cache = Cache::builder()
+    ///     .name("pages")
+    ///     .breaker(|b| b.consecutive_failures(3)) // still named "pages", still open 0.5 s
+    ///     .redis_url("redis://127.0.0.1:6379")?;
+    /// assert_eq!(cache.breaker().name(), "pages");
+    /// # Ok::<(), fusebox::cache::ConfigError>(())
+    /// ```
+    ///
+    /// A configuration with back-off (`open_backoff(2.0, …)`) trades that
+    /// recovery time for fewer probes. Invalid settings are refused when
+    /// the cache is built (field `breaker`).
+    pub fn breaker<F>(mut self, settings: F) -> Self
+    where
+        F: Fn(BreakerBuilder) -> BreakerBuilder + Send + Sync + 'static,
+    {
+        self.breaker = Some(BreakerSettings(Arc::new(settings)));
         self
     }
 
@@ -207,15 +236,10 @@ impl CacheBuilder {
 
     /// Builds the cache over any backend: a [`ClientBackend`] over your own
     /// redis client, or your own `Service<CacheRequest>`. Its errors must
-    /// say why they happened ([`Fault`]); it should bound its own calls.
+    /// say why they happened ([`Fault`](super::Fault)); it should bound its own calls.
     ///
     /// [`ClientBackend`]: crate::redis::ClientBackend
-    pub fn service<S>(self, backend: S) -> Result<Cache<Stack<S>>, ConfigError>
-    where
-        S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
-        S::Error: Fault,
-        S::Future: Send,
-    {
+    pub fn service<B: Backend>(self, backend: B) -> Result<Cache<B>, ConfigError> {
         if self.watchdog.is_some() {
             return Err(ConfigError::new(
                 "watchdog",
@@ -225,31 +249,26 @@ impl CacheBuilder {
         self.stack(backend, None)
     }
 
-    fn stack<S>(
+    fn stack<B: Backend>(
         self,
-        backend: S,
+        backend: B,
         watchdog: Option<Watchdog>,
-    ) -> Result<Cache<Stack<S>>, ConfigError>
-    where
-        S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
-        S::Error: Fault,
-        S::Future: Send,
-    {
+    ) -> Result<Cache<B>, ConfigError> {
         let options = self.options()?;
-        let breaker_config = match self.breaker {
-            Some(config) => config,
-            // Recovery follows Redis, not a growing back-off: a probe every
-            // 0.4-0.5 s however long the outage, so hits resume within
-            // half a second of Redis answering, for the price of about two
-            // connection attempts per second while it does not.
-            None => BreakerConfig::builder()
-                .name(self.name.clone())
-                .open_for(CACHE_OPEN_FOR)
-                .open_backoff(1.0, CACHE_OPEN_FOR)
-                .open_jitter(0.2)
-                .build()?,
+        // Recovery follows Redis, not a growing back-off: a probe every
+        // 0.4-0.5 s however long the outage, so hits resume within half a
+        // second of Redis answering, for the price of about two connection
+        // attempts per second while it does not.
+        let defaults = BreakerConfig::builder()
+            .name(self.name.clone())
+            .open_for(CACHE_OPEN_FOR)
+            .open_backoff(1.0, Duration::MAX)
+            .open_jitter(0.2);
+        let settings = match &self.breaker {
+            Some(change) => (change.0)(defaults),
+            None => defaults,
         };
-        let breaker = Breaker::new(breaker_config);
+        let breaker = Breaker::new(settings.build()?);
         let fail_open = match watchdog.as_ref().map(Watchdog::pressure) {
             Some(p) => FailOpenLayer::with_pressure(options.name.clone(), self.write_hold_down, p),
             None => FailOpenLayer::with_hold_down(options.name.clone(), self.write_hold_down),
@@ -259,7 +278,7 @@ impl CacheBuilder {
                 .classifier(FaultClassifier)
                 .layer(backend),
         );
-        Ok(Cache::from_parts(svc, options, Some(breaker), watchdog))
+        Ok(Cache::from_parts(svc, options, breaker, watchdog))
     }
 
     fn options(&self) -> Result<Options, ConfigError> {

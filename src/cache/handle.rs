@@ -2,7 +2,6 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::fmt;
 use std::future::poll_fn;
 use std::hash::{BuildHasher, Hasher};
@@ -29,7 +28,7 @@ use flight::Flight;
 
 /// The stack a [`Cache`] drives over a backend `B`: fail-open over a
 /// circuit breaker over `B`.
-pub type Stack<B> = FailOpen<CircuitBreaker<B, FaultClassifier>>;
+pub(crate) type Stack<B> = FailOpen<CircuitBreaker<B, FaultClassifier>>;
 
 /// The breaker classifier for cache backends, by the error's [`Reason`]:
 /// refusals of writes alone ([`Reason::refuses_writes`]: `OOM`, `READONLY`,
@@ -88,14 +87,32 @@ pub(crate) struct Options {
 /// within the backend's deadlines and never returns a cache error. See the
 /// [module docs](super) for an example, and [`CacheBuilder`] for the
 /// defaults.
-pub struct Cache<S = Stack<RedisBackend>> {
-    svc: S,
+pub struct Cache<B = RedisBackend> {
+    svc: Stack<B>,
     shared: Arc<Shared>,
     /// Clones of the stack, one per thread (by a thread index), so that a
     /// call neither clones the stack (a handful of shared reference-count
     /// writes, which cost more than the rest of the stack once two threads
     /// fight over them) nor waits: a busy shard falls back to a clone.
-    shards: Arc<[Shard<S>]>,
+    shards: Arc<[Shard<Stack<B>>]>,
+}
+
+/// What a [`Cache`] can be built over: any cloneable
+/// `Service<CacheRequest>` whose errors say why they happened ([`Fault`])
+/// and whose futures are `Send` — a [`RedisBackend`], a
+/// [`ClientBackend`](crate::redis::ClientBackend) over your own client, or
+/// your own. Implemented for every such service.
+pub trait Backend:
+    Service<CacheRequest, Response = CacheResponse, Error: Fault, Future: Send> + Clone + Send + 'static
+{
+}
+
+impl<T> Backend for T where
+    T: Service<CacheRequest, Response = CacheResponse, Error: Fault, Future: Send>
+        + Clone
+        + Send
+        + 'static
+{
 }
 
 /// A stack clone on a cache line of its own.
@@ -115,13 +132,13 @@ thread_local! {
 
 struct Shared {
     options: Options,
-    breaker: Option<Breaker>,
+    breaker: Breaker,
     watchdog: Option<crate::watchdog::Watchdog>,
     /// Keys being loaded by `get_or_load` right now, and nothing else.
     flights: Mutex<HashMap<Bytes, Arc<Flight>>>,
 }
 
-impl<S: Clone> Clone for Cache<S> {
+impl<B: Clone> Clone for Cache<B> {
     fn clone(&self) -> Self {
         Cache {
             svc: self.svc.clone(),
@@ -131,7 +148,7 @@ impl<S: Clone> Clone for Cache<S> {
     }
 }
 
-impl<S> fmt::Debug for Cache<S> {
+impl<B> fmt::Debug for Cache<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
             .field("name", &self.shared.options.name)
@@ -147,15 +164,11 @@ impl Cache {
     }
 }
 
-impl<S> Cache<S>
-where
-    S: Service<CacheRequest, Response = CacheResponse, Error = Infallible> + Clone + Send,
-    S::Future: Send,
-{
+impl<B: Backend> Cache<B> {
     pub(crate) fn from_parts(
-        svc: S,
+        svc: Stack<B>,
         options: Options,
-        breaker: Option<Breaker>,
+        breaker: Breaker,
         watchdog: Option<crate::watchdog::Watchdog>,
     ) -> Self {
         let shards = (0..SHARDS)
@@ -181,8 +194,8 @@ where
     }
 
     /// The circuit breaker in front of the backend.
-    pub fn breaker(&self) -> Option<&Breaker> {
-        self.shared.breaker.as_ref()
+    pub fn breaker(&self) -> &Breaker {
+        &self.shared.breaker
     }
 
     /// The cache's name (its metrics label).

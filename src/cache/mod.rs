@@ -42,5 +42,5 @@ pub(crate) mod handle;
 mod request;
 
 pub use config::{CacheBuilder, ConfigError};
-pub use handle::{Cache, FaultClassifier, Stack, Write};
+pub use handle::{Backend, Cache, FaultClassifier, Write};
 pub use request::{CacheRequest, CacheResponse, Fault, Reason, Ttl};

@@ -14,7 +14,6 @@
 //! With the cache down, every call reaches the service.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -29,7 +28,7 @@ use tower::{BoxError, Layer, Service};
 
 use super::key::{self, Scope};
 use super::{lookup, mark_with, through_flight, CachedBody, Entry, ResponseFuture};
-use crate::cache::{Cache, CacheRequest, CacheResponse, Stack, Ttl};
+use crate::cache::{Backend, Cache, Ttl};
 use crate::redis::RedisBackend;
 
 /// gRPC's default largest message; longer requests are refused as a gRPC
@@ -50,7 +49,7 @@ const HARD_MAX: usize = 4 << 20;
 /// * Only responses ending in `grpc-status: 0` are stored, with their
 ///   trailers; concurrent misses are coalesced; with the cache down, every
 ///   call reaches the service.
-pub struct GrpcCacheLayer<B, C = Stack<RedisBackend>> {
+pub struct GrpcCacheLayer<B, C = RedisBackend> {
     cache: Cache<C>,
     config: Arc<Config>,
     rebuild: fn(Bytes) -> B,
@@ -163,7 +162,7 @@ impl<S, B, C: Clone> Layer<S> for GrpcCacheLayer<B, C> {
 }
 
 /// A gRPC server with unary response caching; made by [`GrpcCacheLayer`].
-pub struct GrpcCache<S, B, C = Stack<RedisBackend>> {
+pub struct GrpcCache<S, B, C = RedisBackend> {
     inner: S,
     cache: Cache<C>,
     config: Arc<Config>,
@@ -199,12 +198,7 @@ where
     B::Error: Into<BoxError>,
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
-    C: Service<CacheRequest, Response = CacheResponse, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    C::Future: Send,
+    C: Backend + Sync,
 {
     type Response = Response<CachedBody<ResBody>>;
     type Error = S::Error;
@@ -240,12 +234,7 @@ where
     B::Error: Into<BoxError>,
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
-    C: Service<CacheRequest, Response = CacheResponse, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    C::Future: Send,
+    C: Backend + Sync,
 {
     let (parts, body) = req.into_parts();
     let Ok(collected) = http_body_util::Limited::new(body, HARD_MAX).collect().await else {

@@ -61,7 +61,6 @@
 //! header, say) must have it named in `vary`, or responses made for one
 //! value are served to requests with another.
 
-use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -75,7 +74,7 @@ use http_body::Body;
 use tower::{BoxError, Layer, Service};
 
 use crate::cache::handle::Coalesced;
-use crate::cache::{Cache, CacheRequest, CacheResponse, Reason, Stack, Ttl};
+use crate::cache::{Backend, Cache, Reason, Ttl};
 use crate::redis::RedisBackend;
 
 mod body;
@@ -96,7 +95,7 @@ use key::Scope;
 use policy::buffer_if_cacheable;
 
 /// Adds response caching to an HTTP service; see the [module docs](self).
-pub struct HttpCacheLayer<C = Stack<RedisBackend>> {
+pub struct HttpCacheLayer<C = RedisBackend> {
     cache: Cache<C>,
     config: Arc<Config>,
 }
@@ -221,7 +220,7 @@ impl<S, C: Clone> Layer<S> for HttpCacheLayer<C> {
 }
 
 /// An HTTP service with response caching; made by [`HttpCacheLayer`].
-pub struct HttpCache<S, C = Stack<RedisBackend>> {
+pub struct HttpCache<S, C = RedisBackend> {
     inner: S,
     cache: Cache<C>,
     config: Arc<Config>,
@@ -258,12 +257,7 @@ where
     ReqBody: Send + 'static,
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
-    C: Service<CacheRequest, Response = CacheResponse, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    C::Future: Send,
+    C: Backend + Sync,
 {
     type Response = Response<CachedBody<ResBody>>;
     type Error = S::Error;
@@ -294,12 +288,7 @@ where
     ReqBody: Send + 'static,
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
-    C: Service<CacheRequest, Response = CacheResponse, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    C::Future: Send,
+    C: Backend + Sync,
 {
     let head = req.method() == Method::HEAD;
     let key = (req.method() == Method::GET || head)
@@ -348,8 +337,7 @@ async fn lookup<C, B>(
     head: bool,
 ) -> Option<Response<CachedBody<B>>>
 where
-    C: Service<CacheRequest, Response = CacheResponse, Error = Infallible> + Clone + Send,
-    C::Future: Send,
+    C: Backend,
 {
     let bytes = cache.get(key).await?;
     let entry = Entry::decode(&bytes);
@@ -372,8 +360,7 @@ async fn through_flight<C, P, B, E, L, LFut, D, DFut>(
     direct: D,
 ) -> Result<Response<CachedBody<B>>, E>
 where
-    C: Service<CacheRequest, Response = CacheResponse, Error = Infallible> + Clone + Send,
-    C::Future: Send,
+    C: Backend,
     L: FnOnce(P) -> LFut,
     LFut: Future<Output = Result<(Response<CachedBody<B>>, Option<(Bytes, Ttl)>), E>>,
     D: FnOnce(P) -> DFut,

@@ -14,7 +14,7 @@ use crate::cache::{CacheRequest, CacheResponse};
 
 /// A cache backend over a client the caller already has: a redis
 /// [`ConnectionManager`](redis::aio::ConnectionManager), a
-/// [`MultiplexedConnection`], or any cloneable [`ConnectionLike`]. Every call
+/// [`MultiplexedConnection`](redis::aio::MultiplexedConnection), or any cloneable [`ConnectionLike`](redis::aio::ConnectionLike). Every call
 /// is bounded by `deadline` (the client's own retries included).
 #[derive(Clone)]
 pub struct ClientBackend<C> {

@@ -44,7 +44,7 @@ async fn redis_never_started_misses_then_fails_fast() {
         ),
         5
     );
-    assert_eq!(cache.breaker().unwrap().state(), State::Open);
+    assert_eq!(cache.breaker().state(), State::Open);
 
     // Open: answered without the network.
     let addr = format!("127.0.0.1:{port}");
@@ -86,7 +86,7 @@ async fn refused_connections_answer_at_once_not_at_the_deadline() {
         .unwrap();
     let cache = Cache::builder().name("refused").redis(config).unwrap();
     // Every call reaches the backend, as calls do before a breaker opens.
-    cache.breaker().unwrap().disable();
+    cache.breaker().disable();
     let start = Instant::now();
     let mut slowest = Duration::ZERO;
     let mut tasks = Vec::new();
@@ -124,7 +124,7 @@ async fn refused_connections_answer_at_once_not_at_the_deadline() {
         "{attempts} connect errors in {elapsed:?}"
     );
     // Through the breaker: it opens, and its probe is refused at once too.
-    let breaker = cache.breaker().unwrap();
+    let breaker = cache.breaker();
     breaker.close();
     for _ in 0..5 {
         assert_eq!(cache.set("k", "v").await, Write::Skipped(Reason::Io));
@@ -155,7 +155,7 @@ async fn paused_redis_costs_each_call_its_deadline_then_recovers() {
         assert_eq!(v, None);
         assert!(took < BOUND, "bounded by the deadline, took {took:?}");
     }
-    assert_eq!(cache.breaker().unwrap().state(), State::Open);
+    assert_eq!(cache.breaker().state(), State::Open);
 
     redis.resume();
     let recovered = eventually(Duration::from_secs(10), || async {
@@ -163,7 +163,7 @@ async fn paused_redis_costs_each_call_its_deadline_then_recovers() {
     })
     .await;
     assert!(recovered, "hits resume after SIGCONT");
-    assert_eq!(cache.breaker().unwrap().state(), State::Closed);
+    assert_eq!(cache.breaker().state(), State::Closed);
     // No connection is left wedged: a burst all hits.
     for _ in 0..50 {
         assert_eq!(cache.get("k").await.as_deref(), Some(&b"v"[..]));
@@ -207,13 +207,13 @@ async fn killed_under_load_and_restarted_on_the_same_port() {
 
     redis.kill();
     let opened = eventually(Duration::from_secs(5), || async {
-        cache.breaker().unwrap().state() != State::Closed
+        cache.breaker().state() != State::Closed
     })
     .await;
     assert!(opened, "the breaker opens while Redis is down");
     redis.restart();
     let closed = eventually(Duration::from_secs(10), || async {
-        cache.breaker().unwrap().state() == State::Closed && cache.get("k").await.is_some()
+        cache.breaker().state() == State::Closed && cache.get("k").await.is_some()
     })
     .await;
     assert!(closed, "the breaker closes through probes and hits resume");
@@ -305,7 +305,7 @@ async fn a_black_hole_costs_each_call_its_deadline_then_recovers() {
         assert_eq!(v, None);
         assert!(took < BOUND, "bounded by the deadline, took {took:?}");
     }
-    assert_eq!(cache.breaker().unwrap().state(), State::Open);
+    assert_eq!(cache.breaker().state(), State::Open);
 
     redis.cmd(&["SET", "k", "v"]);
     hole.forward_to.store(u64::from(redis.port()), SeqCst);
@@ -314,7 +314,7 @@ async fn a_black_hole_costs_each_call_its_deadline_then_recovers() {
     })
     .await;
     assert!(recovered, "hits once the path answers");
-    assert_eq!(cache.breaker().unwrap().state(), State::Closed);
+    assert_eq!(cache.breaker().state(), State::Closed);
 }
 
 #[tokio::test]
@@ -357,7 +357,7 @@ async fn out_of_memory_sheds_writes_and_keeps_reads() {
         );
         assert_eq!(cache.get("hot").await.as_deref(), Some(&b"still here"[..]));
     }
-    assert_eq!(cache.breaker().unwrap().state(), State::Closed);
+    assert_eq!(cache.breaker().state(), State::Closed);
     assert_eq!(
         counter(
             CACHE_FAIL_OPEN_TOTAL,

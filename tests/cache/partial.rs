@@ -128,7 +128,7 @@ async fn a_replica_keeps_reads_and_writes_return_after_promotion() {
     assert!(synced, "the replica synced");
 
     let cache = cache("replica", &replica.url());
-    let mut transitions = cache.breaker().unwrap().subscribe();
+    let mut transitions = cache.breaker().subscribe();
     let load = under_load(&cache, Duration::from_millis(1500)).await;
     assert_reads_kept(&load, Reason::ReadOnly);
     assert!(transitions.try_recv().is_err(), "the breaker stayed closed");
@@ -154,7 +154,7 @@ async fn a_failed_save_keeps_reads_and_writes_return_after_a_good_one() {
     .await;
     assert!(failed, "the save failed");
 
-    let mut transitions = cache.breaker().unwrap().subscribe();
+    let mut transitions = cache.breaker().subscribe();
     let load = under_load(&cache, Duration::from_millis(1500)).await;
     assert_reads_kept(&load, Reason::WritesStopped);
     assert!(transitions.try_recv().is_err(), "the breaker stayed closed");
@@ -170,7 +170,7 @@ async fn a_write_pause_keeps_reads_on_their_own_connection() {
     let redis = RedisServer::start(&[]);
     let cache = cache("paused-writes", &redis.url());
     fill(&cache).await;
-    let mut transitions = cache.breaker().unwrap().subscribe();
+    let mut transitions = cache.breaker().subscribe();
     redis.cmd(&["CLIENT", "PAUSE", "60000", "WRITE"]);
     let load = under_load(&cache, Duration::from_millis(1500)).await;
     assert_reads_kept(&load, Reason::WriteTimeout);

@@ -274,7 +274,7 @@ async fn redis_killed_every_request_still_answered_then_hits_resume() {
         .name("http-down")
         .redis_url(redis.url())
         .unwrap();
-    let breaker = cache.breaker().unwrap().clone();
+    let breaker = cache.breaker().clone();
     let calls = Calls::default();
     let addr = serve(cache, calls.clone()).await;
     assert_eq!(fetch(addr, "GET", "/page/a", "").await.1, "miss");

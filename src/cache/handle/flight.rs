@@ -1,18 +1,16 @@
 //! Single flight: concurrent misses for one key share one load.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, PoisonError};
 
 use bytes::Bytes;
 use tokio::sync::watch;
-use tower::Service;
 
 use super::{Cache, Shared};
 #[cfg(feature = "serde")]
 use crate::cache::request::Reason;
-use crate::cache::request::{CacheRequest, CacheResponse, Ttl};
+use crate::cache::request::Ttl;
 
 /// One in-flight load: followers wait for `done`, then read `value`.
 pub(super) struct Flight {
@@ -34,11 +32,7 @@ pub(crate) enum Coalesced<T, A> {
     Direct(A),
 }
 
-impl<S> Cache<S>
-where
-    S: Service<CacheRequest, Response = CacheResponse, Error = Infallible> + Clone + Send,
-    S::Future: Send,
-{
+impl<B: super::Backend> Cache<B> {
     /// The value at `key`; on a miss, runs `load`, stores its value with the
     /// default TTL, and returns it.
     ///

@@ -8,8 +8,10 @@ use std::task::{Context, Poll};
 use tokio::sync::{oneshot, watch};
 
 use super::flight::MIN_CAPACITY;
+use std::convert::Infallible;
+
 use super::*;
-use crate::breaker::{Config as BreakerConfig, State};
+use crate::breaker::State;
 
 /// A backend that keeps values in memory (no expiry), and fails or is not
 /// ready on demand.
@@ -67,7 +69,7 @@ impl Memory {
     }
 }
 
-fn memory_cache() -> Cache<Stack<Memory>> {
+fn memory_cache() -> Cache<Memory> {
     Cache::builder()
         .name("memory")
         .service(Memory::default())
@@ -76,11 +78,7 @@ fn memory_cache() -> Cache<Stack<Memory>> {
 
 /// Yields until `key`'s flight has `n` followers waiting (for 0: until it
 /// has a leader).
-async fn followers<S>(cache: &Cache<S>, key: &[u8], n: usize)
-where
-    S: Service<CacheRequest, Response = CacheResponse, Error = Infallible> + Clone + Send,
-    S::Future: Send,
-{
+async fn followers<B: Backend>(cache: &Cache<B>, key: &[u8], n: usize) {
     let full = cache.key(key);
     for _ in 0..100_000 {
         let waiting = cache
@@ -234,21 +232,15 @@ async fn a_loaded_value_that_does_not_encode_is_returned_and_not_stored() {
 #[tokio::test(start_paused = true)]
 async fn a_stack_clone_left_not_ready_gives_back_its_probe_permit() {
     let memory = Memory::default();
-    let breaker = BreakerConfig::builder()
-        .name("memory")
-        .consecutive_failures(1)
-        .open_for(Duration::from_secs(1))
-        .build()
-        .unwrap();
     let cache = Cache::builder()
         .name("memory")
-        .breaker(breaker)
+        .breaker(|b| b.consecutive_failures(1).open_for(Duration::from_secs(1)))
         .service(memory.clone())
         .unwrap();
     assert!(cache.set("k", "v").await.is_done());
     memory.fail(Some(Reason::Other));
     assert_eq!(cache.get("k").await, None);
-    let breaker = cache.breaker().unwrap().clone();
+    let breaker = cache.breaker().clone();
     assert_eq!(breaker.state(), State::Open);
 
     // Redis is back; the thread's stack clone takes the one probe permit,
@@ -405,13 +397,13 @@ mod extremes {
                 memory.fail(None);
                 tokio::time::advance(Duration::from_secs(10 * 365 * 86_400)).await;
                 for _ in 0..1_000 {
-                    if cache.breaker().unwrap().state() == crate::breaker::State::Closed {
+                    if cache.breaker().state() == crate::breaker::State::Closed {
                         break;
                     }
                     let _ = cache.get("k").await;
                     tokio::task::yield_now().await;
                 }
-                assert_eq!(cache.breaker().unwrap().state(), crate::breaker::State::Closed);
+                assert_eq!(cache.breaker().state(), crate::breaker::State::Closed);
                 // Writes refused (OOM, READONLY): shed for the hold-down,
                 // however long.
                 for refusal in [Reason::OutOfMemory, Reason::ReadOnly] {
