@@ -5,6 +5,7 @@
 //!   multiplexed connections, configured by [`RedisConfig`].
 //! * [`ClientBackend`]: the same over your own `ConnectionManager` or
 //!   `MultiplexedConnection`.
+//! * `Bb8Backend` (feature `bb8`): the same over a bb8-redis pool.
 //! * [`RedisError`]: every failure, with a [`Reason`](crate::cache::Reason);
 //!   [`FaultClassifier`](crate::cache::FaultClassifier) tells the breaker
 //!   which ones mean Redis is unwell.
@@ -14,8 +15,12 @@ mod client;
 mod commands;
 mod config;
 mod error;
+#[cfg(feature = "bb8")]
+mod pool;
 
 pub use backend::{BackendFuture, RedisBackend};
 pub use client::ClientBackend;
 pub use config::{RedisConfig, RedisConfigBuilder};
 pub use error::RedisError;
+#[cfg(feature = "bb8")]
+pub use pool::Bb8Backend;
