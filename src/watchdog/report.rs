@@ -84,6 +84,16 @@ impl Report {
         }
     }
 
+    /// The `maxmemory` that leaves `leeway` before memory is full at the
+    /// measured growth: memory used now plus `leeway` of growth. `None`
+    /// before a forecast, or while memory is not growing.
+    pub fn maxmemory_for(&self, leeway: Duration) -> Option<u64> {
+        let used = self.info.as_ref()?.used_memory;
+        let growth = self.growth_bytes_per_sec.filter(|g| *g > 0.0)?;
+        let more = growth * leeway.as_secs_f64();
+        Some(used.saturating_add(more.min(u64::MAX as f64) as u64))
+    }
+
     pub(super) fn starting(name: &str) -> Self {
         Report {
             name: name.to_owned(),

@@ -152,6 +152,27 @@ async fn the_report_serializes_for_a_health_endpoint() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_sizing_gives_the_maxmemory_for_a_leeway() {
+    let (mut state, shared, _rx) = harness();
+    // 1 MiB a minute.
+    feed(&mut state, &shared, 20, 1024 * MB, |m| 300 * MB + m * MB).await;
+    let report = lock(&shared.report).clone();
+    let used = report.info.as_ref().unwrap().used_memory;
+    let day = Duration::from_secs(24 * 3600);
+    let for_48h = report.maxmemory_for(2 * day).unwrap();
+    let expected = used as f64 + 2.0 * 24.0 * 60.0 * MB as f64;
+    assert!(
+        (for_48h as f64 / expected - 1.0).abs() < 0.15,
+        "{for_48h} vs {expected}"
+    );
+    assert!(report.maxmemory_for(3 * day).unwrap() > for_48h);
+    // Not growing: no sizing.
+    let (mut flat, shared, _rx) = harness();
+    feed(&mut flat, &shared, 20, 1024 * MB, |_| 300 * MB).await;
+    assert_eq!(lock(&shared.report).maxmemory_for(day), None);
+}
+
+#[tokio::test(start_paused = true)]
 async fn maxmemory_zero_and_unusable_text() {
     let (mut state, shared, mut rx) = harness();
     feed(&mut state, &shared, 30, 0, |m| 100 * MB + m * MB).await;

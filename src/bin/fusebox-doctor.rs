@@ -1,0 +1,149 @@
+//! `fusebox-doctor`: a one-screen memory check-up of any Redis, read-only.
+//!
+//! ```sh
+//! cargo install --path . --features doctor
+//! fusebox-doctor redis://127.0.0.1:6379            # 5 s of watching, then the report
+//! fusebox-doctor --json --seconds 10 redis://…     # the same as JSON, for scripts
+//! ```
+//!
+//! Watches for a few seconds (`INFO` every 500 ms, a paced `SCAN` sample of
+//! at most 500 keys per round at 5 000 keys/s — `SCAN`, `TTL` and
+//! `MEMORY USAGE` only, nothing is written), then prints usage, growth,
+//! dangerous settings, the key patterns holding memory without a TTL, and
+//! the `maxmemory` that would give 48 h and 72 h of leeway at the measured
+//! growth. Exit code: 0 healthy, 1 warning, 2 critical, 3 bad arguments.
+//! The URL is never printed (it may hold a password).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use fusebox::watchdog::{Report, Severity, Watchdog};
+
+const USAGE: &str = "usage: fusebox-doctor [--json] [--seconds N ≥ 1] [redis://host:port]";
+
+struct Args {
+    url: String,
+    seconds: u64,
+    json: bool,
+}
+
+fn args() -> Result<Args, String> {
+    let mut out = Args {
+        url: "redis://127.0.0.1:6379".into(),
+        seconds: 5,
+        json: false,
+    };
+    let mut args = std::env::args().skip(1);
+    let mut positional = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--json" => out.json = true,
+            "--seconds" => {
+                let n = args.next().ok_or("--seconds needs a number")?;
+                out.seconds = seconds(&n)?;
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            _ => positional.push(arg),
+        }
+    }
+    // Also the example's form: URL [seconds].
+    let mut positional = positional.into_iter();
+    if let Some(url) = positional.next() {
+        out.url = url;
+    }
+    if let Some(n) = positional.next() {
+        out.seconds = seconds(&n)?;
+    }
+    if positional.next().is_some() {
+        return Err("too many arguments".into());
+    }
+    Ok(out)
+}
+
+fn seconds(s: &str) -> Result<u64, String> {
+    match s.parse() {
+        Ok(n) if (1..=3600).contains(&n) => Ok(n),
+        _ => Err(format!("not a number of seconds in 1..=3600: {s}")),
+    }
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn main() -> ExitCode {
+    let args = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("fusebox-doctor: {e}");
+            eprintln!("{USAGE}");
+            return ExitCode::from(3);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let report = match runtime.block_on(watch(&args)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fusebox-doctor: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let severity = report.severity();
+    let sizing = [2 * DAY, 3 * DAY].map(|d| report.maxmemory_for(d));
+    if args.json {
+        let json = serde_json::json!({
+            "seconds_watched": args.seconds,
+            "verdict": format!("{severity:?}").to_lowercase(),
+            "maxmemory_for_48h": sizing[0],
+            "maxmemory_for_72h": sizing[1],
+            "report": report,
+        });
+        println!("{json:#}");
+    } else {
+        println!("fusebox doctor — {} s of watching\n", args.seconds);
+        print!("{report}");
+        match sizing {
+            [Some(h48), Some(h72)] => println!(
+                "sizing: at this growth, maxmemory {} gives 48 h of leeway, {} gives 72 h",
+                mib(h48),
+                mib(h72)
+            ),
+            _ => println!("sizing: memory is not growing (or not measured yet): no sizing"),
+        }
+        println!("\nverdict: {severity:?}");
+    }
+    ExitCode::from(match severity {
+        Severity::Ok => 0,
+        Severity::Warning => 1,
+        Severity::Critical => 2,
+    })
+}
+
+async fn watch(args: &Args) -> Result<Report, fusebox::cache::ConfigError> {
+    let watchdog = Watchdog::builder()
+        .name("doctor")
+        .interval(Duration::from_millis(500))
+        .timeout(Duration::from_secs(1))
+        .min_span(Duration::from_secs(args.seconds.clamp(2, 60) * 2 / 3))
+        .horizon(Duration::from_secs(3600))
+        .samples_per_round(500)
+        .keys_per_second(5000)
+        .start(&args.url)?;
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    Ok(watchdog.report())
+}
+
+/// Rounded up, so the advice is never short.
+fn mib(bytes: u64) -> String {
+    let mib = (bytes as f64 / (1u64 << 20) as f64).ceil();
+    if mib >= 10.0 * 1024.0 {
+        format!("{:.0} GiB", (mib / 1024.0).ceil())
+    } else {
+        format!("{mib:.0} MiB")
+    }
+}

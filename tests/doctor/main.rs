@@ -1,0 +1,60 @@
+//! The `fusebox-doctor` binary against a real redis-server: its report,
+//! its JSON for scripts, its exit codes.
+
+#[path = "../cache/common.rs"]
+mod common;
+
+use std::process::Command;
+
+use common::RedisServer;
+
+fn doctor(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fusebox-doctor"))
+        .args(args)
+        .output()
+        .expect("run fusebox-doctor");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn json_output_parses_and_the_exit_code_is_the_verdict() {
+    // No maxmemory: a warning (Redis grows until the OS kills it).
+    let redis = RedisServer::start(&[]);
+    redis.cmd(&["SET", "k", "v"]);
+    let url = format!("redis://:s3cret@127.0.0.1:{}", redis.port());
+    let (code, stdout, stderr) = doctor(&["--json", "--seconds", "1", &url]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(json["verdict"], "warning");
+    assert_eq!(json["seconds_watched"], 1);
+    assert_eq!(json["report"]["name"], "doctor");
+    assert_eq!(json["report"]["status"], "Degraded");
+    assert!(json["report"]["info"]["used_memory"].as_u64().unwrap() > 0);
+    // Not growing: no sizing, said as null.
+    assert!(json["maxmemory_for_48h"].is_null());
+    assert!(
+        !stdout.contains("s3cret"),
+        "the URL's password is never printed"
+    );
+
+    // With room to spare: healthy, and the text report.
+    let roomy = RedisServer::start(&["--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"]);
+    let (code, stdout, _) = doctor(&[&roomy.url(), "1"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("verdict: Ok"), "{stdout}");
+    assert!(stdout.contains("sizing:"), "{stdout}");
+
+    // Redis down: critical.
+    let url = format!("redis://127.0.0.1:{}", common::free_port());
+    let (code, _, _) = doctor(&["--seconds", "1", &url]);
+    assert_eq!(code, Some(2));
+
+    // Bad arguments: 3, with the usage.
+    let (code, _, stderr) = doctor(&["--seconds", "zero"]);
+    assert_eq!(code, Some(3));
+    assert!(stderr.contains("usage:"), "{stderr}");
+}
