@@ -28,8 +28,6 @@ use std::sync::Arc;
 
 use metrics::{counter, gauge};
 
-use crate::breaker::{Outcome, Transition};
-
 /// Counter of calls through a breaker, by `outcome`.
 pub const BREAKER_CALLS_TOTAL: &str = "fusebox_breaker_calls_total";
 /// Counter of slow calls through a breaker.
@@ -38,31 +36,6 @@ pub const BREAKER_SLOW_CALLS_TOTAL: &str = "fusebox_breaker_slow_calls_total";
 pub const BREAKER_TRANSITIONS_TOTAL: &str = "fusebox_breaker_transitions_total";
 /// Gauge of how many circuits of a name are in each `state`.
 pub const BREAKER_STATE: &str = "fusebox_breaker_state";
-
-pub(crate) fn breaker_transition(name: &Arc<str>, t: &Transition) {
-    let (from, to, reason) = (t.from.as_str(), t.to.as_str(), t.reason.as_str());
-    let open_ms = t
-        .open_until
-        .map(|u| u.saturating_duration_since(t.at).as_millis() as u64);
-    if t.to.is_rejecting() {
-        tracing::warn!(
-            target: "fusebox::breaker",
-            breaker = &**name, from, to, reason,
-            failure_rate = t.failure_rate, open_ms,
-            "circuit breaker opened"
-        );
-    } else {
-        tracing::info!(
-            target: "fusebox::breaker",
-            breaker = &**name, from, to, reason,
-            "circuit breaker {to}"
-        );
-    }
-    counter!(BREAKER_TRANSITIONS_TOTAL, "breaker" => name.clone(), "from" => from, "to" => to, "reason" => reason)
-        .increment(1);
-    breaker_left(name, t.from);
-    breaker_entered(name, t.to);
-}
 
 /// Adds outcomes counted since the last publish (never totals: two breakers
 /// of one name must add up).
@@ -79,9 +52,9 @@ pub(crate) fn breaker_counts(name: &Arc<str>, successes: u64, rejections: u64, i
     }
 }
 
-pub(crate) fn breaker_outcome(name: Option<&Arc<str>>, outcome: Outcome, slow: bool) {
+pub(crate) fn breaker_outcome(name: Option<&Arc<str>>, failure: bool, slow: bool) {
     let Some(name) = name else { return };
-    if outcome == Outcome::Failure {
+    if failure {
         counter!(BREAKER_CALLS_TOTAL, "breaker" => name.clone(), "outcome" => "failure")
             .increment(1);
     }
@@ -91,13 +64,13 @@ pub(crate) fn breaker_outcome(name: Option<&Arc<str>>, outcome: Outcome, slow: b
 }
 
 /// A circuit of `name` entered `state` (made: `closed`).
-pub(crate) fn breaker_entered(name: &Arc<str>, state: crate::breaker::State) {
-    gauge!(BREAKER_STATE, "breaker" => name.clone(), "state" => state.as_str()).increment(1.0);
+pub(crate) fn breaker_entered(name: &Arc<str>, state: &'static str) {
+    gauge!(BREAKER_STATE, "breaker" => name.clone(), "state" => state).increment(1.0);
 }
 
 /// A circuit of `name` left `state` (or was dropped in it).
-pub(crate) fn breaker_left(name: &Arc<str>, state: crate::breaker::State) {
-    gauge!(BREAKER_STATE, "breaker" => name.clone(), "state" => state.as_str()).decrement(1.0);
+pub(crate) fn breaker_left(name: &Arc<str>, state: &'static str) {
+    gauge!(BREAKER_STATE, "breaker" => name.clone(), "state" => state).decrement(1.0);
 }
 
 /// Counter of cache calls answered without the cache (a miss or a skip), by
@@ -108,14 +81,14 @@ pub const CACHE_FAIL_OPEN_TOTAL: &str = "fusebox_cache_fail_open_total";
 /// broken at checkout, by `addr` and `reason`.
 pub const REDIS_CONNECT_ERRORS_TOTAL: &str = "fusebox_redis_connect_errors_total";
 
-pub(crate) fn cache_fail_open(name: &Arc<str>, op: &'static str, reason: crate::cache::Reason) {
-    counter!(CACHE_FAIL_OPEN_TOTAL, "cache" => name.clone(), "op" => op, "reason" => reason.as_str())
+pub(crate) fn cache_fail_open(name: &Arc<str>, op: &'static str, reason: &'static str) {
+    counter!(CACHE_FAIL_OPEN_TOTAL, "cache" => name.clone(), "op" => op, "reason" => reason)
         .increment(1);
 }
 
-pub(crate) fn redis_connect_error(addr: &str, reason: crate::cache::Reason) {
-    tracing::debug!(target: "fusebox::redis", addr, reason = reason.as_str(), "redis connect failed");
-    counter!(REDIS_CONNECT_ERRORS_TOTAL, "addr" => addr.to_owned(), "reason" => reason.as_str())
+pub(crate) fn redis_connect_error(addr: &str, reason: &'static str) {
+    tracing::debug!(target: "fusebox::redis", addr, reason, "redis connect failed");
+    counter!(REDIS_CONNECT_ERRORS_TOTAL, "addr" => addr.to_owned(), "reason" => reason)
         .increment(1);
 }
 
@@ -143,47 +116,4 @@ pub const REDIS_EXPIRED_KEYS_TOTAL: &str = "fusebox_redis_expired_keys_total";
 
 pub(crate) fn watchdog_up(name: &str, up: bool) {
     gauge!(REDIS_UP, "watchdog" => name.to_owned()).set(if up { 1.0 } else { 0.0 });
-}
-
-pub(crate) fn watchdog_figures(
-    name: &str,
-    info: &crate::watchdog::Info,
-    ratio: Option<f64>,
-    growth: Option<f64>,
-    to_full: Option<std::time::Duration>,
-    evicted: Option<u64>,
-    expired: Option<u64>,
-) {
-    let name = name.to_owned();
-    let label = || ("watchdog", name.clone());
-    let set = |metric: &'static str, v: f64| {
-        let (k, n) = label();
-        gauge!(metric, k => n).set(v);
-    };
-    set(REDIS_USED_MEMORY_BYTES, info.used_memory as f64);
-    if let Some(r) = ratio {
-        set(REDIS_MEMORY_RATIO, r);
-    }
-    if let Some(g) = growth {
-        set(REDIS_MEMORY_GROWTH_BYTES_PER_SECOND, g);
-    }
-    match (to_full, growth) {
-        (Some(d), _) => set(REDIS_SECONDS_TO_FULL, d.as_secs_f64()),
-        // A forecast, and it says never.
-        (None, Some(_)) => set(REDIS_SECONDS_TO_FULL, f64::INFINITY),
-        (None, None) => {}
-    }
-    if let Some(s) = info.no_ttl_share() {
-        set(REDIS_NO_TTL_KEY_RATIO, s);
-    }
-    let add = |metric: &'static str, n: u64| {
-        let (k, v) = label();
-        counter!(metric, k => v).increment(n);
-    };
-    if let Some(n) = evicted {
-        add(REDIS_EVICTED_KEYS_TOTAL, n);
-    }
-    if let Some(n) = expired {
-        add(REDIS_EXPIRED_KEYS_TOTAL, n);
-    }
 }

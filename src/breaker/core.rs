@@ -187,7 +187,7 @@ impl Core {
         core.head.slow_nanos.store(slow, Relaxed);
         core.head.open_until.store(0, Relaxed);
         let name: std::sync::Arc<str> = config.name.as_str().into();
-        telemetry::breaker_entered(&name, State::Closed);
+        telemetry::breaker_entered(&name, State::Closed.as_str());
         let machine = Machine::new(
             config,
             epoch,
@@ -223,7 +223,7 @@ impl Core {
             if let Some(timer) = l.timer.take() {
                 timer.abort();
             }
-            telemetry::breaker_left(&l.name, l.machine.state());
+            telemetry::breaker_left(&l.name, l.machine.state().as_str());
         }
         *live = None;
         let epoch = epoch_of(self.head.word.load(Relaxed)) + 1;
@@ -337,7 +337,7 @@ impl Core {
         let emitted = transition.map(|t| (live.name.clone(), t));
         drop(guard);
         if let Some((name, t)) = emitted {
-            telemetry::breaker_transition(&name, &t);
+            publish::transition(&name, &t);
             self.publish();
         }
         Some(result)
@@ -392,7 +392,11 @@ impl Core {
             }
             ((), m.on_call(epoch, outcome, slow, ctx))
         });
-        telemetry::breaker_outcome(self.name_for(outcome, slow).as_ref(), outcome, slow);
+        telemetry::breaker_outcome(
+            self.name_for(outcome, slow).as_ref(),
+            outcome == Outcome::Failure,
+            slow,
+        );
     }
 
     fn name_for(&self, outcome: Outcome, slow: bool) -> Option<std::sync::Arc<str>> {
@@ -413,7 +417,11 @@ impl Core {
             }
             ((), m.on_probe(epoch, outcome, slow, ctx))
         });
-        telemetry::breaker_outcome(self.name_for(outcome, slow).as_ref(), outcome, slow);
+        telemetry::breaker_outcome(
+            self.name_for(outcome, slow).as_ref(),
+            outcome == Outcome::Failure,
+            slow,
+        );
     }
 
     /// Takes a probe slot while half-open in `epoch`.

@@ -323,7 +323,11 @@ impl<B: Backend> Cache<B> {
         match serde_json::to_vec(value) {
             Ok(bytes) => self.set(key, bytes).await,
             Err(_) => {
-                crate::telemetry::cache_fail_open(&self.shared.options.name, "set", Reason::Other);
+                crate::telemetry::cache_fail_open(
+                    &self.shared.options.name,
+                    "set",
+                    Reason::Other.as_str(),
+                );
                 Write::Skipped(Reason::Other)
             }
         }
@@ -335,7 +339,7 @@ impl<B: Backend> Cache<B> {
             Ok(v) => Some(v),
             Err(e) => {
                 let name = &self.shared.options.name;
-                crate::telemetry::cache_fail_open(name, "get", Reason::Undecodable);
+                crate::telemetry::cache_fail_open(name, "get", Reason::Undecodable.as_str());
                 tracing::debug!(target: "fusebox::cache", cache = &**name, error = %e, "cached value does not decode");
                 None
             }
@@ -350,7 +354,7 @@ impl<B: Backend> Cache<B> {
         let options = &self.shared.options;
         if value.len() > options.max_value_size || key.len() > options.max_key_size {
             let op = if if_absent { "set_if_absent" } else { "set" };
-            crate::telemetry::cache_fail_open(&options.name, op, Reason::TooLarge);
+            crate::telemetry::cache_fail_open(&options.name, op, Reason::TooLarge.as_str());
             return Write::Skipped(Reason::TooLarge);
         }
         if ttl == Ttl::After(Duration::ZERO) {
@@ -375,7 +379,7 @@ impl<B: Backend> Cache<B> {
     /// A zero TTL is the caller's mistake (a key that lives 0 ms), never
     /// sent: skipped, counted and answered as such, not `Done`.
     fn zero_ttl(&self, op: &'static str) -> Write {
-        crate::telemetry::cache_fail_open(&self.shared.options.name, op, Reason::Rejected);
+        crate::telemetry::cache_fail_open(&self.shared.options.name, op, Reason::Rejected.as_str());
         Write::Skipped(Reason::Rejected)
     }
 
@@ -397,7 +401,7 @@ impl<B: Backend> Cache<B> {
     fn checked_key(&self, op: &'static str, key: &[u8]) -> Option<Bytes> {
         let options = &self.shared.options;
         if options.prefix.len() + key.len() > options.max_key_size {
-            crate::telemetry::cache_fail_open(&options.name, op, Reason::TooLarge);
+            crate::telemetry::cache_fail_open(&options.name, op, Reason::TooLarge.as_str());
             return None;
         }
         Some(self.key(key))

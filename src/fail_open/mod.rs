@@ -164,7 +164,7 @@ impl Shared {
     /// from this layer (a write shed during the hold-down must not extend
     /// it, or it would never end while writes keep coming).
     fn fell_back(&self, op: &'static str, reason: Reason, answered: bool) {
-        crate::telemetry::cache_fail_open(&self.name, op, reason);
+        crate::telemetry::cache_fail_open(&self.name, op, reason.as_str());
         if answered && reason.refuses_writes() {
             let until = self.nanos().saturating_add(nanos(self.hold_down)).max(1);
             if reason == Reason::OutOfMemory {

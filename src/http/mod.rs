@@ -342,7 +342,11 @@ where
     let bytes = cache.get(key).await?;
     let entry = Entry::decode(&bytes);
     if entry.is_none() {
-        crate::telemetry::cache_fail_open(&Arc::from(cache.name()), op, Reason::Undecodable);
+        crate::telemetry::cache_fail_open(
+            &Arc::from(cache.name()),
+            op,
+            Reason::Undecodable.as_str(),
+        );
     }
     Some(entry?.into_response(head))
 }

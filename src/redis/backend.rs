@@ -257,7 +257,10 @@ impl Shared {
                                 Reason::Timeout if backlogged() => RedisError::overloaded(),
                                 _ => e,
                             };
-                            crate::telemetry::redis_connect_error(&self.config.addr, e.reason());
+                            crate::telemetry::redis_connect_error(
+                                &self.config.addr,
+                                e.reason().as_str(),
+                            );
                             *lock(&slot.failed) = Some((tokio::time::Instant::now(), e.clone()));
                             Err(e)
                         }

@@ -1,6 +1,10 @@
 //! Publishing each circuit's counts to `metrics`: on every transition, when
 //! a breaker is dropped, and every second from a thread of its own.
 
+use std::sync::Arc;
+
+use metrics::counter;
+
 use super::*;
 
 pub(super) static PUBLISHER: Mutex<Publisher> = Mutex::new(Publisher {
@@ -78,4 +82,30 @@ fn publish_loop() {
             core.publish();
         }
     }
+}
+
+/// Logs, counts and publishes a transition of the circuit `name`.
+pub(super) fn transition(name: &Arc<str>, t: &Transition) {
+    let (from, to, reason) = (t.from.as_str(), t.to.as_str(), t.reason.as_str());
+    let open_ms = t
+        .open_until
+        .map(|u| u.saturating_duration_since(t.at).as_millis() as u64);
+    if t.to.is_rejecting() {
+        tracing::warn!(
+            target: "fusebox::breaker",
+            breaker = &**name, from, to, reason,
+            failure_rate = t.failure_rate, open_ms,
+            "circuit breaker opened"
+        );
+    } else {
+        tracing::info!(
+            target: "fusebox::breaker",
+            breaker = &**name, from, to, reason,
+            "circuit breaker {to}"
+        );
+    }
+    counter!(telemetry::BREAKER_TRANSITIONS_TOTAL, "breaker" => name.clone(), "from" => from, "to" => to, "reason" => reason)
+        .increment(1);
+    telemetry::breaker_left(name, t.from.as_str());
+    telemetry::breaker_entered(name, t.to.as_str());
 }

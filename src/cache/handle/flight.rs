@@ -179,7 +179,7 @@ impl<B: super::Backend> Cache<B> {
                 let share = match serde_json::to_vec(&value) {
                     Ok(bytes) => Some((Bytes::from(bytes), ttl)),
                     Err(e) => {
-                        crate::telemetry::cache_fail_open(name, "set", Reason::Other);
+                        crate::telemetry::cache_fail_open(name, "set", Reason::Other.as_str());
                         tracing::debug!(target: "fusebox::cache", cache = &**name, error = %e, "loaded value does not encode");
                         None
                     }
