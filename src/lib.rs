@@ -59,3 +59,8 @@ pub mod http;
 pub mod redis;
 pub mod telemetry;
 pub mod watchdog;
+
+mod error;
+mod request;
+
+pub use error::ConfigError;

@@ -1,6 +1,5 @@
 //! Building a [`Cache`]: safe defaults, checked at build time.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,52 +7,17 @@ use bytes::Bytes;
 use tower::Layer;
 
 use super::handle::{Backend, Cache, FaultClassifier, Options};
-use super::request::Ttl;
 use crate::breaker::{
     Breaker, CircuitBreakerLayer, Config as BreakerConfig, ConfigBuilder as BreakerBuilder,
 };
+use crate::error::ConfigError;
 use crate::fail_open::FailOpenLayer;
 use crate::redis::{RedisBackend, RedisConfig};
+use crate::request::Ttl;
 use crate::watchdog::{Watchdog, WatchdogBuilder};
 
 /// The open period of a cache's default breaker.
 const CACHE_OPEN_FOR: Duration = Duration::from_millis(500);
-
-/// An invalid cache or Redis setting, naming the setter at fault. Never
-/// quotes a URL (it may hold a password).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    reason: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            reason: reason.into(),
-        }
-    }
-
-    /// The name of the setter whose value is invalid.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid cache `{}`: {}", self.field, self.reason)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl From<crate::breaker::ConfigError> for ConfigError {
-    fn from(e: crate::breaker::ConfigError) -> Self {
-        ConfigError::new("breaker", e.to_string())
-    }
-}
 
 /// Builds a [`Cache`]. Every setter documents its default; [`build`]-time
 /// checks reject bad values with a [`ConfigError`].

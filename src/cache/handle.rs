@@ -14,10 +14,10 @@ use bytes::{Bytes, BytesMut};
 use tower::Service;
 
 use super::config::CacheBuilder;
-use super::request::{CacheRequest, CacheResponse, Fault, Reason, Ttl};
 use crate::breaker::{Breaker, CircuitBreaker, Classify, Outcome};
 use crate::fail_open::FailOpen;
 use crate::redis::RedisBackend;
+use crate::request::{CacheRequest, CacheResponse, Fault, Reason, Ttl};
 
 mod flight;
 #[cfg(test)]

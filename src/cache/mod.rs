@@ -39,8 +39,8 @@
 
 mod config;
 pub(crate) mod handle;
-mod request;
 
-pub use config::{CacheBuilder, ConfigError};
+pub use crate::error::ConfigError;
+pub use crate::request::{CacheRequest, CacheResponse, Fault, Reason, Ttl};
+pub use config::CacheBuilder;
 pub use handle::{Backend, Cache, FaultClassifier, Write};
-pub use request::{CacheRequest, CacheResponse, Fault, Reason, Ttl};

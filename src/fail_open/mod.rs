@@ -32,7 +32,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use crate::cache::{CacheRequest, CacheResponse, Fault, Reason};
+use crate::request::{CacheRequest, CacheResponse, Fault, Reason};
 
 /// Makes [`FailOpen`] services that share one OOM hold-down and one log
 /// rate limit.

@@ -19,7 +19,7 @@ use tower::Service;
 use super::commands::execute;
 use super::config::RedisConfig;
 use super::error::RedisError;
-use crate::cache::{CacheRequest, CacheResponse, Reason};
+use crate::request::{CacheRequest, CacheResponse, Reason};
 
 /// The future of a Redis backend call.
 pub type BackendFuture = Pin<Box<dyn Future<Output = Result<CacheResponse, RedisError>> + Send>>;

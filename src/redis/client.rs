@@ -10,7 +10,7 @@ use tower::Service;
 use super::commands::execute;
 use super::error::RedisError;
 use super::BackendFuture;
-use crate::cache::{CacheRequest, CacheResponse};
+use crate::request::{CacheRequest, CacheResponse};
 
 /// A cache backend over a client the caller already has: a redis
 /// [`ConnectionManager`](redis::aio::ConnectionManager), a

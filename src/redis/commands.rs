@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::aio::ConnectionLike;
 
-use crate::cache::{CacheRequest, CacheResponse};
+use crate::request::{CacheRequest, CacheResponse};
 
 /// A TTL in milliseconds as Redis takes it: at least 1, and at most 2^62
 /// (Redis refuses an expiry that overflows its clock, so a `max_ttl` of
@@ -21,7 +21,7 @@ pub(super) async fn execute<C: ConnectionLike + Send>(
     conn: &mut C,
     request: CacheRequest,
 ) -> redis::RedisResult<CacheResponse> {
-    use crate::cache::Ttl;
+    use crate::request::Ttl;
     Ok(match request {
         CacheRequest::Get(key) => {
             let v: Option<Vec<u8>> = redis::cmd("GET").arg(&key[..]).query_async(conn).await?;

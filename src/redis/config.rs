@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::{IntoConnectionInfo, ProtocolVersion};
 
-use crate::cache::ConfigError;
+use crate::error::ConfigError;
 
 /// Connection settings for [`RedisBackend`](super::RedisBackend): the
 /// address and credentials (from a URL) and every deadline.

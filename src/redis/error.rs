@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::cache::{Fault, Reason};
+use crate::request::{Fault, Reason};
 
 /// A failed Redis call: what went wrong, as a [`Reason`], and the client's
 /// error when there is one.
@@ -196,5 +196,22 @@ impl std::error::Error for RedisError {
         self.source
             .as_ref()
             .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl Fault for tower::BoxError {
+    /// Looks for a known error in the box (a [`RedisError`], a
+    /// [`BreakerOpen`]); anything else is [`Reason::Other`].
+    ///
+    /// [`RedisError`]: RedisError
+    /// [`BreakerOpen`]: crate::breaker::BreakerOpen
+    fn reason(&self) -> Reason {
+        if let Some(e) = self.downcast_ref::<RedisError>() {
+            e.reason()
+        } else if self.is::<crate::breaker::BreakerOpen>() {
+            Reason::BreakerOpen
+        } else {
+            Reason::Other
+        }
     }
 }

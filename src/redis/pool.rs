@@ -10,7 +10,7 @@ use tower::Service;
 use super::commands::execute;
 use super::error::RedisError;
 use super::BackendFuture;
-use crate::cache::{CacheRequest, CacheResponse};
+use crate::request::{CacheRequest, CacheResponse};
 
 /// A cache backend over the `bb8::Pool<bb8_redis::RedisConnectionManager>`
 /// an axum service often holds already: one line gives it a fail-open cache,

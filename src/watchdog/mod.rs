@@ -63,5 +63,5 @@ pub use config::{WatchdogBuilder, WatchdogConfig};
 pub use report::{Report, Severity, Status};
 pub use task::Watchdog;
 
-use crate::cache::ConfigError;
+use crate::error::ConfigError;
 use sampler::Sampler;

@@ -9,8 +9,8 @@ use tokio::sync::watch;
 
 use super::{Cache, Shared};
 #[cfg(feature = "serde")]
-use crate::cache::request::Reason;
-use crate::cache::request::Ttl;
+use crate::request::Reason;
+use crate::request::Ttl;
 
 /// One in-flight load: followers wait for `done`, then read `value`.
 pub(super) struct Flight {

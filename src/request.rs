@@ -25,7 +25,7 @@ impl From<Duration> for Ttl {
 /// One unit of cache work, on binary keys and values.
 ///
 /// Keys are sent as given: prefixes, TTL defaults and size caps are applied
-/// by the [`Cache`](super::Cache) handle before a request is made.
+/// by the [`Cache`](crate::cache::Cache) handle before a request is made.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CacheRequest {
     /// `GET key` → [`CacheResponse::Value`].
@@ -269,23 +269,6 @@ impl<E: Fault> Fault for crate::breaker::Error<E> {
         match self {
             crate::breaker::Error::Open(_) => Reason::BreakerOpen,
             crate::breaker::Error::Inner(e) => e.reason(),
-        }
-    }
-}
-
-impl Fault for tower::BoxError {
-    /// Looks for a known error in the box (a [`RedisError`], a
-    /// [`BreakerOpen`]); anything else is [`Reason::Other`].
-    ///
-    /// [`RedisError`]: crate::redis::RedisError
-    /// [`BreakerOpen`]: crate::breaker::BreakerOpen
-    fn reason(&self) -> Reason {
-        if let Some(e) = self.downcast_ref::<crate::redis::RedisError>() {
-            e.reason()
-        } else if self.is::<crate::breaker::BreakerOpen>() {
-            Reason::BreakerOpen
-        } else {
-            Reason::Other
         }
     }
 }
