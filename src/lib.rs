@@ -34,18 +34,40 @@
 //!
 //! # Layout
 //!
-//! * [`breaker`]: the circuit breaker layer, its configuration, its handle,
-//!   and the state machine behind them.
-//! * [`cache`]: the [`Cache`](cache::Cache) handle and the request
-//!   vocabulary every cache layer speaks.
-//! * [`redis`]: the Redis backend (its own multiplexed connections), error classification, and an
-//!   adapter for clients you already have.
-//! * [`fail_open`]: the layer that turns errors into misses and skips.
-//! * [`watchdog`]: Redis memory levels, growth forecast, leeway alerts,
-//!   and the key prefixes that hold memory without a TTL.
-//! * `http` (feature `http`): `HttpCacheLayer` for HTTP services, and
-//!   `GrpcCacheLayer` for gRPC servers.
-//! * [`telemetry`]: the names of every metric, in one place.
+//! Each module uses only those below it:
+//!
+//! ```text
+//! http       response caching (HttpCacheLayer, GrpcCacheLayer) and breakers
+//!   │        for HTTP/gRPC (HttpBreakerLayer, GrpcBreakerLayer, classifiers)
+//! cache      the Cache handle: keys, TTLs, caps, single flight, JSON
+//!   │
+//!   ├─ fail_open   errors → misses and skips, write shedding
+//!   ├─ watchdog    memory levels, growth forecast, leeway alerts, no-TTL keys
+//!   ├─ redis       RedisBackend (own connections), ClientBackend, Bb8Backend,
+//!   │              error classification
+//!   │
+//! request    CacheRequest, CacheResponse, Reason, Fault (re-exported by cache)
+//! breaker    CircuitBreaker, KeyedBreaker, the state machine, per-thread counts
+//! telemetry  the names of every metric
+//! ```
+//!
+//! One `cache.get("k")`, top to bottom:
+//!
+//! 1. [`Cache::get`](cache::Cache::get) adds the prefix, refuses a key over
+//!    the cap (a counted miss), and takes this thread's clone of the stack.
+//! 2. [`FailOpen`](fail_open::FailOpen) passes it on, unless writes are
+//!    being shed (a `get` never is).
+//! 3. The [`CircuitBreaker`](breaker::CircuitBreaker) admits it: closed, one
+//!    load of the state word; open, an immediate rejection (a miss, reason
+//!    `breaker_open`).
+//! 4. [`RedisBackend`](redis::RedisBackend) takes the read connection (or
+//!    connects, single-flight, bounded), counts it in flight (over the
+//!    limit: a miss, reason `overloaded`), sends `GET`, bounded by the
+//!    response deadline.
+//! 5. On the way back, the breaker classifies the outcome
+//!    ([`FaultClassifier`](cache::FaultClassifier)); `FailOpen` turns any
+//!    error into a miss with its [`Reason`](cache::Reason), counted in
+//!    [`telemetry`] and logged once a second at most.
 //!
 //! [Tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]
