@@ -307,7 +307,6 @@ impl State {
             (Some(level), Some(r)) => info.policy == Policy::NoEviction && r >= level,
             _ => false,
         };
-        shared.pressure.store(shedding, Relaxed);
         // Redis' totals since its start; below the last one, it restarted,
         // and all of its total is new.
         let delta = |now: Option<u64>, prev: Option<u64>| match (now, prev) {
@@ -346,6 +345,9 @@ impl State {
         report.shedding_writes = shedding;
         report.info = Some(info.clone());
         drop(report);
+        // After the report: whoever sees writes shed finds the report
+        // saying so.
+        shared.pressure.store(shedding, Relaxed);
         self.previous = Some(info);
     }
 }
