@@ -20,12 +20,16 @@ enum Event {
     WriterOom,
 }
 
-fn record(mut alerts: broadcast::Receiver<Alert>, log: Arc<Mutex<Vec<Event>>>) {
-    tokio::spawn(async move {
-        while let Ok(a) = alerts.recv().await {
-            log.lock().unwrap().push(Event::Alert(a));
+/// Appends the alerts sent so far to `log`, on the caller's task: an
+/// alert sent before the caller saw something is logged before it.
+fn drain(alerts: &mut broadcast::Receiver<Alert>, log: &Mutex<Vec<Event>>) {
+    loop {
+        match alerts.try_recv() {
+            Ok(a) => log.lock().unwrap().push(Event::Alert(a)),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => panic!("{n} alerts lost"),
+            Err(_) => return,
         }
-    });
+    }
 }
 
 fn quick() -> fusebox::watchdog::WatchdogBuilder {
@@ -45,7 +49,7 @@ async fn a_leaking_queue_raises_every_alert_before_redis_is_full() {
     let mut redis = RedisServer::start(&["--maxmemory", "6mb", "--maxmemory-policy", "noeviction"]);
     let watchdog = quick().start(redis.url()).unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
-    record(watchdog.subscribe(), log.clone());
+    let mut alerts = watchdog.subscribe();
 
     // The leaking job queue (no TTL) and a well-behaved cache (with TTL).
     let client = redis::Client::open(redis.url()).unwrap();
@@ -76,6 +80,7 @@ async fn a_leaking_queue_raises_every_alert_before_redis_is_full() {
                     fusebox::redis::RedisError::from(e).reason(),
                     Reason::OutOfMemory
                 );
+                drain(&mut alerts, &log);
                 log.lock().unwrap().push(Event::WriterOom);
                 break true;
             }
@@ -88,12 +93,15 @@ async fn a_leaking_queue_raises_every_alert_before_redis_is_full() {
     assert!(full, "the writer filled Redis");
     // Until the watchdog has polled the full Redis (its alerts go out in
     // the same poll as the report).
-    let seen_full = eventually(Duration::from_secs(10), || async {
+    let seen_full = eventually(Duration::from_secs(10), || {
+        drain(&mut alerts, &log);
         let report = watchdog.report();
         let alerted = log.lock().unwrap().iter().any(|e| {
             matches!(e, Event::Alert(Alert::Usage { level, raised: true, .. }) if *level > 0.89)
         });
-        report.ratio.is_some_and(|r| r > 0.9) && report.levels_raised.contains(&0.9) && alerted
+        let ready =
+            report.ratio.is_some_and(|r| r > 0.9) && report.levels_raised.contains(&0.9) && alerted;
+        async move { ready }
     })
     .await;
     assert!(
@@ -167,9 +175,11 @@ async fn a_leaking_queue_raises_every_alert_before_redis_is_full() {
     redis.restart();
     // The report, and the alert (delivered to the recorder on its own
     // task).
-    let up = eventually(Duration::from_secs(5), || async {
+    let up = eventually(Duration::from_secs(5), || {
+        drain(&mut alerts, &log);
         let alerted = log.lock().unwrap().contains(&Event::Alert(Alert::Up));
-        watchdog.report().status != Status::Down && alerted
+        let ready = watchdog.report().status != Status::Down && alerted;
+        async move { ready }
     })
     .await;
     assert!(up, "and recovers");
