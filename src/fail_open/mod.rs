@@ -56,7 +56,7 @@ impl FailOpenLayer {
     /// As [`with_hold_down`](Self::with_hold_down), also skipping writes
     /// (reason `memory_pressure`) while `pressure` is set — by a
     /// [`Watchdog`](crate::watchdog::Watchdog) configured to shed.
-    pub fn with_pressure(
+    pub(crate) fn with_pressure(
         name: impl Into<Arc<str>>,
         hold_down: Duration,
         pressure: Arc<AtomicBool>,

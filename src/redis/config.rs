@@ -82,6 +82,7 @@ const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 /// Builds a [`RedisConfig`]; see [`RedisConfig::builder`].
 #[must_use]
+#[derive(Clone)]
 pub struct RedisConfigBuilder {
     url: String,
     connect_timeout: Duration,

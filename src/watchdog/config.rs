@@ -6,7 +6,7 @@ use super::*;
 
 /// Settings of a [`Watchdog`]; see [`Watchdog::builder`].
 #[derive(Clone, Debug)]
-pub struct WatchdogConfig {
+pub(crate) struct WatchdogConfig {
     pub(super) name: String,
     pub(super) interval: Duration,
     pub(super) timeout: Duration,
@@ -132,7 +132,7 @@ impl WatchdogBuilder {
     }
 
     /// Checks the settings.
-    pub fn build(self) -> Result<WatchdogConfig, ConfigError> {
+    pub(crate) fn build(self) -> Result<WatchdogConfig, ConfigError> {
         let c = &self.config;
         if c.name.is_empty() {
             return Err(ConfigError::new("name", "must not be empty"));

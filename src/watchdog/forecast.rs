@@ -38,7 +38,7 @@ impl Growth {
 
 /// A window of `(time, used bytes)` samples over a horizon.
 #[derive(Clone, Debug)]
-pub struct Forecaster {
+pub(crate) struct Forecaster {
     horizon: Duration,
     min_span: Duration,
     /// Seconds since an arbitrary origin, and bytes.
@@ -53,7 +53,7 @@ const MIN_SAMPLES: usize = 6;
 
 impl Forecaster {
     /// Keeps samples for `horizon`; estimates once they span `min_span`.
-    pub fn new(horizon: Duration, min_span: Duration) -> Self {
+    pub(crate) fn new(horizon: Duration, min_span: Duration) -> Self {
         Forecaster {
             horizon,
             min_span,
@@ -62,7 +62,7 @@ impl Forecaster {
     }
 
     /// Adds a sample taken `at` (seconds since any fixed origin).
-    pub fn push(&mut self, at: f64, used: u64) {
+    pub(crate) fn push(&mut self, at: f64, used: u64) {
         if self.samples.back().is_some_and(|(t, _)| at <= *t) {
             return;
         }
@@ -85,22 +85,18 @@ impl Forecaster {
 
     /// Forgets every sample (e.g. after Redis restarted: its memory started
     /// over).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.samples.clear();
     }
 
     /// How many samples are held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.samples.len()
     }
 
-    /// Whether no sample is held.
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
-
     /// The growth, once there are enough samples over a long enough span.
-    pub fn growth(&self) -> Option<Growth> {
+    pub(crate) fn growth(&self) -> Option<Growth> {
         let (first, last) = (self.samples.front()?, self.samples.back()?);
         let span = last.0 - first.0;
         if self.samples.len() < MIN_SAMPLES || span < self.min_span.as_secs_f64() || span <= 0.0 {

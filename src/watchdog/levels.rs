@@ -3,7 +3,7 @@
 
 /// A level crossed, up (`raised`) or down.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Crossing {
+pub(crate) struct Crossing {
     /// The level, as a fraction of the limit (0.5 for 50 %).
     pub level: f64,
     /// `true` when raised, `false` when cleared.
@@ -12,7 +12,7 @@ pub struct Crossing {
 
 /// The state of every configured level.
 #[derive(Clone, Debug)]
-pub struct Levels {
+pub(crate) struct Levels {
     /// Ascending.
     levels: Vec<f64>,
     hysteresis: f64,
@@ -22,7 +22,7 @@ pub struct Levels {
 impl Levels {
     /// `levels` (fractions, any order) clear once usage falls `hysteresis`
     /// below them.
-    pub fn new(levels: &[f64], hysteresis: f64) -> Self {
+    pub(crate) fn new(levels: &[f64], hysteresis: f64) -> Self {
         let mut levels = levels.to_vec();
         levels.sort_by(f64::total_cmp);
         levels.dedup();
@@ -35,7 +35,7 @@ impl Levels {
 
     /// Feeds the current usage ratio; returns the crossings, raised ones in
     /// ascending order, cleared ones in descending order.
-    pub fn update(&mut self, ratio: f64) -> Vec<Crossing> {
+    pub(crate) fn update(&mut self, ratio: f64) -> Vec<Crossing> {
         let mut out = Vec::new();
         if !ratio.is_finite() {
             return out;
@@ -62,7 +62,7 @@ impl Levels {
     }
 
     /// Every raised level, ascending.
-    pub fn raised(&self) -> Vec<f64> {
+    pub(crate) fn raised(&self) -> Vec<f64> {
         self.levels
             .iter()
             .zip(&self.raised)
@@ -72,7 +72,8 @@ impl Levels {
     }
 
     /// The highest raised level, if any.
-    pub fn highest(&self) -> Option<f64> {
+    #[cfg(test)]
+    pub(crate) fn highest(&self) -> Option<f64> {
         self.levels
             .iter()
             .zip(&self.raised)

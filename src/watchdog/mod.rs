@@ -12,7 +12,7 @@
 //!   (default 20 %, 50 %, 90 %), once on the way up, cleared with hysteresis
 //!   on the way down;
 //! * fits the growth rate over a horizon (robust to spikes and to the
-//!   sawtooth of expiring keys, see [`Forecaster`]), projects the time until
+//!   sawtooth of expiring keys: the median of pairwise slopes), projects the time until
 //!   memory is full, and raises a **leeway alert** when it is under the
 //!   budget (default 48 h);
 //! * warns, at start and in every report, about `maxmemory 0` (no limit;
@@ -53,13 +53,15 @@ mod report;
 mod sampler;
 mod task;
 
-pub use forecast::{Forecaster, Growth};
+pub(crate) use forecast::Forecaster;
+pub use forecast::Growth;
 pub use info::{parse, Info, InfoError, Keyspace, Policy};
-pub use levels::{Crossing, Levels};
-pub use sampler::{pattern, PrefixShare, Tally};
+pub(crate) use levels::Levels;
+pub use sampler::PrefixShare;
 
 pub use alert::{Alert, Warning};
-pub use config::{WatchdogBuilder, WatchdogConfig};
+pub use config::WatchdogBuilder;
+pub(crate) use config::WatchdogConfig;
 pub use report::{Report, Severity, Status};
 pub use task::Watchdog;
 

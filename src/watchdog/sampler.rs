@@ -29,7 +29,7 @@ pub struct PrefixShare {
 
 /// The pattern a key belongs to: `:`-separated segments, with id-like ones
 /// (numbers, long hex strings, UUIDs) replaced by `*`. Bounded in length.
-pub fn pattern(key: &[u8]) -> String {
+pub(super) fn pattern(key: &[u8]) -> String {
     let key = String::from_utf8_lossy(key);
     let mut out = String::new();
     for (i, segment) in key.split(':').enumerate() {
@@ -57,7 +57,7 @@ fn id_like(s: &str) -> bool {
 
 /// No-TTL bytes by pattern, with a bound on how many patterns are kept.
 #[derive(Clone, Debug, Default)]
-pub struct Tally {
+pub(super) struct Tally {
     by_pattern: HashMap<String, (u64, u64)>,
     total_bytes: u64,
     /// Keys sampled (with or without TTL).
@@ -69,7 +69,7 @@ const OTHER: &str = "(other patterns)";
 
 impl Tally {
     /// Counts one sampled key without TTL.
-    pub fn add(&mut self, key: &[u8], bytes: u64) {
+    pub(super) fn add(&mut self, key: &[u8], bytes: u64) {
         let mut p = pattern(key);
         if self.by_pattern.len() >= MAX_PATTERNS && !self.by_pattern.contains_key(&p) {
             p = OTHER.to_owned();
@@ -81,7 +81,7 @@ impl Tally {
     }
 
     /// The `n` patterns holding most no-TTL bytes.
-    pub fn top(&self, n: usize) -> Vec<PrefixShare> {
+    pub(super) fn top(&self, n: usize) -> Vec<PrefixShare> {
         let mut v: Vec<PrefixShare> = self
             .by_pattern
             .iter()
