@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::classify::Outcome;
 use super::config::Config;
-use super::state::{Ctx, Reason, Snapshot, State, Transition};
+use super::state::{Ctx, Cause, Snapshot, State, Transition};
 use super::window::{Figures, WindowState};
 
 #[derive(Debug)]
@@ -95,7 +95,7 @@ impl Machine {
             self.last_failure = Some(pos);
             let limit = self.cfg.consecutive_failures;
             if limit > 0 && self.consecutive >= limit {
-                return Some(self.trip(Reason::ConsecutiveFailures, ctx));
+                return Some(self.trip(Cause::ConsecutiveFailures, ctx));
             }
         }
         if !(failure || slow) {
@@ -106,10 +106,10 @@ impl Machine {
             return None;
         }
         if figures.failure_rate() >= self.cfg.failure_rate {
-            return Some(self.trip(Reason::FailureRate, ctx));
+            return Some(self.trip(Cause::FailureRate, ctx));
         }
         match self.cfg.slow {
-            Some(s) if figures.slow_rate() >= s.rate => Some(self.trip(Reason::SlowCallRate, ctx)),
+            Some(s) if figures.slow_rate() >= s.rate => Some(self.trip(Cause::SlowCallRate, ctx)),
             _ => None,
         }
     }
@@ -148,9 +148,9 @@ impl Machine {
             (Outcome::Success, false) => {
                 self.probe_successes += 1;
                 (self.probe_successes >= self.cfg.half_open_successes)
-                    .then(|| self.close(Reason::ProbesSucceeded, ctx))
+                    .then(|| self.close(Cause::ProbesSucceeded, ctx))
             }
-            _ => Some(self.trip(Reason::ProbeFailed, ctx)),
+            _ => Some(self.trip(Cause::ProbeFailed, ctx)),
         }
     }
 
@@ -168,9 +168,9 @@ impl Machine {
                 self.probes = 0;
                 self.probe_successes = 0;
                 self.half_open_until = Some(until);
-                Some(self.transition(from, Reason::OpenElapsed, ctx, 0.0))
+                Some(self.transition(from, Cause::OpenElapsed, ctx, 0.0))
             }
-            State::HalfOpen => Some(self.trip(Reason::HalfOpenTimedOut, ctx)),
+            State::HalfOpen => Some(self.trip(Cause::HalfOpenTimedOut, ctx)),
             _ => None,
         }
     }
@@ -180,18 +180,18 @@ impl Machine {
     /// transition).
     pub(crate) fn force(&mut self, target: State, ctx: Ctx) -> Option<Transition> {
         if target == State::Closed {
-            let t = self.close(Reason::Forced, ctx);
+            let t = self.close(Cause::Forced, ctx);
             return (t.from != t.to).then_some(t);
         }
         if target == self.state {
             return None;
         }
         match target {
-            State::Closed => Some(self.close(Reason::Forced, ctx)),
+            State::Closed => Some(self.close(Cause::Forced, ctx)),
             State::ForcedOpen | State::Disabled => {
                 let from = self.enter(target);
                 self.open_until = None;
-                Some(self.transition(from, Reason::Forced, ctx, 0.0))
+                Some(self.transition(from, Cause::Forced, ctx, 0.0))
             }
             State::Open | State::HalfOpen => None,
         }
@@ -199,7 +199,7 @@ impl Machine {
 
     /// Closes the circuit with an empty window and no back-off history.
     pub(crate) fn reset(&mut self, ctx: Ctx) -> Option<Transition> {
-        let t = self.close(Reason::Reset, ctx);
+        let t = self.close(Cause::Reset, ctx);
         (t.from != t.to).then_some(t)
     }
 
@@ -237,7 +237,7 @@ impl Machine {
         std::mem::replace(&mut self.state, state)
     }
 
-    fn transition(&self, from: State, reason: Reason, ctx: Ctx, rate: f64) -> Transition {
+    fn transition(&self, from: State, reason: Cause, ctx: Ctx, rate: f64) -> Transition {
         Transition {
             from,
             to: self.state,
@@ -248,7 +248,7 @@ impl Machine {
         }
     }
 
-    fn trip(&mut self, reason: Reason, ctx: Ctx) -> Transition {
+    fn trip(&mut self, reason: Cause, ctx: Ctx) -> Transition {
         let rate = self.window.figures(ctx.fast, ctx.now).failure_rate();
         self.trips = self.trips.saturating_add(1);
         let until = later(ctx.now, self.open_duration());
@@ -261,8 +261,8 @@ impl Machine {
         }
     }
 
-    fn close(&mut self, reason: Reason, ctx: Ctx) -> Transition {
-        if reason != Reason::Forced {
+    fn close(&mut self, reason: Cause, ctx: Ctx) -> Transition {
+        if reason != Cause::Forced {
             self.trips = 0;
         }
         let from = self.enter(State::Closed);

@@ -105,4 +105,4 @@ pub use handle::Breaker;
 pub use keyed::{KeyedBreaker, KeyedBreakerLayer};
 pub use layer::CircuitBreakerLayer;
 pub use service::CircuitBreaker;
-pub use state::{Reason, Snapshot, State, Transition};
+pub use state::{Cause, Snapshot, State, Transition};

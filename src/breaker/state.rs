@@ -71,7 +71,7 @@ impl fmt::Display for State {
 /// Why a transition happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Reason {
+pub enum Cause {
     /// The failure rate of the window reached the threshold.
     FailureRate,
     /// The slow-call rate of the window reached the threshold.
@@ -92,19 +92,19 @@ pub enum Reason {
     Reset,
 }
 
-impl Reason {
+impl Cause {
     /// A short, stable name, used as a metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
-            Reason::FailureRate => "failure_rate",
-            Reason::SlowCallRate => "slow_call_rate",
-            Reason::ConsecutiveFailures => "consecutive_failures",
-            Reason::OpenElapsed => "open_elapsed",
-            Reason::ProbesSucceeded => "probes_succeeded",
-            Reason::ProbeFailed => "probe_failed",
-            Reason::HalfOpenTimedOut => "half_open_timed_out",
-            Reason::Forced => "forced",
-            Reason::Reset => "reset",
+            Cause::FailureRate => "failure_rate",
+            Cause::SlowCallRate => "slow_call_rate",
+            Cause::ConsecutiveFailures => "consecutive_failures",
+            Cause::OpenElapsed => "open_elapsed",
+            Cause::ProbesSucceeded => "probes_succeeded",
+            Cause::ProbeFailed => "probe_failed",
+            Cause::HalfOpenTimedOut => "half_open_timed_out",
+            Cause::Forced => "forced",
+            Cause::Reset => "reset",
         }
     }
 }
@@ -118,7 +118,7 @@ pub struct Transition {
     /// The state entered.
     pub to: State,
     /// Why.
-    pub reason: Reason,
+    pub reason: Cause,
     /// When.
     pub at: Instant,
     /// When an open period ends (for `to == Open`).

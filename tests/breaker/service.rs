@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use fusebox::breaker::{Breaker, CircuitBreakerLayer, Error, Reason, State};
+use fusebox::breaker::{Breaker, CircuitBreakerLayer, Error, Cause, State};
 use tokio::time::Instant;
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
@@ -132,10 +132,10 @@ async fn a_failed_probe_reopens_for_longer() {
         let until = breaker.snapshot().open_until.unwrap();
         assert_eq!(until - Instant::now(), Duration::from_secs(expected));
     }
-    let reasons: Vec<Reason> = std::iter::from_fn(|| events.try_recv().ok())
+    let reasons: Vec<Cause> = std::iter::from_fn(|| events.try_recv().ok())
         .map(|t| t.reason)
         .collect();
-    use Reason::*;
+    use Cause::*;
     assert_eq!(
         reasons,
         [

@@ -26,7 +26,7 @@ fn failure_rate_trips_only_after_minimum_calls() {
     let t = m.on_call(0, Failure, false, at(now, 2)).unwrap();
     assert_eq!(
         (t.from, t.to, t.reason),
-        (State::Closed, State::Open, Reason::FailureRate)
+        (State::Closed, State::Open, Cause::FailureRate)
     );
     assert_eq!(t.failure_rate, 0.6);
     assert_eq!(t.open_until, Some(now + Duration::from_secs(5)));
@@ -59,7 +59,7 @@ fn consecutive_failures_trip_and_a_success_breaks_the_run() {
     assert_eq!(m.snapshot(at(now, 1)).consecutive_failures, 1);
     m.on_call(0, Failure, false, at(now, 1));
     let t = m.on_call(0, Failure, false, at(now, 1)).unwrap();
-    assert_eq!(t.reason, Reason::ConsecutiveFailures);
+    assert_eq!(t.reason, Cause::ConsecutiveFailures);
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn slow_calls_trip_on_their_own_rate() {
     assert!(t.is_none(), "a plain success never trips");
     // 4 calls: slow, fast, slow, (locked success) -> now a 4th slow one.
     let t = m.on_call(0, Success, true, at(now, 2)).unwrap();
-    assert_eq!(t.reason, Reason::SlowCallRate);
+    assert_eq!(t.reason, Cause::SlowCallRate);
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn open_half_open_closed_with_probe_limits() {
     assert!(m.on_deadline(1, at(early, 0)).is_none());
     let later = now + Duration::from_secs(5);
     let t = m.on_deadline(1, at(later, 0)).unwrap();
-    assert_eq!((t.to, t.reason), (State::HalfOpen, Reason::OpenElapsed));
+    assert_eq!((t.to, t.reason), (State::HalfOpen, Cause::OpenElapsed));
     assert!(m.try_acquire_probe(2));
     assert!(m.try_acquire_probe(2));
     assert!(!m.try_acquire_probe(2), "only two probes at once");
@@ -102,7 +102,7 @@ fn open_half_open_closed_with_probe_limits() {
     assert_eq!(m.snapshot(at(later, 0)).probes_in_flight, 0);
     assert!(m.try_acquire_probe(2));
     let t = m.on_probe(2, Success, false, at(later, 0)).unwrap();
-    assert_eq!((t.to, t.reason), (State::Closed, Reason::ProbesSucceeded));
+    assert_eq!((t.to, t.reason), (State::Closed, Cause::ProbesSucceeded));
     assert_eq!(m.snapshot(at(later, 0)).trips, 0);
 }
 
@@ -122,7 +122,7 @@ fn failed_probes_back_off_up_to_the_cap() {
         m.on_deadline(m.epoch(), at(now, 0)).unwrap();
         assert!(m.try_acquire_probe(m.epoch()));
         let t = m.on_probe(m.epoch(), Failure, false, at(now, 0)).unwrap();
-        assert_eq!(t.reason, Reason::ProbeFailed);
+        assert_eq!(t.reason, Cause::ProbeFailed);
     }
     let secs: Vec<u64> = durations.iter().map(Duration::as_secs).collect();
     assert_eq!(secs, [1, 3, 5, 5]);
@@ -144,7 +144,7 @@ fn half_open_times_out_and_reopens() {
     let t = m
         .on_deadline(2, at(t1 + Duration::from_secs(2), 0))
         .unwrap();
-    assert_eq!((t.to, t.reason), (State::Open, Reason::HalfOpenTimedOut));
+    assert_eq!((t.to, t.reason), (State::Open, Cause::HalfOpenTimedOut));
     // The hung probe's late outcome belongs to an old epoch.
     assert!(m.on_probe(2, Success, false, at(t1, 0)).is_none());
     assert_eq!(m.state(), State::Open);
@@ -173,7 +173,7 @@ fn forced_states_and_reset() {
     assert!(m.on_call(m.epoch(), Failure, false, at(now, 0)).is_none());
     assert_eq!(m.state(), State::Disabled);
     let t = m.reset(at(now, 0)).unwrap();
-    assert_eq!((t.to, t.reason), (State::Closed, Reason::Reset));
+    assert_eq!((t.to, t.reason), (State::Closed, Cause::Reset));
     assert!(
         m.reset(at(now, 0)).is_none(),
         "closed to closed is no transition"
