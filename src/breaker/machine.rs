@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::classify::Outcome;
 use super::config::Config;
-use super::state::{Ctx, Cause, Snapshot, State, Transition};
+use super::state::{Cause, Ctx, Snapshot, State, Transition};
 use super::window::{Figures, WindowState};
 
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use fusebox::breaker::{Breaker, CircuitBreakerLayer, Error, Cause, State};
+use fusebox::breaker::{Breaker, Cause, CircuitBreakerLayer, Error, State};
 use tokio::time::Instant;
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
