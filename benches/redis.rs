@@ -7,11 +7,11 @@
 //!
 //! Starts its own `redis-server` on a free port (`--save ''`), never 6379.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fusebox::cache::Cache;
+use fusebox::cache::{Backend, Cache};
+use fusebox::redis::{Bb8Backend, ClientBackend, DeadpoolBackend};
 use redis::AsyncCommands;
 
 const TASKS: usize = 64;
@@ -19,43 +19,6 @@ const OPS: usize = 200_000;
 const WARMUP: usize = 20_000;
 const ROUNDS: usize = 5;
 const VALUE: [u8; 100] = [b'v'; 100];
-
-struct Server(Child, u16);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis() -> Option<Server> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .ok()?;
-    let server = Server(child, port);
-    for _ in 0..500 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(server);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Op {
@@ -67,6 +30,10 @@ enum Op {
 #[derive(Clone)]
 enum Client {
     Fusebox(Cache),
+    Manager(Cache<ClientBackend<redis::aio::ConnectionManager>>),
+    Multiplexed(Cache<ClientBackend<redis::aio::MultiplexedConnection>>),
+    OverBb8(Cache<Bb8Backend>),
+    OverDeadpool(Cache<DeadpoolBackend>),
     Bb8(bb8::Pool<bb8_redis::RedisConnectionManager>),
     Raw(redis::aio::MultiplexedConnection),
 }
@@ -75,8 +42,11 @@ impl Client {
     /// One operation; `true` if Redis answered as expected.
     async fn run(&mut self, op: Op, key: &str) -> bool {
         match (self, op) {
-            (Client::Fusebox(c), Op::Get) => c.get(key).await.is_some(),
-            (Client::Fusebox(c), Op::Set) => c.set(key, &VALUE[..]).await.is_done(),
+            (Client::Fusebox(c), op) => cache_op(c, op, key).await,
+            (Client::Manager(c), op) => cache_op(c, op, key).await,
+            (Client::Multiplexed(c), op) => cache_op(c, op, key).await,
+            (Client::OverBb8(c), op) => cache_op(c, op, key).await,
+            (Client::OverDeadpool(c), op) => cache_op(c, op, key).await,
             (Client::Bb8(pool), op) => {
                 let Ok(mut conn) = pool.get().await else {
                     return false;
@@ -95,6 +65,13 @@ impl Client {
                 .is_ok_and(|v| v.is_some()),
             (Client::Raw(conn), Op::Set) => set_px(conn, key).await,
         }
+    }
+}
+
+async fn cache_op<B: Backend>(cache: &Cache<B>, op: Op, key: &str) -> bool {
+    match op {
+        Op::Get => cache.get(key).await.is_some(),
+        Op::Set => cache.set(key, &VALUE[..]).await.is_done(),
     }
 }
 
@@ -164,18 +141,68 @@ fn median(mut v: Vec<Figures>) -> Figures {
 
 fn main() {
     // `cargo bench` passes `--bench`; any other argument filters nothing.
-    let Some(server) = start_redis() else {
-        eprintln!("redis-server not found or not starting: install it with `sudo apt-get install redis-server`");
-        return;
+    let server = match fusebox_testkit::RedisServer::try_start(&[]) {
+        Ok(server) => server,
+        Err(why) => return eprintln!("{why}"),
     };
-    let url = format!("redis://127.0.0.1:{}", server.1);
+    let url = server.url();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let fusebox = Client::Fusebox(Cache::builder().name("bench").redis_url(&url).unwrap());
+        let fusebox = Client::Fusebox(Cache::builder().name("bench").redis_url(&url)
+.build().unwrap());
+        let deadline = Duration::from_millis(250);
+        let redis_client = redis::Client::open(url.as_str()).unwrap();
+        let over_manager = Client::Manager(
+            Cache::builder()
+                .name("manager")
+                .backend(ClientBackend::new(
+                    redis::aio::ConnectionManager::new(redis_client.clone())
+                        .await
+                        .unwrap(),
+                    deadline,
+                ))
+.build()
+                .unwrap(),
+        );
+        let over_multiplexed = Client::Multiplexed(
+            Cache::builder()
+                .name("multiplexed")
+                .backend(ClientBackend::new(
+                    redis_client.get_multiplexed_async_connection().await.unwrap(),
+                    deadline,
+                ))
+.build()
+                .unwrap(),
+        );
+        let over_bb8 = Client::OverBb8(
+            Cache::builder()
+                .name("bb8")
+                .backend(Bb8Backend::new(
+                    bb8::Pool::builder()
+                        .build(bb8_redis::RedisConnectionManager::new(url.as_str()).unwrap())
+                        .await
+                        .unwrap(),
+                    deadline,
+                ))
+.build()
+                .unwrap(),
+        );
+        let over_deadpool = Client::OverDeadpool(
+            Cache::builder()
+                .name("deadpool")
+                .backend(DeadpoolBackend::new(
+                    deadpool_redis::Config::from_url(url.as_str())
+                        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                        .unwrap(),
+                    deadline,
+                ))
+.build()
+                .unwrap(),
+        );
         let bb8 = Client::Bb8(
             bb8::Pool::builder()
                 .build(bb8_redis::RedisConnectionManager::new(url.as_str()).unwrap())
@@ -192,6 +219,10 @@ fn main() {
         let clients = [
             ("raw redis MultiplexedConnection (one, shared)", raw),
             ("fusebox Cache (defaults: breaker, fail-open, deadlines)", fusebox),
+            ("fusebox Cache over ClientBackend<ConnectionManager>", over_manager),
+            ("fusebox Cache over ClientBackend<MultiplexedConnection>", over_multiplexed),
+            ("fusebox Cache over Bb8Backend (bb8-redis defaults)", over_bb8),
+            ("fusebox Cache over DeadpoolBackend (deadpool-redis defaults)", over_deadpool),
             ("stock bb8-redis 0.26 (defaults)", bb8),
         ];
         println!(
@@ -235,14 +266,11 @@ fn open_breaker_get() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = fusebox_testkit::free_port();
         let cache = Cache::builder()
             .name("down")
             .redis_url(format!("redis://127.0.0.1:{port}"))
+            .build()
             .unwrap();
         while cache.breaker().state() == fusebox::breaker::State::Closed {
             cache.get("k").await;

@@ -15,7 +15,6 @@
 //! * `GET /health`: the breaker's state and the watchdog's report — degraded
 //!   under alerts, never failing (a cache is optional).
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
@@ -49,45 +48,6 @@ async fn health(State(cache): State<Cache>) -> impl IntoResponse {
     format!("cache breaker: {breaker}\nwatchdog: {status}\n{detail}")
 }
 
-/// A redis-server of our own, if one is installed.
-struct OwnRedis(Child);
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis(port: u16) -> Option<OwnRedis> {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .ok()?;
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(OwnRedis(child));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(6390)
-}
-
 async fn get_once(addr: std::net::SocketAddr, path: &str) -> (String, Duration, String) {
     let start = Instant::now();
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
@@ -115,23 +75,25 @@ async fn get_once(addr: std::net::SocketAddr, path: &str) -> (String, Duration, 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let serve_forever = std::env::args().nth(1).as_deref() == Some("serve");
-    let port = free_port();
-    let mut own = start_redis(port);
+    // A redis-server of our own on a free port, if one is installed.
+    let mut own = fusebox_testkit::RedisServer::try_start(&[]).ok();
     let url = match (&own, std::env::var("REDIS_URL")) {
-        (Some(_), _) => format!("redis://127.0.0.1:{port}"),
+        (Some(redis), _) => redis.url(),
         (None, Ok(url)) => url,
         (None, Err(_)) => {
             eprintln!(
-                "redis-server not found (install it with `sudo apt-get install redis-server`):"
+                "redis-server not found ({}):",
+                fusebox_testkit::INSTALL_HINT
             );
             eprintln!("showing the fail-open path against an address where nothing listens");
-            format!("redis://127.0.0.1:{}", free_port())
+            format!("redis://127.0.0.1:{}", fusebox_testkit::free_port())
         }
     };
     let cache = Cache::builder()
         .name("axum-demo")
         .watchdog(Watchdog::builder().interval(Duration::from_secs(1)))
-        .redis_url(&url)?;
+        .redis_url(&url)
+        .build()?;
     let app = Router::new()
         .route("/page/{id}", get(page))
         .layer(HttpCacheLayer::new(cache.clone()))

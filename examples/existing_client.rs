@@ -42,7 +42,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .name("example")
         .prefix("fusebox-example:")
         .default_ttl(Duration::from_secs(60))
-        .service(ClientBackend::new(manager, Duration::from_millis(100)))?;
+        .backend(ClientBackend::new(manager, Duration::from_millis(100)))
+        .build()?;
 
     println!(
         "set greeting  -> {:?}",
@@ -72,7 +73,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let down = Cache::builder()
         .name("example-down")
-        .service(ClientBackend::new(dead_manager, Duration::from_millis(100)))?;
+        .backend(ClientBackend::new(dead_manager, Duration::from_millis(100)))
+        .build()?;
     println!("\nagainst a Redis that never answers:");
     for i in 1..=8 {
         let start = Instant::now();

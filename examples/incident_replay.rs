@@ -19,7 +19,6 @@
 //! Starts its own `redis-server` on a free port; without one, says how to
 //! get it and shows the fail-open path against an unreachable address.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -134,59 +133,6 @@ async fn serve(cache: &Cache, replay: &Arc<Replay>) -> std::io::Result<std::net:
     Ok(addr)
 }
 
-struct OwnRedis {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> Option<Self> {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--maxmemory", MAXMEMORY, "--maxmemory-policy", "noeviction"])
-            .stdout(Stdio::null())
-            .spawn()
-            .ok()?;
-        for _ in 0..300 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(OwnRedis {
-                    child: Some(child),
-                    port,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(6391)
-}
-
 /// One HTTP/1.1 request on a kept-alive connection: status and x-cache.
 async fn request(
     conn: &mut Option<tokio::net::TcpStream>,
@@ -276,11 +222,15 @@ fn load(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let port = free_port();
-    let Some(mut redis) = OwnRedis::start(port) else {
+    let Ok(mut redis) = fusebox_testkit::RedisServer::try_start(&[
+        "--maxmemory",
+        MAXMEMORY,
+        "--maxmemory-policy",
+        "noeviction",
+    ]) else {
         return without_redis().await;
     };
-    let url = format!("redis://127.0.0.1:{port}");
+    let (port, url) = (redis.port(), redis.url());
     let replay = Replay::new();
     println!("fusebox incident replay — Redis {MAXMEMORY}, noeviction, on port {port}; time compressed (48 h of leeway = 48 s)\n");
 
@@ -302,7 +252,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .samples_per_round(200)
                 .keys_per_second(4000),
         )
-        .redis_url(&url)?;
+        .redis_url(&url)
+        .build()?;
     let addr = serve(&cache, &replay).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -426,8 +377,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     replay.say("operator restarts Redis (memory freed; the job queue now sets a TTL)");
     redis.kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let port = redis.port;
-    redis = OwnRedis::start(port).ok_or("redis-server did not restart")?;
+    redis.restart();
     replay.say("Redis is back");
     tokio::time::sleep(Duration::from_secs(4)).await;
     replay.enter(4);
@@ -488,11 +438,18 @@ fn summary(replay: &Replay, phases: usize) {
 
 /// Without a redis-server: the fail-open path alone.
 async fn without_redis() -> Result<(), Box<dyn std::error::Error>> {
-    println!("redis-server was not found on PATH: install it with `sudo apt-get install redis-server` to replay the full incident.");
+    println!(
+        "redis-server was not found on PATH ({}) to replay the full incident.",
+        fusebox_testkit::INSTALL_HINT
+    );
     println!("Meanwhile, the fail-open path against an address where nothing listens:\n");
     let cache = Cache::builder()
         .name("pages")
-        .redis_url(format!("redis://127.0.0.1:{}", free_port()))?;
+        .redis_url(format!(
+            "redis://127.0.0.1:{}",
+            fusebox_testkit::free_port()
+        ))
+        .build()?;
     let replay = Replay::new();
     let addr = serve(&cache, &replay).await?;
     let stop = Arc::new(AtomicBool::new(false));

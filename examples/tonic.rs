@@ -15,7 +15,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -93,44 +92,6 @@ impl Service<http::Request<tonic::body::Body>> for Greeter {
     }
 }
 
-struct OwnRedis(Child);
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(6392)
-}
-
-fn start_redis(port: u16) -> Option<OwnRedis> {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .ok()?;
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(OwnRedis(child));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
 /// Serves until the returned sender is dropped (then closes its
 /// connections, as a real shutdown would).
 async fn serve(
@@ -193,14 +154,16 @@ where
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let port = free_port();
-    let redis = start_redis(port);
-    if redis.is_none() {
-        println!("(redis-server not on PATH: `sudo apt-get install redis-server`; the cache just misses)");
-    }
-    let cache = Cache::builder()
-        .name("grpc-demo")
-        .redis_url(format!("redis://127.0.0.1:{port}"))?;
+    // A redis-server of our own on a free port, if one is installed.
+    let redis = fusebox_testkit::RedisServer::try_start(&[]);
+    let url = match &redis {
+        Ok(redis) => redis.url(),
+        Err(why) => {
+            println!("({why}; the cache just misses)");
+            format!("redis://127.0.0.1:{}", fusebox_testkit::free_port())
+        }
+    };
+    let cache = Cache::builder().name("grpc-demo").redis_url(url).build()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = serve(cache.clone(), listener).await;

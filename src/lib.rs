@@ -24,7 +24,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Nothing listens on port 1: every call is a miss, never an error, and
 //! // once the breaker is open, an immediate one.
-//! let cache = Cache::builder().name("demo").redis_url("redis://127.0.0.1:1")?;
+//! let cache = Cache::builder().name("demo").redis_url("redis://127.0.0.1:1").build()?;
 //! for _ in 0..10 {
 //!     assert_eq!(cache.get("key").await, None);
 //! }
@@ -83,6 +83,7 @@ pub mod telemetry;
 pub mod watchdog;
 
 mod error;
+mod flight;
 mod request;
 
 pub use error::ConfigError;

@@ -118,13 +118,13 @@ fn main() -> ExitCode {
         println!("\nverdict: {severity:?}");
     }
     ExitCode::from(match severity {
-        Severity::Ok => 0,
+        Severity::Clear => 0,
         Severity::Warning => 1,
         Severity::Critical => 2,
     })
 }
 
-async fn watch(args: &Args) -> Result<Report, fusebox::cache::ConfigError> {
+async fn watch(args: &Args) -> Result<Report, fusebox::ConfigError> {
     let watchdog = Watchdog::builder()
         .name("doctor")
         .interval(Duration::from_millis(500))

@@ -1,7 +1,8 @@
 //! Breaker configuration: a builder validated once, at `build()`.
 
-use std::fmt;
 use std::time::Duration;
+
+use crate::error::ConfigError;
 
 /// How the breaker measures the failure rate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +52,7 @@ pub(crate) struct SlowCalls {
 ///     .open_for(Duration::from_secs(1))
 ///     .build()?;
 /// assert_eq!(config.name(), "redis");
-/// # Ok::<(), fusebox::breaker::ConfigError>(())
+/// # Ok::<(), fusebox::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -361,38 +362,9 @@ fn check(ok: bool, field: &'static str, why: impl FnOnce() -> String) -> Result<
     if ok {
         Ok(())
     } else {
-        Err(ConfigError {
-            field,
-            reason: why(),
-        })
+        Err(ConfigError::new("circuit breaker", field, why()))
     }
 }
-
-/// An invalid breaker configuration, naming the field at fault.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    reason: String,
-}
-
-impl ConfigError {
-    /// The name of the builder setter whose value is invalid.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid circuit breaker `{}`: {}",
-            self.field, self.reason
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 #[cfg(test)]
 mod tests {

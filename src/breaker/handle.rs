@@ -27,7 +27,7 @@ use super::state::{Snapshot, State, Transition};
 /// assert_eq!(breaker.state(), State::ForcedOpen);
 /// breaker.reset();
 /// assert_eq!(breaker.snapshot().calls, 0);
-/// # Ok::<(), fusebox::breaker::ConfigError>(())
+/// # Ok::<(), fusebox::ConfigError>(())
 /// ```
 #[derive(Clone)]
 pub struct Breaker {

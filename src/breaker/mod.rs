@@ -39,6 +39,22 @@
 //! # }
 //! ```
 //!
+//! # The pieces
+//!
+//! The names follow tower's split between a layer, its service and the state
+//! they share:
+//!
+//! * [`Breaker`] is **the circuit**: its state, its window of outcomes, its
+//!   metrics. It is a cheap handle (an `Arc`); clone it to read the state,
+//!   [`subscribe`](Breaker::subscribe) to transitions, or force it open
+//!   from an admin endpoint. It never wraps a service.
+//! * [`CircuitBreaker<S>`](CircuitBreaker) is **the tower `Service`** that
+//!   asks a `Breaker` before each call to `S` and tells it each outcome.
+//!   Any number of them (clones, or one per route) can share one circuit.
+//! * [`CircuitBreakerLayer`] makes `CircuitBreaker`s over one `Breaker`;
+//!   [`KeyedBreakerLayer`] keeps one `Breaker` per key (per host, per
+//!   route) in a bounded registry.
+//!
 //! # States
 //!
 //! ```text
@@ -99,7 +115,7 @@ mod state;
 mod window;
 
 pub use classify::{Classify, DefaultClassifier, Outcome};
-pub use config::{Config, ConfigBuilder, ConfigError, Window};
+pub use config::{Config, ConfigBuilder, Window};
 pub use error::{BreakerOpen, Error};
 pub use handle::Breaker;
 pub use keyed::{KeyedBreaker, KeyedBreakerLayer};

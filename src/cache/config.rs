@@ -26,10 +26,20 @@ const CACHE_OPEN_FOR: Duration = Duration::from_millis(500);
 /// breaker](crate::breaker) (classifying by [`Fault`](super::Fault): `OOM` and the
 /// caller's own errors do not trip it) → [fail-open](crate::fail_open).
 ///
-/// [`build`]: CacheBuilder::redis
+/// [`build`]: CacheBuilder::build
 #[must_use]
 #[derive(Clone, Debug)]
-pub struct CacheBuilder {
+pub struct CacheBuilder<B = RedisBackend> {
+    settings: Settings,
+    /// `None` until `redis`, `redis_url` or `backend` is called.
+    backend: Option<Result<B, ConfigError>>,
+    /// The Redis a watchdog would watch: known for `redis`/`redis_url`.
+    client: Option<redis::Client>,
+}
+
+/// Everything but the backend.
+#[derive(Clone, Debug)]
+struct Settings {
     name: String,
     prefix: Vec<u8>,
     default_ttl: Ttl,
@@ -55,6 +65,16 @@ impl std::fmt::Debug for BreakerSettings {
 impl Default for CacheBuilder {
     fn default() -> Self {
         CacheBuilder {
+            settings: Settings::default(),
+            backend: None,
+            client: None,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
             name: "cache".into(),
             prefix: Vec::new(),
             default_ttl: Ttl::After(Duration::from_secs(3600)),
@@ -69,18 +89,18 @@ impl Default for CacheBuilder {
     }
 }
 
-impl CacheBuilder {
+impl<B> CacheBuilder<B> {
     /// The `cache` label of metrics and logs, and the breaker's name.
     /// Defaults to `"cache"`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.settings.name = name.into();
         self
     }
 
     /// Prepended to every key, so that services sharing a Redis cannot
     /// collide. Defaults to none.
     pub fn prefix(mut self, prefix: impl AsRef<[u8]>) -> Self {
-        self.prefix = prefix.as_ref().to_vec();
+        self.settings.prefix = prefix.as_ref().to_vec();
         self
     }
 
@@ -88,28 +108,28 @@ impl CacheBuilder {
     /// `Ttl::Never` here makes keys without expiry the default: allowed, but
     /// it is how a Redis fills up over weeks.
     pub fn default_ttl(mut self, ttl: impl Into<Ttl>) -> Self {
-        self.default_ttl = ttl.into();
+        self.settings.default_ttl = ttl.into();
         self
     }
 
     /// No write lives longer than this (longer TTLs are clamped; explicit
     /// no-expiry writes are not affected). Defaults to 7 days.
     pub fn max_ttl(mut self, ttl: Duration) -> Self {
-        self.max_ttl = ttl;
+        self.settings.max_ttl = ttl;
         self
     }
 
     /// Shortens each TTL by a random fraction up to this, so keys written
     /// together do not expire together. Defaults to 0 (off).
     pub fn ttl_jitter(mut self, fraction: f64) -> Self {
-        self.ttl_jitter = fraction;
+        self.settings.ttl_jitter = fraction;
         self
     }
 
     /// Larger values are not written (skipped locally with reason
     /// `too_large`). Defaults to 1 MiB.
     pub fn max_value_size(mut self, bytes: usize) -> Self {
-        self.max_value_size = bytes;
+        self.settings.max_value_size = bytes;
         self
     }
 
@@ -118,7 +138,7 @@ impl CacheBuilder {
     /// holds up every call queued behind it on the shared connection.
     /// Defaults to 8 KiB; must be between 1 byte and 512 MiB.
     pub fn max_key_size(mut self, bytes: usize) -> Self {
-        self.max_key_size = bytes;
+        self.settings.max_key_size = bytes;
         self
     }
 
@@ -129,7 +149,7 @@ impl CacheBuilder {
     /// duration works; `Duration::MAX` sheds for good once refused.
     /// Defaults to 5 s.
     pub fn write_hold_down(mut self, d: Duration) -> Self {
-        self.write_hold_down = d;
+        self.settings.write_hold_down = d;
         self
     }
 
@@ -146,9 +166,9 @@ impl CacheBuilder {
     /// let cache = Cache::builder()
     ///     .name("pages")
     ///     .breaker(|b| b.consecutive_failures(3)) // still named "pages", still open 0.5 s
-    ///     .redis_url("redis://127.0.0.1:6379")?;
+    ///     .redis_url("redis://127.0.0.1:6379").build()?;
     /// assert_eq!(cache.breaker().name(), "pages");
-    /// # Ok::<(), fusebox::cache::ConfigError>(())
+    /// # Ok::<(), fusebox::ConfigError>(())
     /// ```
     ///
     /// A configuration with back-off (`open_backoff(2.0, …)`) trades that
@@ -158,7 +178,7 @@ impl CacheBuilder {
     where
         F: Fn(BreakerBuilder) -> BreakerBuilder + Send + Sync + 'static,
     {
-        self.breaker = Some(BreakerSettings(Arc::new(settings)));
+        self.settings.breaker = Some(BreakerSettings(Arc::new(settings)));
         self
     }
 
@@ -169,50 +189,97 @@ impl CacheBuilder {
     /// ([`redis`](Self::redis), [`redis_url`](Self::redis_url)); needs a
     /// tokio runtime. Defaults to none.
     pub fn watchdog(mut self, watchdog: WatchdogBuilder) -> Self {
-        self.watchdog = Some(watchdog);
+        self.settings.watchdog = Some(watchdog);
         self
     }
 
-    /// Builds the cache over a Redis pool (see [`RedisConfig`] for the
-    /// deadlines). Connects nothing: succeeds at once with Redis down.
-    pub fn redis(mut self, config: RedisConfig) -> Result<Cache, ConfigError> {
-        let watchdog = match self.watchdog.take() {
-            Some(builder) => {
+    /// Builds the cache over any backend: a [`ClientBackend`] over your own
+    /// redis client, a pool you have (`Bb8Backend`, `DeadpoolBackend`), or
+    /// your own `Service<CacheRequest>`. Its errors must say why they
+    /// happened ([`Fault`](super::Fault)); it should bound its own calls.
+    /// Replaces a Redis given before.
+    ///
+    /// [`ClientBackend`]: crate::redis::ClientBackend
+    pub fn backend<C: Backend>(self, backend: C) -> CacheBuilder<C> {
+        CacheBuilder {
+            settings: self.settings,
+            backend: Some(Ok(backend)),
+            client: None,
+        }
+    }
+}
+
+impl CacheBuilder<RedisBackend> {
+    /// The cache's backend: a [`RedisBackend`] over `config` (see
+    /// [`RedisConfig`] for the deadlines). Connects nothing: the cache
+    /// builds at once with Redis down.
+    pub fn redis(mut self, config: RedisConfig) -> Self {
+        self.client = Some(config.client.clone());
+        self.backend = Some(Ok(RedisBackend::new(config)));
+        self
+    }
+
+    /// The cache's backend: Redis at `url` with the default deadlines
+    /// (connect 50 ms, checkout 50 ms, response 50 ms, one connection). An
+    /// invalid URL is refused by [`build`](Self::build) (field `url`).
+    pub fn redis_url(self, url: impl AsRef<str>) -> Self {
+        match RedisConfig::builder(url).build() {
+            Ok(config) => self.redis(config),
+            Err(e) => CacheBuilder {
+                backend: Some(Err(e)),
+                client: None,
+                ..self
+            },
+        }
+    }
+}
+
+impl<B: Backend> CacheBuilder<B> {
+    /// Checks every setting and builds the cache over the backend given by
+    /// [`redis`](CacheBuilder::redis), [`redis_url`](CacheBuilder::redis_url)
+    /// or [`backend`](Self::backend), and the watchdog if one was asked for.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid setting; field `backend`
+    /// when none was given, `watchdog` when one was asked for without a
+    /// Redis URL or outside a tokio runtime.
+    pub fn build(self) -> Result<Cache<B>, ConfigError> {
+        let backend = match self.backend {
+            Some(backend) => backend?,
+            None => {
+                return Err(ConfigError::new(
+                    "cache",
+                    "backend",
+                    "none given: call `redis_url`, `redis` or `backend` before `build`",
+                ))
+            }
+        };
+        let watchdog = match (&self.settings.watchdog, self.client) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "cache",
+                    "watchdog",
+                    "needs a Redis URL: use `redis`/`redis_url`, or start `Watchdog::builder().start(url)` yourself",
+                ))
+            }
+            (Some(builder), Some(client)) => {
                 if tokio::runtime::Handle::try_current().is_err() {
                     return Err(ConfigError::new(
+                        "cache",
                         "watchdog",
                         "needs a tokio runtime: build the cache inside one",
                     ));
                 }
-                Some(Watchdog::spawn(builder.build()?, config.client.clone()))
+                Some(Watchdog::spawn(builder.clone().build()?, client))
             }
-            None => None,
         };
-        self.stack(RedisBackend::new(config), watchdog)
+        self.settings.stack(backend, watchdog)
     }
+}
 
-    /// Builds the cache over Redis at `url` with the default deadlines
-    /// (connect 50 ms, checkout 50 ms, response 50 ms, one connection).
-    pub fn redis_url(self, url: impl AsRef<str>) -> Result<Cache, ConfigError> {
-        let config = RedisConfig::builder(url).build()?;
-        self.redis(config)
-    }
-
-    /// Builds the cache over any backend: a [`ClientBackend`] over your own
-    /// redis client, or your own `Service<CacheRequest>`. Its errors must
-    /// say why they happened ([`Fault`](super::Fault)); it should bound its own calls.
-    ///
-    /// [`ClientBackend`]: crate::redis::ClientBackend
-    pub fn service<B: Backend>(self, backend: B) -> Result<Cache<B>, ConfigError> {
-        if self.watchdog.is_some() {
-            return Err(ConfigError::new(
-                "watchdog",
-                "needs a Redis URL: use `redis`/`redis_url`, or start `Watchdog::builder().start(url)` yourself",
-            ));
-        }
-        self.stack(backend, None)
-    }
-
+impl Settings {
     fn stack<B: Backend>(
         self,
         backend: B,
@@ -247,36 +314,51 @@ impl CacheBuilder {
 
     fn options(&self) -> Result<Options, ConfigError> {
         if self.name.is_empty() {
-            return Err(ConfigError::new("name", "must not be empty"));
+            return Err(ConfigError::new("cache", "name", "must not be empty"));
         }
         if let Ttl::After(d) = self.default_ttl {
             if d < Duration::from_millis(1) {
-                return Err(ConfigError::new("default_ttl", "must be at least 1 ms"));
+                return Err(ConfigError::new(
+                    "cache",
+                    "default_ttl",
+                    "must be at least 1 ms",
+                ));
             }
             if d > self.max_ttl {
-                return Err(ConfigError::new("default_ttl", "must not exceed max_ttl"));
+                return Err(ConfigError::new(
+                    "cache",
+                    "default_ttl",
+                    "must not exceed max_ttl",
+                ));
             }
         }
         if self.max_ttl < Duration::from_millis(1) {
-            return Err(ConfigError::new("max_ttl", "must be at least 1 ms"));
+            return Err(ConfigError::new(
+                "cache",
+                "max_ttl",
+                "must be at least 1 ms",
+            ));
         }
         if !(0.0..1.0).contains(&self.ttl_jitter) {
-            return Err(ConfigError::new("ttl_jitter", "must be in [0, 1)"));
+            return Err(ConfigError::new("cache", "ttl_jitter", "must be in [0, 1)"));
         }
         if self.max_value_size == 0 || self.max_value_size > 512 << 20 {
             return Err(ConfigError::new(
+                "cache",
                 "max_value_size",
                 "must be between 1 byte and 512 MiB (Redis' own limit)",
             ));
         }
         if self.max_key_size == 0 || self.max_key_size > 512 << 20 {
             return Err(ConfigError::new(
+                "cache",
                 "max_key_size",
                 "must be between 1 byte and 512 MiB (Redis' own limit)",
             ));
         }
         if self.write_hold_down.is_zero() {
             return Err(ConfigError::new(
+                "cache",
                 "write_hold_down",
                 "must be more than zero",
             ));

@@ -1,7 +1,6 @@
 //! The [`Cache`] handle.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::fmt;
 use std::future::poll_fn;
 use std::hash::{BuildHasher, Hasher};
@@ -19,12 +18,13 @@ use crate::fail_open::FailOpen;
 use crate::redis::RedisBackend;
 use crate::request::{CacheRequest, CacheResponse, Fault, Reason, Ttl};
 
-mod flight;
+mod load;
 #[cfg(test)]
 mod tests;
 #[cfg(feature = "http")]
-pub(crate) use flight::Coalesced;
-use flight::Flight;
+#[cfg(test)]
+use crate::flight::Coalesced;
+use crate::flight::Flights;
 
 /// The stack a [`Cache`] drives over a backend `B`: fail-open over a
 /// circuit breaker over `B`.
@@ -135,7 +135,7 @@ struct Shared {
     breaker: Breaker,
     watchdog: Option<crate::watchdog::Watchdog>,
     /// Keys being loaded by `get_or_load` right now, and nothing else.
-    flights: Mutex<HashMap<Bytes, Arc<Flight>>>,
+    flights: Flights,
 }
 
 impl<B: Clone> Clone for Cache<B> {
@@ -181,7 +181,7 @@ impl<B: Backend> Cache<B> {
                 options,
                 breaker,
                 watchdog,
-                flights: Mutex::new(HashMap::new()),
+                flights: Flights::default(),
             }),
         }
     }
@@ -196,6 +196,16 @@ impl<B: Backend> Cache<B> {
     /// The circuit breaker in front of the backend.
     pub fn breaker(&self) -> &Breaker {
         &self.shared.breaker
+    }
+
+    /// The cache's name, as metrics take it.
+    pub(crate) fn label(&self) -> &Arc<str> {
+        &self.shared.options.name
+    }
+
+    /// The TTL of writes that do not name one.
+    pub(crate) fn default_ttl(&self) -> Ttl {
+        self.shared.options.default_ttl
     }
 
     /// The cache's name (its metrics label).
@@ -297,52 +307,6 @@ impl<B: Backend> Cache<B> {
             CacheResponse::Expired(true) => Write::Done,
             CacheResponse::Expired(false) => Write::Unchanged,
             other => skipped(other),
-        }
-    }
-
-    /// The value at `key` decoded from JSON, or `None` if absent, if the
-    /// cache could not answer, or if it does not decode (counted with reason
-    /// `undecodable`, never a panic).
-    #[cfg(feature = "serde")]
-    pub async fn get_json<T: serde::de::DeserializeOwned>(
-        &self,
-        key: impl AsRef<[u8]>,
-    ) -> Option<T> {
-        let bytes = self.get(key).await?;
-        self.decode(&bytes)
-    }
-
-    /// Writes `value` encoded as JSON, with the default TTL. A value that
-    /// does not encode is skipped with reason `other`.
-    #[cfg(feature = "serde")]
-    pub async fn set_json<T: serde::Serialize + ?Sized>(
-        &self,
-        key: impl AsRef<[u8]>,
-        value: &T,
-    ) -> Write {
-        match serde_json::to_vec(value) {
-            Ok(bytes) => self.set(key, bytes).await,
-            Err(_) => {
-                crate::telemetry::cache_fail_open(
-                    &self.shared.options.name,
-                    "set",
-                    Reason::Other.as_str(),
-                );
-                Write::Skipped(Reason::Other)
-            }
-        }
-    }
-
-    #[cfg(feature = "serde")]
-    fn decode<T: serde::de::DeserializeOwned>(&self, bytes: &[u8]) -> Option<T> {
-        match serde_json::from_slice(bytes) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let name = &self.shared.options.name;
-                crate::telemetry::cache_fail_open(name, "get", Reason::Undecodable.as_str());
-                tracing::debug!(target: "fusebox::cache", cache = &**name, error = %e, "cached value does not decode");
-                None
-            }
         }
     }
 

@@ -11,7 +11,7 @@
 //!     .name("pages")
 //!     .prefix("fusebox-doc:")
 //!     .default_ttl(Duration::from_secs(60))
-//!     .redis_url("redis://127.0.0.1:6379")?;
+//!     .redis_url("redis://127.0.0.1:6379").build()?;
 //!
 //! // Every write gets a TTL (60 s here) unless asked otherwise. With Redis
 //! // down this is `Write::Skipped(reason)`, never an error.
@@ -35,12 +35,17 @@
 //! What the layers under the handle do, and every default, is in
 //! [`CacheBuilder`]. The request vocabulary ([`CacheRequest`],
 //! [`CacheResponse`]) is public, so the same stack works over any
-//! `Service<CacheRequest>` ([`CacheBuilder::service`]).
+//! `Service<CacheRequest>` ([`CacheBuilder::backend`]).
 
+mod codec;
 mod config;
-pub(crate) mod handle;
+mod handle;
 
-pub use crate::error::ConfigError;
 pub use crate::request::{CacheRequest, CacheResponse, Fault, Reason, Ttl};
+#[cfg(feature = "serde")]
+pub use codec::Json;
+#[cfg(feature = "prost")]
+pub use codec::Prost;
+pub use codec::{Codec, Typed};
 pub use config::CacheBuilder;
 pub use handle::{Backend, Cache, FaultClassifier, Write};

@@ -7,7 +7,7 @@
 //! use fusebox::http::HttpCacheLayer;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let cache = Cache::builder().name("pages").redis_url("redis://127.0.0.1:6379")?;
+//! let cache = Cache::builder().name("pages").redis_url("redis://127.0.0.1:6379").build()?;
 //! // Pages that differ by language: cached per host, path, query and
 //! // Accept-Language. Requests with a cookie or credentials bypass it.
 //! let pages = Router::new()
@@ -73,8 +73,8 @@ use http::{HeaderMap, Method, Request, Response};
 use http_body::Body;
 use tower::{BoxError, Layer, Service};
 
-use crate::cache::handle::Coalesced;
 use crate::cache::{Backend, Cache, Reason, Ttl};
+use crate::flight::Coalesced;
 use crate::redis::RedisBackend;
 
 mod body;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use tower::Service;
 
-use super::commands::execute;
+use super::commands::{execute, within};
 use super::error::RedisError;
 use super::BackendFuture;
 use crate::request::{CacheRequest, CacheResponse};
@@ -53,10 +53,10 @@ where
         let mut conn = self.conn.clone();
         let deadline = self.deadline;
         Box::pin(async move {
-            match tokio::time::timeout(deadline, execute(&mut conn, request)).await {
-                Ok(result) => result.map_err(RedisError::from),
-                Err(_) => Err(RedisError::timeout()),
-            }
+            within(deadline, async {
+                execute(&mut conn, request).await.map_err(RedisError::from)
+            })
+            .await
         })
     }
 }

@@ -17,6 +17,16 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// Runs one request on one connection.
+/// `call`, given up with a timeout error after `deadline`.
+pub(super) async fn within<T>(
+    deadline: std::time::Duration,
+    call: impl std::future::Future<Output = Result<T, super::error::RedisError>>,
+) -> Result<T, super::error::RedisError> {
+    tokio::time::timeout(deadline, call)
+        .await
+        .unwrap_or_else(|_| Err(super::error::RedisError::timeout()))
+}
+
 pub(super) async fn execute<C: ConnectionLike + Send>(
     conn: &mut C,
     request: CacheRequest,

@@ -170,17 +170,25 @@ impl RedisConfigBuilder {
             ("checkout_timeout", self.checkout_timeout),
         ] {
             if d.is_zero() {
-                return Err(ConfigError::new(field, "must be more than zero"));
+                return Err(ConfigError::new("Redis", field, "must be more than zero"));
             }
             if d > Duration::from_secs(60) {
-                return Err(ConfigError::new(field, "must be at most 60 s"));
+                return Err(ConfigError::new("Redis", field, "must be at most 60 s"));
             }
         }
         if !(1..=64).contains(&self.connections) {
-            return Err(ConfigError::new("connections", "must be in 1..=64"));
+            return Err(ConfigError::new(
+                "Redis",
+                "connections",
+                "must be in 1..=64",
+            ));
         }
         if !(1..=1_000_000).contains(&self.max_in_flight) {
-            return Err(ConfigError::new("max_in_flight", "must be in 1..=1000000"));
+            return Err(ConfigError::new(
+                "Redis",
+                "max_in_flight",
+                "must be in 1..=1000000",
+            ));
         }
         let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
             .iter()
@@ -188,18 +196,24 @@ impl RedisConfigBuilder {
         if !scheme_ok {
             // The URL itself is never echoed: it may hold a password.
             return Err(ConfigError::new(
+                "Redis",
                 "url",
                 "must start with redis://, rediss:// or unix://",
             ));
         }
         if self.url.starts_with("rediss://") && !cfg!(feature = "tls") {
             return Err(ConfigError::new(
+                "Redis",
                 "url",
                 "rediss:// (TLS) needs fusebox's `tls` feature",
             ));
         }
         let info = self.url.as_str().into_connection_info().map_err(|e| {
-            ConfigError::new("url", format!("not a valid redis URL ({})", e.category()))
+            ConfigError::new(
+                "Redis",
+                "url",
+                format!("not a valid redis URL ({})", e.category()),
+            )
         })?;
         let resp3 = !self.url.contains("protocol=");
         let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
@@ -209,9 +223,9 @@ impl RedisConfigBuilder {
         let resp3 = settings.protocol() == ProtocolVersion::RESP3;
         let addr = info.addr().to_string();
         let info = info.set_redis_settings(settings);
-        let client = self
-            .client(info)
-            .map_err(|e| ConfigError::new("url", format!("not usable ({})", e.category())))?;
+        let client = self.client(info).map_err(|e| {
+            ConfigError::new("Redis", "url", format!("not usable ({})", e.category()))
+        })?;
         Ok(RedisConfig {
             client,
             addr,

@@ -6,6 +6,8 @@
 //! * [`ClientBackend`]: the same over your own `ConnectionManager` or
 //!   `MultiplexedConnection`.
 //! * `Bb8Backend` (feature `bb8`): the same over a bb8-redis pool.
+//! * `DeadpoolBackend` (feature `deadpool`): the same over a deadpool-redis
+//!   pool.
 //! * [`RedisError`]: every failure, with a [`Reason`](crate::cache::Reason);
 //!   [`FaultClassifier`](crate::cache::FaultClassifier) tells the breaker
 //!   which ones mean Redis is unwell.
@@ -14,6 +16,8 @@ mod backend;
 mod client;
 mod commands;
 mod config;
+#[cfg(feature = "deadpool")]
+mod deadpool;
 mod error;
 #[cfg(feature = "bb8")]
 mod pool;
@@ -21,6 +25,8 @@ mod pool;
 pub use backend::{BackendFuture, RedisBackend};
 pub use client::ClientBackend;
 pub use config::{RedisConfig, RedisConfigBuilder};
+#[cfg(feature = "deadpool")]
+pub use deadpool::DeadpoolBackend;
 pub use error::RedisError;
 #[cfg(feature = "bb8")]
 pub use pool::Bb8Backend;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bb8_redis::RedisConnectionManager;
 use tower::Service;
 
-use super::commands::execute;
+use super::commands::{execute, within};
 use super::error::RedisError;
 use super::BackendFuture;
 use crate::request::{CacheRequest, CacheResponse};
@@ -23,7 +23,7 @@ use crate::request::{CacheRequest, CacheResponse};
 ///
 /// let manager = bb8_redis::RedisConnectionManager::new("redis://127.0.0.1:6379")?;
 /// let pool = bb8::Pool::builder().build(manager).await?;
-/// let cache = Cache::builder().service(Bb8Backend::new(pool, Duration::from_millis(100)))?;
+/// let cache = Cache::builder().backend(Bb8Backend::new(pool, Duration::from_millis(100))).build()?;
 /// # let _ = cache; Ok(()) }
 /// ```
 ///
@@ -75,10 +75,7 @@ impl Service<CacheRequest> for Bb8Backend {
                 })?;
                 execute(&mut *conn, request).await.map_err(RedisError::from)
             };
-            match tokio::time::timeout(deadline, call).await {
-                Ok(result) => result,
-                Err(_) => Err(RedisError::timeout()),
-            }
+            within(deadline, call).await
         })
     }
 }

@@ -135,7 +135,7 @@ impl WatchdogBuilder {
     pub(crate) fn build(self) -> Result<WatchdogConfig, ConfigError> {
         let c = &self.config;
         if c.name.is_empty() {
-            return Err(ConfigError::new("name", "must not be empty"));
+            return Err(ConfigError::new("watchdog", "name", "must not be empty"));
         }
         for (field, d) in [
             ("interval", c.interval),
@@ -144,29 +144,54 @@ impl WatchdogBuilder {
             ("leeway", c.leeway),
         ] {
             if d.is_zero() {
-                return Err(ConfigError::new(field, "must be more than zero"));
+                return Err(ConfigError::new(
+                    "watchdog",
+                    field,
+                    "must be more than zero",
+                ));
             }
         }
         if c.min_span >= c.horizon {
             return Err(ConfigError::new(
+                "watchdog",
                 "min_span",
                 "must be shorter than the horizon",
             ));
         }
         if c.levels.iter().any(|l| !(*l > 0.0 && *l <= 1.0)) {
-            return Err(ConfigError::new("levels", "each must be in (0, 1]"));
+            return Err(ConfigError::new(
+                "watchdog",
+                "levels",
+                "each must be in (0, 1]",
+            ));
         }
         if !(0.0..0.5).contains(&c.hysteresis) {
-            return Err(ConfigError::new("hysteresis", "must be in [0, 0.5)"));
+            return Err(ConfigError::new(
+                "watchdog",
+                "hysteresis",
+                "must be in [0, 0.5)",
+            ));
         }
         if c.memory_budget == Some(0) {
-            return Err(ConfigError::new("memory_budget", "must be more than zero"));
+            return Err(ConfigError::new(
+                "watchdog",
+                "memory_budget",
+                "must be more than zero",
+            ));
         }
         if c.keys_per_second == 0 {
-            return Err(ConfigError::new("keys_per_second", "must be at least 1"));
+            return Err(ConfigError::new(
+                "watchdog",
+                "keys_per_second",
+                "must be at least 1",
+            ));
         }
         if c.shed_above.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
-            return Err(ConfigError::new("shed_writes_above", "must be in (0, 1]"));
+            return Err(ConfigError::new(
+                "watchdog",
+                "shed_writes_above",
+                "must be in (0, 1]",
+            ));
         }
         Ok(self.config)
     }
@@ -178,6 +203,7 @@ impl WatchdogBuilder {
         let redis = crate::redis::RedisConfig::builder(url).build()?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ConfigError::new(
+                "watchdog",
                 "start",
                 "needs a tokio runtime: start it inside one",
             ));

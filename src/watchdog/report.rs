@@ -61,8 +61,9 @@ pub struct Report {
 /// How bad a [`Report`] is, for an exit code or a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
-    /// Nothing to do.
-    Ok,
+    /// No alert is raised: nothing to do. (Named as an alarm is named when
+    /// it ends, and so that a `match` never reads like a `Result`'s `Ok`.)
+    Clear,
     /// A usage level under 90 % or a dangerous setting: look soon.
     Warning,
     /// Redis unreachable, usage at or above 90 %, or full within the
@@ -80,7 +81,7 @@ impl Report {
             Status::Down => Severity::Critical,
             _ if high || self.leeway_alert => Severity::Critical,
             Status::Degraded => Severity::Warning,
-            Status::Healthy | Status::Starting => Severity::Ok,
+            Status::Healthy | Status::Starting => Severity::Clear,
         }
     }
 

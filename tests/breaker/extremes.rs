@@ -89,7 +89,7 @@ fn settings() -> impl Strategy<Value = Settings> {
         )
 }
 
-fn build(s: &Settings) -> Result<Config, fusebox::breaker::ConfigError> {
+fn build(s: &Settings) -> Result<Config, fusebox::ConfigError> {
     let mut b = Config::builder()
         .name("extremes")
         .open_for(s.open_for)

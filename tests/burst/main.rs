@@ -31,6 +31,7 @@ async fn a_burst_beyond_the_in_flight_limit_is_shed_at_once_and_hits_go_on() {
     let cache = Cache::builder()
         .name("burst")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     assert_eq!(cache.set("k", "v").await, Write::Done);
     let breaker = cache.breaker().clone();

@@ -22,7 +22,8 @@ async fn the_same_stack_wraps_an_existing_connection_manager() {
     let cache = Cache::builder()
         .name("manager")
         .prefix("m:")
-        .service(ClientBackend::new(manager, Duration::from_millis(100)))
+        .backend(ClientBackend::new(manager, Duration::from_millis(100)))
+        .build()
         .unwrap();
 
     assert_eq!(cache.set("k", "v").await, Write::Done);
@@ -45,7 +46,8 @@ async fn and_a_multiplexed_connection() {
     let conn = client.get_multiplexed_async_connection().await.unwrap();
     let cache = Cache::builder()
         .name("multiplexed")
-        .service(ClientBackend::new(conn, Duration::from_millis(100)))
+        .backend(ClientBackend::new(conn, Duration::from_millis(100)))
+        .build()
         .unwrap();
     assert_eq!(cache.set_if_absent("k", "v").await, Write::Done);
     assert_eq!(cache.set_if_absent("k", "w").await, Write::Unchanged);
@@ -71,8 +73,50 @@ async fn and_a_bb8_redis_pool() {
     // One line: the pool becomes a fail-open cache.
     let cache = Cache::builder()
         .name("bb8")
-        .service(Bb8Backend::new(pool, Duration::from_millis(300)))
+        .backend(Bb8Backend::new(pool, Duration::from_millis(300)))
+        .build()
         .unwrap();
+    round_trip_outage_and_back(&cache, &mut redis).await;
+}
+
+/// The other common pool: deadpool-redis.
+#[cfg(feature = "deadpool")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn and_a_deadpool_redis_pool() {
+    use fusebox::redis::DeadpoolBackend;
+
+    let mut redis = RedisServer::start(&[]);
+    let pool = deadpool_redis::Config::from_url(redis.url())
+        .builder()
+        .unwrap()
+        .max_size(4)
+        .runtime(deadpool_redis::Runtime::Tokio1)
+        .build()
+        .unwrap();
+    let cache = Cache::builder()
+        .name("deadpool")
+        .backend(DeadpoolBackend::new(pool, Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    // More callers than connections: they queue on the pool, all answered.
+    cache.set("k", "v").await;
+    let gets = (0..64).map(|_| {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.get("k").await })
+    });
+    for get in gets {
+        assert_eq!(get.await.unwrap().as_deref(), Some(&b"v"[..]));
+    }
+    round_trip_outage_and_back(&cache, &mut redis).await;
+}
+
+/// Through `cache`: a round trip, misses within the deadline once `redis`
+/// is killed (and the breaker open), hits again once it is back.
+#[cfg(any(feature = "bb8", feature = "deadpool"))]
+async fn round_trip_outage_and_back<B: fusebox::cache::Backend>(
+    cache: &Cache<B>,
+    redis: &mut RedisServer,
+) {
     assert_eq!(cache.set("k", "v").await, Write::Done);
     assert_eq!(cache.get("k").await.as_deref(), Some(&b"v"[..]));
     assert_eq!(redis.cmd(&["GET", "k"]), "v");

@@ -25,7 +25,11 @@ async fn redis_never_started_misses_then_fails_fast() {
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let start = Instant::now();
-    let cache = Cache::builder().name("never").redis_url(&url).unwrap();
+    let cache = Cache::builder()
+        .name("never")
+        .redis_url(&url)
+        .build()
+        .unwrap();
     assert!(start.elapsed() < BOUND, "building does not wait on Redis");
 
     // Five consecutive failures (the default) open the circuit; each is
@@ -84,7 +88,11 @@ async fn refused_connections_answer_at_once_not_at_the_deadline() {
         .connect_timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let cache = Cache::builder().name("refused").redis(config).unwrap();
+    let cache = Cache::builder()
+        .name("refused")
+        .redis(config)
+        .build()
+        .unwrap();
     // Every call reaches the backend, as calls do before a breaker opens.
     cache.breaker().disable();
     let start = Instant::now();
@@ -145,6 +153,7 @@ async fn paused_redis_costs_each_call_its_deadline_then_recovers() {
     let cache = Cache::builder()
         .name("paused")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     assert_eq!(cache.set("k", "v").await, Write::Done);
     assert_eq!(cache.get("k").await.as_deref(), Some(&b"v"[..]));
@@ -179,6 +188,7 @@ async fn killed_under_load_and_restarted_on_the_same_port() {
     let cache = Cache::builder()
         .name("restart")
         .redis(roomy(&redis.url()))
+        .build()
         .unwrap();
     assert_eq!(cache.set("k", "v").await, Write::Done);
 
@@ -299,6 +309,7 @@ async fn a_black_hole_costs_each_call_its_deadline_then_recovers() {
     let cache = Cache::builder()
         .name("blackhole")
         .redis_url(format!("redis://127.0.0.1:{}", hole.port))
+        .build()
         .unwrap();
     for _ in 0..8 {
         let (v, took) = timed_get(&cache, "k").await;
@@ -327,6 +338,7 @@ async fn out_of_memory_sheds_writes_and_keeps_reads() {
         .name("oom")
         .write_hold_down(Duration::from_secs(60))
         .redis(roomy(&redis.url()))
+        .build()
         .unwrap();
     assert_eq!(cache.set("hot", "still here").await, Write::Done);
 
@@ -400,6 +412,7 @@ async fn the_write_hold_down_ends_while_writes_keep_coming() {
         .name("hold-down")
         .write_hold_down(Duration::from_millis(300))
         .redis(roomy(&redis.url()))
+        .build()
         .unwrap();
     let value = vec![b'x'; 64 * 1024];
     let mut i = 0;

@@ -24,6 +24,7 @@ async fn round_trip_applies_prefix_and_ttls() {
         .default_ttl(Duration::from_secs(60))
         .max_ttl(Duration::from_secs(3600))
         .redis_url(redis.url())
+        .build()
         .unwrap();
 
     assert_eq!(cache.get("k").await, None);
@@ -79,6 +80,7 @@ async fn oversize_values_are_skipped_locally() {
         .name("oversize")
         .max_value_size(1024)
         .redis_url(redis.url())
+        .build()
         .unwrap();
     assert_eq!(
         cache.set("big", vec![7u8; 1025]).await,
@@ -104,6 +106,7 @@ async fn get_or_load_stores_what_it_loads_and_never_an_error() {
     let cache = Cache::builder()
         .name("flight")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     let v = cache
         .get_or_load("slow", || async { Ok::<_, std::io::Error>("loaded") })
@@ -137,6 +140,7 @@ async fn get_or_load_stores_what_it_loads_and_never_an_error() {
 #[cfg(feature = "serde")]
 #[tokio::test]
 async fn undecodable_values_are_counted_misses() {
+    use fusebox::cache::Json;
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct Page {
         title: String,
@@ -147,19 +151,21 @@ async fn undecodable_values_are_counted_misses() {
     let cache = Cache::builder()
         .name("json")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     let page = Page {
         title: "home".into(),
         views: 3,
     };
-    assert_eq!(cache.set_json("page", &page).await, Write::Done);
-    assert_eq!(cache.get_json::<Page>("page").await, Some(page));
+    let pages = cache.typed(Json);
+    assert_eq!(pages.set("page", &page).await, Write::Done);
+    assert_eq!(pages.get::<Page>("page").await, Some(page));
 
     // Garbage, or another shape: a miss, counted, never a panic.
     redis.cmd(&["SET", "page", "\u{0}\u{ff}not json"]);
-    assert_eq!(cache.get_json::<Page>("page").await, None);
+    assert_eq!(pages.get::<Page>("page").await, None);
     redis.cmd(&["SET", "page", "{\"title\": 5}"]);
-    assert_eq!(cache.get_json::<Page>("page").await, None);
+    assert_eq!(pages.get::<Page>("page").await, None);
     assert_eq!(
         counter(
             CACHE_FAIL_OPEN_TOTAL,
@@ -167,9 +173,9 @@ async fn undecodable_values_are_counted_misses() {
         ),
         2
     );
-    // And get_or_load_json replaces it.
-    let loaded = cache
-        .get_or_load_json("page", || async {
+    // And get_or_load replaces it.
+    let loaded = pages
+        .get_or_load("page", || async {
             Ok::<_, std::io::Error>(Page {
                 title: "fresh".into(),
                 views: 1,
@@ -178,10 +184,7 @@ async fn undecodable_values_are_counted_misses() {
         .await
         .unwrap();
     assert_eq!(loaded.title, "fresh");
-    assert_eq!(
-        cache.get_json::<Page>("page").await.map(|p| p.views),
-        Some(1)
-    );
+    assert_eq!(pages.get::<Page>("page").await.map(|p| p.views), Some(1));
 }
 
 #[tokio::test]
@@ -208,6 +211,7 @@ async fn acl_user_database_and_unix_socket() {
             "redis://alice:alice-pw@127.0.0.1:{}/2",
             redis.port()
         ))
+        .build()
         .unwrap();
     assert_eq!(tcp.set("k", "in db 2").await, Write::Done);
     assert_eq!(redis.cmd(&["GET", "k"]), "(nil)", "not in db 0");
@@ -218,6 +222,7 @@ async fn acl_user_database_and_unix_socket() {
     let unix = Cache::builder()
         .name("unix")
         .redis_url(format!("unix://{socket_str}?db=2&user=alice&pass=alice-pw"))
+        .build()
         .unwrap();
     assert_eq!(unix.get("k").await.as_deref(), Some(&b"in db 2"[..]));
     drop(redis);
@@ -230,18 +235,21 @@ fn building_needs_no_runtime_and_never_panics() {
     let cache = Cache::builder()
         .name("no-runtime")
         .redis_url("redis://127.0.0.1:1")
+        .build()
         .unwrap();
     assert_eq!(cache.breaker().state(), State::Closed);
     // A watchdog does need one, and says so instead of panicking.
     let err = Cache::builder()
         .watchdog(fusebox::watchdog::Watchdog::builder())
         .redis_url("redis://127.0.0.1:1")
+        .build()
         .unwrap_err();
     assert_eq!(err.field(), "watchdog");
     // Bad settings are typed errors naming the setter; the URL (and its
     // password) is never quoted.
     let err = Cache::builder()
         .redis_url("http://user:s3cret@host")
+        .build()
         .unwrap_err();
     assert_eq!(err.field(), "url");
     assert!(!err.to_string().contains("s3cret"));
@@ -259,6 +267,7 @@ fn building_needs_no_runtime_and_never_panics() {
         assert_eq!(
             builder
                 .redis_url("redis://127.0.0.1:1")
+                .build()
                 .unwrap_err()
                 .field(),
             field
@@ -274,6 +283,7 @@ async fn ttl_jitter_spreads_expiries_within_bounds() {
         .default_ttl(Duration::from_secs(100))
         .ttl_jitter(0.5)
         .redis_url(redis.url())
+        .build()
         .unwrap();
     let mut ttls = Vec::new();
     for i in 0..20 {
@@ -297,6 +307,7 @@ async fn ttls_at_their_extremes_are_kept_or_refused_never_silently_lost() {
         .max_ttl(Duration::MAX)
         .default_ttl(Duration::from_secs(u64::MAX / 4))
         .redis_url(redis.url())
+        .build()
         .unwrap();
     // A TTL far beyond what Redis' clock holds is still a write that lives.
     assert_eq!(cache.set("long", "v").await, Write::Done);
@@ -321,6 +332,7 @@ async fn keys_over_the_cap_are_never_sent_and_hold_nothing_up() {
         .name("key-cap")
         .prefix("p:")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     assert_eq!(cache.set("small", "v").await, Write::Done);
     let huge = "k".repeat(1 << 20);
@@ -363,4 +375,46 @@ async fn keys_over_the_cap_are_never_sent_and_hold_nothing_up() {
         &[("addr", &addr)],
     );
     assert_eq!(errors, 0);
+}
+
+/// What a tonic service caches: its own prost messages, stored as their
+/// wire bytes (readable by any other protobuf client of the same Redis).
+#[cfg(feature = "prost")]
+#[tokio::test]
+async fn prost_messages_round_trip_as_their_wire_bytes() {
+    use fusebox::cache::Prost;
+    use prost::Message;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Reply {
+        #[prost(string, tag = "1")]
+        message: String,
+        #[prost(uint32, tag = "2")]
+        count: u32,
+    }
+    let redis = RedisServer::start(&[]);
+    let replies = Cache::builder()
+        .name("prost")
+        .redis_url(redis.url())
+        .build()
+        .unwrap()
+        .typed(Prost);
+    let reply = Reply {
+        message: "hello ada".into(),
+        count: 2,
+    };
+    let loaded = replies
+        .get_or_load("hello:ada", || async {
+            Ok::<_, std::io::Error>(reply.clone())
+        })
+        .await
+        .unwrap();
+    assert_eq!(loaded, reply);
+    assert_eq!(replies.get::<Reply>("hello:ada").await, Some(reply.clone()));
+    // Stored as the message's own encoding, nothing around it.
+    let stored = redis.cmd(&["STRLEN", "hello:ada"]);
+    assert_eq!(stored, format!(":{}", reply.encoded_len()));
+    // Not a Reply: a miss (counted), then replaced by the loader.
+    redis.cmd(&["SET", "hello:ada", "\u{ff}\u{ff}\u{ff}"]);
+    assert_eq!(replies.get::<Reply>("hello:ada").await, None);
 }

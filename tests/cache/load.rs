@@ -34,7 +34,7 @@ async fn more_callers_than_connections_neither_wait_long_nor_deadlock() {
         .response_timeout(Duration::from_millis(500))
         .build()
         .unwrap();
-    let cache = Cache::builder().name("pool").redis(config).unwrap();
+    let cache = Cache::builder().name("pool").redis(config).build().unwrap();
     assert_eq!(cache.set("k", "v").await, Write::Done);
 
     // One multiplexed connection serves 500 concurrent callers.

@@ -20,6 +20,7 @@ fn cache(name: &str, url: &str) -> Cache {
         .name(name)
         .write_hold_down(Duration::from_millis(200))
         .redis(roomy(url))
+        .build()
         .unwrap()
 }
 

@@ -45,6 +45,7 @@ async fn hits_resume_after(fault: Fault) {
     let cache = Cache::builder()
         .name(name.as_str())
         .redis_url(redis.url())
+        .build()
         .unwrap();
     assert_eq!(cache.set("k", "v").await, Write::Done);
     let addr = format!("127.0.0.1:{}", redis.port());

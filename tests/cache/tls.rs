@@ -38,7 +38,7 @@ async fn rediss_round_trip_trusting_a_given_ca() {
         .checkout_timeout(Duration::from_millis(500))
         .build()
         .unwrap();
-    let cache = Cache::builder().name("tls").redis(config).unwrap();
+    let cache = Cache::builder().name("tls").redis(config).build().unwrap();
     assert_eq!(cache.set("k", "over tls").await, Write::Done);
     assert_eq!(cache.get("k").await.as_deref(), Some(&b"over tls"[..]));
     // Written to the real server (read back over its plain port).
@@ -53,6 +53,7 @@ async fn an_untrusted_certificate_is_a_miss_not_an_error() {
     let cache = Cache::builder()
         .name("tls-untrusted")
         .redis_url(format!("rediss://localhost:{tls_port}"))
+        .build()
         .unwrap();
     for _ in 0..6 {
         assert_eq!(cache.get("k").await, None);

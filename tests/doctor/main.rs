@@ -45,7 +45,7 @@ fn json_output_parses_and_the_exit_code_is_the_verdict() {
     let roomy = RedisServer::start(&["--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"]);
     let (code, stdout, _) = doctor(&[&roomy.url(), "1"]);
     assert_eq!(code, Some(0), "{stdout}");
-    assert!(stdout.contains("verdict: Ok"), "{stdout}");
+    assert!(stdout.contains("verdict: Clear"), "{stdout}");
     assert!(stdout.contains("sizing:"), "{stdout}");
 
     // Redis down: critical.

@@ -216,6 +216,7 @@ async fn unary_responses_are_cached_and_redis_down_changes_nothing_for_callers()
     let cache = Cache::builder()
         .name("grpc")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     let greeter = Greeter::default();
     let (addr, _server) = serve(cache, greeter.clone()).await;
@@ -264,6 +265,7 @@ async fn the_breaker_guards_a_client_channel() {
     let cache = Cache::builder()
         .name("grpc-client")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     let greeter = Greeter::default();
     let (addr, server) = serve(cache.clone(), greeter.clone()).await;
@@ -330,6 +332,7 @@ async fn callers_and_authorities_never_share_a_reply_and_keys_stay_small() {
     let cache = Cache::builder()
         .name("grpc-callers")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     let greeter = Greeter::default();
     let channel = |addr: std::net::SocketAddr, origin: Option<&str>| {
@@ -394,6 +397,7 @@ async fn a_client_breaker_trips_on_unavailable_and_answers_unavailable_itself() 
     let cache = Cache::builder()
         .name("grpc-breaker")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     let greeter = Greeter::default();
     // No method cached: every call reaches the greeter.

@@ -168,6 +168,7 @@ async fn hits_misses_bypasses_and_cache_control() {
     let cache = Cache::builder()
         .name("http")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     let calls = Calls::default();
     let addr = serve(cache, calls.clone()).await;
@@ -233,6 +234,7 @@ async fn concurrent_misses_reach_the_handler_once() {
     let cache = Cache::builder()
         .name("http-flight")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     let calls = Calls::default();
     let addr = serve(cache, calls.clone()).await;
@@ -273,6 +275,7 @@ async fn redis_killed_every_request_still_answered_then_hits_resume() {
     let cache = Cache::builder()
         .name("http-down")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     let breaker = cache.breaker().clone();
     let calls = Calls::default();
@@ -348,6 +351,7 @@ async fn two_hosts_never_share_a_response_over_http1_or_http2() {
     let cache = Cache::builder()
         .name("http-hosts")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     let calls = Calls::default();
     let addr = serve(cache, calls.clone()).await;
@@ -409,6 +413,7 @@ async fn two_users_never_share_a_response() {
     let cache = Cache::builder()
         .name("http-users")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     let calls = Calls::default();
     let get = |addr, extra: &'static str| fetch(addr, "GET", "/whoami", extra);
@@ -477,6 +482,7 @@ async fn responses_that_vary_on_unkeyed_headers_are_not_stored() {
     let cache = Cache::builder()
         .name("http-vary")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     let addr = serve(cache, Calls::default()).await;
     // The layer keys on accept-language (and the host), nothing else.
@@ -501,6 +507,7 @@ async fn last_modified_alone_is_not_a_lifetime_unless_asked_for() {
     let cache = Cache::builder()
         .name("http-heuristic")
         .redis_url(redis.url())
+        .build()
         .unwrap();
     let addr = serve(cache.clone(), Calls::default()).await;
     for _ in 0..2 {

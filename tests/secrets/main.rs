@@ -76,7 +76,11 @@ async fn a_wrong_password_is_classified_and_never_revealed() {
     assert_eq!(reason, Some(Reason::Auth), "the connect error is named");
 
     // Through the cache: misses, and the breaker opens.
-    let cache = Cache::builder().name("secrets").redis(config).unwrap();
+    let cache = Cache::builder()
+        .name("secrets")
+        .redis(config)
+        .build()
+        .unwrap();
     for _ in 0..10 {
         assert_eq!(cache.get("k").await, None);
     }

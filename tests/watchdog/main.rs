@@ -247,6 +247,7 @@ async fn a_cache_sheds_writes_before_redis_is_full_when_asked() {
         .name("shed")
         .watchdog(quick().shed_writes_above(0.5))
         .redis_url(redis.url())
+        .build()
         .unwrap();
     assert_eq!(cache.set("before", "v").await, Write::Done);
     let value = vec![b'x'; 4000];

@@ -1,13 +1,13 @@
 //! Tests of the cache handle over an in-memory backend.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::sync::{oneshot, watch};
 
-use super::flight::MIN_CAPACITY;
+use crate::flight::MIN_CAPACITY;
 use std::convert::Infallible;
 
 use super::*;
@@ -72,7 +72,8 @@ impl Memory {
 fn memory_cache() -> Cache<Memory> {
     Cache::builder()
         .name("memory")
-        .service(Memory::default())
+        .backend(Memory::default())
+        .build()
         .unwrap()
 }
 
@@ -81,13 +82,7 @@ fn memory_cache() -> Cache<Memory> {
 async fn followers<B: Backend>(cache: &Cache<B>, key: &[u8], n: usize) {
     let full = cache.key(key);
     for _ in 0..100_000 {
-        let waiting = cache
-            .shared
-            .flights
-            .lock()
-            .unwrap()
-            .get(&full)
-            .map(|f| f.done.receiver_count());
+        let waiting = cache.shared.flights.followers(&full);
         if waiting >= Some(n) {
             return;
         }
@@ -201,17 +196,17 @@ async fn a_burst_of_distinct_keys_leaves_no_peak_table_behind() {
     }
     drop(released);
     for _ in 0..100_000 {
-        if cache.shared.flights.lock().unwrap().len() == 5_000 {
+        if cache.shared.flights.size().0 == 5_000 {
             break;
         }
         tokio::task::yield_now().await;
     }
-    assert!(cache.shared.flights.lock().unwrap().capacity() >= 5_000);
+    assert!(cache.shared.flights.size().1 >= 5_000);
     release.send_replace(true);
     for load in loads {
         load.await.unwrap().unwrap();
     }
-    let capacity = cache.shared.flights.lock().unwrap().capacity();
+    let capacity = cache.shared.flights.size().1;
     assert!(capacity <= 2 * MIN_CAPACITY, "{capacity}");
 }
 
@@ -223,7 +218,8 @@ async fn a_loaded_value_that_does_not_encode_is_returned_and_not_stored() {
     // JSON objects need string keys: this map does not encode.
     let value = BTreeMap::from([(vec![1u8], 1u8)]);
     let loaded = cache
-        .get_or_load_json("k", || async { Ok::<_, Infallible>(value.clone()) })
+        .typed(crate::cache::Json)
+        .get_or_load("k", || async { Ok::<_, Infallible>(value.clone()) })
         .await;
     assert_eq!(loaded.unwrap(), value);
     assert_eq!(cache.get("k").await, None, "nothing stored");
@@ -235,7 +231,8 @@ async fn a_stack_clone_left_not_ready_gives_back_its_probe_permit() {
     let cache = Cache::builder()
         .name("memory")
         .breaker(|b| b.consecutive_failures(1).open_for(Duration::from_secs(1)))
-        .service(memory.clone())
+        .backend(memory.clone())
+        .build()
         .unwrap();
     assert!(cache.set("k", "v").await.is_done());
     memory.fail(Some(Reason::Other));
@@ -371,7 +368,7 @@ mod extremes {
                     .max_value_size(s.max_value)
                     .max_key_size(s.max_key)
                     .write_hold_down(s.hold_down);
-                let cache = match builder.service(memory.clone()) {
+                let cache = match builder.backend(memory.clone()).build() {
                     Ok(cache) => cache,
                     Err(e) => {
                         assert!(FIELDS.contains(&e.field()), "{e}");
@@ -418,4 +415,66 @@ mod extremes {
             });
         }
     }
+}
+
+/// A codec that counts its calls.
+#[derive(Clone, Default)]
+struct Counting(Arc<(AtomicUsize, AtomicUsize)>);
+
+impl crate::cache::Codec<u64> for Counting {
+    type Error = &'static str;
+
+    fn encode(&self, value: &u64) -> Result<Bytes, &'static str> {
+        self.0 .0.fetch_add(1, SeqCst);
+        Ok(Bytes::copy_from_slice(&value.to_le_bytes()))
+    }
+
+    fn decode(&self, bytes: Bytes) -> Result<u64, &'static str> {
+        self.0 .1.fetch_add(1, SeqCst);
+        Ok(u64::from_le_bytes(
+            (&bytes[..]).try_into().map_err(|_| "not 8 bytes")?,
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_typed_load_encodes_once_and_the_loader_never_decodes() {
+    let cache = memory_cache();
+    let codec = Counting::default();
+    let typed = cache.typed(codec.clone());
+    let (release, wait) = tokio::sync::watch::channel(false);
+    let leader = {
+        let (typed, mut wait) = (typed.clone(), wait.clone());
+        tokio::spawn(async move {
+            typed
+                .get_or_load("n", || async move {
+                    let _ = wait.wait_for(|r| *r).await;
+                    Ok::<u64, Infallible>(7)
+                })
+                .await
+        })
+    };
+    followers(&cache, b"n", 0).await;
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let typed = typed.clone();
+            tokio::spawn(async move {
+                typed
+                    .get_or_load("n", || async { Ok::<u64, Infallible>(0) })
+                    .await
+            })
+        })
+        .collect();
+    followers(&cache, b"n", 3).await;
+    drop(wait);
+    release.send_replace(true);
+    assert_eq!(leader.await.unwrap(), Ok(7));
+    for w in waiters {
+        assert_eq!(w.await.unwrap(), Ok(7), "the leader's value");
+    }
+    // One encode, for the store; one decode per waiter, none for the leader
+    // (the three misses before the flight found nothing to decode).
+    assert_eq!(codec.0 .0.load(SeqCst), 1);
+    assert_eq!(codec.0 .1.load(SeqCst), 3);
+    assert_eq!(typed.get::<u64>("n").await, Some(7));
 }
