@@ -39,14 +39,16 @@
 //! ```text
 //! http       response caching (HttpCacheLayer, GrpcCacheLayer) and breakers
 //!   │        for HTTP/gRPC (HttpBreakerLayer, GrpcBreakerLayer, classifiers)
-//! cache      the Cache handle: keys, TTLs, caps, single flight, JSON
+//! cache      the Cache handle: keys, TTLs, caps, typed values (Codec)
+//!   │        its private fail_open layer: errors → misses and skips,
+//!   │        write shedding
 //!   │
-//!   ├─ fail_open   errors → misses and skips, write shedding
 //!   ├─ watchdog    memory levels, growth forecast, leeway alerts, no-TTL keys
-//!   ├─ redis       RedisBackend (own connections), ClientBackend, Bb8Backend,
-//!   │              error classification
+//!   ├─ redis       RedisBackend (own connections), ClientBackend,
+//!   │              Bb8Backend, DeadpoolBackend, error classification
 //!   │
 //! request    CacheRequest, CacheResponse, Reason, Fault (re-exported by cache)
+//! flight     single flight, for get_or_load and the response caches
 //! breaker    CircuitBreaker, KeyedBreaker, the state machine, per-thread counts
 //! telemetry  the names of every metric
 //! ```
@@ -55,8 +57,8 @@
 //!
 //! 1. [`Cache::get`](cache::Cache::get) adds the prefix, refuses a key over
 //!    the cap (a counted miss), and takes this thread's clone of the stack.
-//! 2. [`FailOpen`](fail_open::FailOpen) passes it on, unless writes are
-//!    being shed (a `get` never is).
+//! 2. The cache's fail-open layer passes it on, unless writes are being
+//!    shed (a `get` never is).
 //! 3. The [`CircuitBreaker`](breaker::CircuitBreaker) admits it: closed, one
 //!    load of the state word; open, an immediate rejection (a miss, reason
 //!    `breaker_open`).
@@ -65,7 +67,7 @@
 //!    limit: a miss, reason `overloaded`), sends `GET`, bounded by the
 //!    response deadline.
 //! 5. On the way back, the breaker classifies the outcome
-//!    ([`FaultClassifier`](cache::FaultClassifier)); `FailOpen` turns any
+//!    ([`FaultClassifier`](cache::FaultClassifier)); the fail-open layer turns any
 //!    error into a miss with its [`Reason`](cache::Reason), counted in
 //!    [`telemetry`] and logged once a second at most.
 //!
@@ -75,7 +77,6 @@
 
 pub mod breaker;
 pub mod cache;
-pub mod fail_open;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod redis;

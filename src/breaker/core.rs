@@ -46,13 +46,13 @@ use super::machine::Machine;
 use super::state::{Ctx, Snapshot, State, Transition};
 use crate::telemetry;
 
+mod pool;
 mod publish;
 mod stripes;
 #[cfg(test)]
 mod tests;
 mod timer;
 
-use publish::{register, PUBLISHER};
 use stripes::{stripe_index, STRIPE};
 use timer::TimerGuard;
 
@@ -144,96 +144,13 @@ struct Live {
     published: Totals,
 }
 
-static POOL: Mutex<Vec<&'static Core>> = Mutex::new(Vec::new());
-
-/// The cores with a live breaker, for the publisher thread.
+/// Locks `m` even if poisoned: a panic on one thread must not turn every
+/// later call of the breaker into a panic too.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Core {
-    /// Takes a core from the pool (or allocates one) for a new breaker.
-    pub(crate) fn acquire(config: Config) -> &'static Core {
-        let now = Instant::now();
-        // Only a core whose base is not after now: with real time that is
-        // every core; a paused test clock can be behind an earlier one's.
-        let pooled = {
-            let mut pool = lock(&POOL);
-            let found = pool.iter().rposition(|core| core.base <= now);
-            found.map(|i| pool.swap_remove(i))
-        };
-        let core: &'static Core = pooled.unwrap_or_else(|| {
-            Box::leak(Box::new(Core {
-                head: Head::default(),
-                base: now,
-                stripes: std::array::from_fn(|_| Stripe::default()),
-                live: Mutex::new(None),
-            }))
-        });
-        let mut live = lock(&core.live);
-        let totals = core.totals();
-        let epoch = epoch_of(core.head.word.load(Relaxed)) + 1;
-        let mut flags = 0;
-        if config.slow.is_some() {
-            flags |= CLOCKED;
-        }
-        if matches!(config.window, super::Window::Time { .. }) {
-            flags |= LOCKED;
-        }
-        if config.shadow {
-            flags |= SHADOW;
-        }
-        let slow = config.slow.map_or(0, |s| nanos(s.threshold));
-        core.head.slow_nanos.store(slow, Relaxed);
-        core.head.open_until.store(0, Relaxed);
-        let name: std::sync::Arc<str> = config.name.as_str().into();
-        telemetry::breaker_entered(&name, State::Closed.as_str());
-        let machine = Machine::new(
-            config,
-            epoch,
-            Ctx {
-                now,
-                fast: totals.successes,
-            },
-        );
-        *live = Some(Live {
-            machine,
-            name,
-            events: broadcast::channel(64).0,
-            timer: None,
-            metrics_base: totals,
-            locked: Totals::default(),
-            published: Totals::default(),
-        });
-        core.head
-            .word
-            .store(flags | (epoch << EPOCH_SHIFT), Release);
-        drop(live);
-        register(core);
-        core
-    }
-
-    /// Returns the core to the pool when its breaker is dropped.
-    pub(crate) fn release(&'static self) {
-        // The last totals of this breaker, then no more.
-        self.publish();
-        lock(&PUBLISHER).cores.retain(|c| !std::ptr::eq(*c, self));
-        let mut live = lock(&self.live);
-        if let Some(l) = live.as_mut() {
-            if let Some(timer) = l.timer.take() {
-                timer.abort();
-            }
-            telemetry::breaker_left(&l.name, l.machine.state().as_str());
-        }
-        *live = None;
-        let epoch = epoch_of(self.head.word.load(Relaxed)) + 1;
-        self.head
-            .word
-            .store((epoch << EPOCH_SHIFT) | State::Disabled.code(), Release);
-        drop(live);
-        lock(&POOL).push(self);
-    }
-
     #[inline]
     pub(crate) fn word(&self) -> u64 {
         self.head.word.load(Acquire)

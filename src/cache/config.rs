@@ -10,8 +10,8 @@ use super::handle::{Backend, Cache, FaultClassifier, Options};
 use crate::breaker::{
     Breaker, CircuitBreakerLayer, Config as BreakerConfig, ConfigBuilder as BreakerBuilder,
 };
+use crate::cache::fail_open::FailOpenLayer;
 use crate::error::ConfigError;
-use crate::fail_open::FailOpenLayer;
 use crate::redis::{RedisBackend, RedisConfig};
 use crate::request::Ttl;
 use crate::watchdog::{Watchdog, WatchdogBuilder};
@@ -24,7 +24,7 @@ const CACHE_OPEN_FOR: Duration = Duration::from_millis(500);
 ///
 /// The stack built: backend (bounded deadlines) → [circuit
 /// breaker](crate::breaker) (classifying by [`Fault`](super::Fault): `OOM` and the
-/// caller's own errors do not trip it) → [fail-open](crate::fail_open).
+/// caller's own errors do not trip it) → fail-open (see [the module docs](super#failing-open)).
 ///
 /// [`build`]: CacheBuilder::build
 #[must_use]

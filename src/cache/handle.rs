@@ -1,9 +1,7 @@
 //! The [`Cache`] handle.
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::future::poll_fn;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -14,11 +12,14 @@ use tower::Service;
 
 use super::config::CacheBuilder;
 use crate::breaker::{Breaker, CircuitBreaker, Classify, Outcome};
-use crate::fail_open::FailOpen;
+use crate::cache::fail_open::FailOpen;
 use crate::redis::RedisBackend;
 use crate::request::{CacheRequest, CacheResponse, Fault, Reason, Ttl};
 
 mod load;
+mod write;
+
+use write::skipped;
 #[cfg(test)]
 mod tests;
 #[cfg(feature = "http")]
@@ -310,56 +311,6 @@ impl<B: Backend> Cache<B> {
         }
     }
 
-    async fn write(&self, key: &[u8], value: Bytes, ttl: Ttl, if_absent: bool) -> Write {
-        self.write_full(self.key(key), value, ttl, if_absent).await
-    }
-
-    async fn write_full(&self, key: Bytes, value: Bytes, ttl: Ttl, if_absent: bool) -> Write {
-        let options = &self.shared.options;
-        if value.len() > options.max_value_size || key.len() > options.max_key_size {
-            let op = if if_absent { "set_if_absent" } else { "set" };
-            crate::telemetry::cache_fail_open(&options.name, op, Reason::TooLarge.as_str());
-            return Write::Skipped(Reason::TooLarge);
-        }
-        if ttl == Ttl::After(Duration::ZERO) {
-            return self.zero_ttl(if if_absent { "set_if_absent" } else { "set" });
-        }
-        let ttl = match self.ttl_of(ttl) {
-            Some(d) => Ttl::After(d),
-            None => Ttl::Never,
-        };
-        let request = if if_absent {
-            CacheRequest::SetIfAbsent { key, value, ttl }
-        } else {
-            CacheRequest::Set { key, value, ttl }
-        };
-        match self.request(request).await {
-            CacheResponse::Written(true) => Write::Done,
-            CacheResponse::Written(false) => Write::Unchanged,
-            other => skipped(other),
-        }
-    }
-
-    /// A zero TTL is the caller's mistake (a key that lives 0 ms), never
-    /// sent: skipped, counted and answered as such, not `Done`.
-    fn zero_ttl(&self, op: &'static str) -> Write {
-        crate::telemetry::cache_fail_open(&self.shared.options.name, op, Reason::Rejected.as_str());
-        Write::Skipped(Reason::Rejected)
-    }
-
-    /// The TTL to send: clamped and jittered; `None` for no expiry.
-    fn ttl_of(&self, ttl: Ttl) -> Option<Duration> {
-        let options = &self.shared.options;
-        let Ttl::After(d) = ttl else { return None };
-        let d = d.min(options.max_ttl);
-        if options.ttl_jitter == 0.0 {
-            return Some(d);
-        }
-        let unit = (random() >> 11) as f64 / (1u64 << 53) as f64;
-        let cut = d.mul_f64(options.ttl_jitter * unit);
-        Some((d - cut).max(Duration::from_millis(1)))
-    }
-
     /// The full key, unless it is over the cap (then counted, as `op`,
     /// with reason `too_large`).
     fn checked_key(&self, op: &'static str, key: &[u8]) -> Option<Bytes> {
@@ -414,20 +365,4 @@ impl<B: Backend> Cache<B> {
         let Ok(response) = future.await;
         response
     }
-}
-
-/// A write's answer that is not the expected kind: a fail-open skip.
-fn skipped(response: CacheResponse) -> Write {
-    match response {
-        CacheResponse::Skipped(reason) | CacheResponse::Miss(reason) => Write::Skipped(reason),
-        _ => Write::Skipped(Reason::Other),
-    }
-}
-
-/// A random `u64` without a dependency: `RandomState` is seeded per
-/// instance from the OS and a counter.
-fn random() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u8(0);
-    h.finish()
 }

@@ -32,6 +32,23 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Failing open
+//!
+//! Under the handle, every error of the backend becomes a miss (reads) or
+//! a skip (writes, deletes), counted and traced, never surfaced:
+//!
+//! * A failed `get` is `None`; a failed `get_many` all-`None`; a failed
+//!   write [`Write::Skipped`] with its [`Reason`].
+//! * When Redis refuses writes while it may still serve reads, writes are
+//!   shed locally for the [hold-down](CacheBuilder::write_hold_down)
+//!   period, counted with the reason of the refusal, while reads go on:
+//!   after `OOM` the writes that may grow memory (deletes go on); after
+//!   `READONLY`, `MISCONF` or a write that timed out, every change.
+//! * Each fallback increments
+//!   [`CACHE_FAIL_OPEN_TOTAL`](crate::telemetry::CACHE_FAIL_OPEN_TOTAL); a
+//!   `WARN` event of target `fusebox::cache` summarises them at most once per
+//!   second per cache, not once per call.
+//!
 //! What the layers under the handle do, and every default, is in
 //! [`CacheBuilder`]. The request vocabulary ([`CacheRequest`],
 //! [`CacheResponse`]) is public, so the same stack works over any
@@ -39,6 +56,7 @@
 
 mod codec;
 mod config;
+mod fail_open;
 mod handle;
 
 pub use crate::request::{CacheRequest, CacheResponse, Fault, Reason, Ttl};

@@ -158,6 +158,48 @@ pub(super) fn finish(plain: Vec<u8>, readable: usize, hash: bool) -> Vec<u8> {
     key.into_bytes()
 }
 
+/// Prefix of the layer's keys (inside the cache's own prefix).
+const PREFIX: &[u8] = b"http:";
+
+/// The key of a cacheable request; `None` when it must bypass the cache
+/// (it does not ask for a stored answer, carries a credential not in the
+/// key, or names two hosts).
+pub(super) fn request<B>(scope: &Scope, req: &http::Request<B>) -> Option<Vec<u8>> {
+    let headers = req.headers();
+    if refuses_stored(headers) || scope.is_personal(headers) {
+        return None;
+    }
+    let host = authority(req.uri(), headers)?;
+    let mut plain = Vec::with_capacity(128);
+    plain.extend_from_slice(PREFIX);
+    plain.extend_from_slice(b"GET ");
+    if let Some(scheme) = req.uri().scheme_str() {
+        plain.extend_from_slice(scheme.to_ascii_lowercase().as_bytes());
+        plain.push(b':');
+    }
+    plain.extend_from_slice(b"//");
+    plain.extend_from_slice(host.as_bytes());
+    plain.extend_from_slice(req.uri().path().as_bytes());
+    if let Some(q) = req.uri().query() {
+        plain.push(b'?');
+        plain.extend_from_slice(q.as_bytes());
+    }
+    let secret = scope.push_lines(&mut plain, headers);
+    Some(finish(plain, PREFIX.len(), secret))
+}
+
+/// The client asks for a fresh answer (`no-cache`, `no-store`).
+fn refuses_stored(headers: &HeaderMap) -> bool {
+    let no_cache = |v: &http::HeaderValue| {
+        v.to_str().is_ok_and(|s| {
+            let s = s.to_ascii_lowercase();
+            s.contains("no-cache") || s.contains("no-store")
+        })
+    };
+    headers.get_all(header::CACHE_CONTROL).iter().any(no_cache)
+        || headers.get_all(header::PRAGMA).iter().any(no_cache)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

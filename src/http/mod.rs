@@ -68,8 +68,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response};
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Request, Response};
 use http_body::Body;
 use tower::{BoxError, Layer, Service};
 
@@ -126,9 +126,6 @@ struct Config {
     /// explicit lifetime is kept for; 0 stores none.
     heuristic: f32,
 }
-
-/// Prefix of the layer's keys (inside the cache's own prefix).
-const PREFIX: &[u8] = b"http:";
 
 impl<C> HttpCacheLayer<C> {
     /// Caches responses in `cache` (whose prefix, size cap and breaker
@@ -292,7 +289,7 @@ where
 {
     let head = req.method() == Method::HEAD;
     let key = (req.method() == Method::GET || head)
-        .then(|| key(&config, &req))
+        .then(|| key::request(&config.scope, &req))
         .flatten();
     let Some(key) = key else {
         let res = inner.call(req).await?;
@@ -382,45 +379,6 @@ where
         Coalesced::Direct(pending) => pending,
     };
     Ok(mark_with(direct(pending).await?, header, "miss"))
-}
-
-/// The key of a cacheable request; `None` when it must bypass the cache
-/// (it does not ask for a stored answer, carries a credential not in the
-/// key, or names two hosts).
-fn key<B>(config: &Config, req: &Request<B>) -> Option<Vec<u8>> {
-    let headers = req.headers();
-    if refuses_stored(headers) || config.scope.is_personal(headers) {
-        return None;
-    }
-    let host = key::authority(req.uri(), headers)?;
-    let mut plain = Vec::with_capacity(128);
-    plain.extend_from_slice(PREFIX);
-    plain.extend_from_slice(b"GET ");
-    if let Some(scheme) = req.uri().scheme_str() {
-        plain.extend_from_slice(scheme.to_ascii_lowercase().as_bytes());
-        plain.push(b':');
-    }
-    plain.extend_from_slice(b"//");
-    plain.extend_from_slice(host.as_bytes());
-    plain.extend_from_slice(req.uri().path().as_bytes());
-    if let Some(q) = req.uri().query() {
-        plain.push(b'?');
-        plain.extend_from_slice(q.as_bytes());
-    }
-    let secret = config.scope.push_lines(&mut plain, headers);
-    Some(key::finish(plain, PREFIX.len(), secret))
-}
-
-/// The client asks for a fresh answer (`no-cache`, `no-store`).
-fn refuses_stored(headers: &HeaderMap) -> bool {
-    let no_cache = |v: &HeaderValue| {
-        v.to_str().is_ok_and(|s| {
-            let s = s.to_ascii_lowercase();
-            s.contains("no-cache") || s.contains("no-store")
-        })
-    };
-    headers.get_all(header::CACHE_CONTROL).iter().any(no_cache)
-        || headers.get_all(header::PRAGMA).iter().any(no_cache)
 }
 
 fn mark<B>(res: Response<B>, config: &Config, status: &'static str) -> Response<B> {

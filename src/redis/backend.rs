@@ -4,17 +4,18 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{
-    AtomicBool, AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
-};
+use std::sync::atomic::{AtomicBool, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind};
 use tokio::sync::watch;
 use tower::Service;
+
+mod conn;
+
+use conn::{backlogged, noticed_late, Conn, ConnState, InFlight};
 
 use super::commands::execute;
 use super::config::RedisConfig;
@@ -49,7 +50,7 @@ const RECONNECT_PACE: Duration = Duration::from_millis(100);
 ///
 /// Errors are [`RedisError`]s classified by [`Reason`](crate::cache::Reason); put a
 /// [`CircuitBreaker`](crate::breaker::CircuitBreaker) and a
-/// [`FailOpen`](crate::fail_open::FailOpen) on top (the [`Cache`] does).
+/// fail-open on top (the [`Cache`] does).
 ///
 /// [`Cache`]: crate::cache::Cache
 #[derive(Clone)]
@@ -202,16 +203,6 @@ impl Service<CacheRequest> for RedisBackend {
             }
         })
     }
-}
-
-/// Whether a wait bounded by `deadline` that began at `start` is being
-/// noticed late: more than a quarter of the deadline and [`LATE`] after it
-/// passed. A healthy runtime notices within a millisecond or so; one whose
-/// workers are behind (thousands of runnable tasks) notices far later, and
-/// the answer it timed out on may be waiting, unread, on the socket.
-fn noticed_late(start: tokio::time::Instant, deadline: Duration) -> bool {
-    let limit = deadline.saturating_add(deadline / 4).saturating_add(LATE);
-    start.elapsed() > limit
 }
 
 impl Shared {
@@ -369,74 +360,4 @@ impl Slot {
 enum Source {
     Current(Conn),
     Connect(Arc<Shared>, usize),
-}
-
-/// A multiplexed connection and what its calls share of it.
-#[derive(Clone)]
-struct Conn {
-    inner: MultiplexedConnection,
-    state: Arc<ConnState>,
-}
-
-#[derive(Default)]
-struct ConnState {
-    /// Set when the connection must not be used again.
-    broken: AtomicBool,
-    /// Calls sent and not yet answered (or given up).
-    in_flight: AtomicUsize,
-    /// Calls answered so far.
-    answered: AtomicU64,
-}
-
-impl ConnState {
-    fn answered(&self) -> u64 {
-        self.answered.load(Relaxed)
-    }
-
-    /// Whether a call sent at `sent` (when `answered` calls had been
-    /// answered) that timed out says this process, not Redis, fell behind:
-    /// Redis answered other calls since and the timeout was noticed [`LATE`]
-    /// or more after its deadline (a healthy runtime notices within a
-    /// millisecond; a hung Redis answers nothing; a slow one is noticed on
-    /// time), or it was [noticed well past its deadline](noticed_late), or
-    /// the runtime is [`backlogged`].
-    fn starved(&self, sent: tokio::time::Instant, answered: u64, deadline: Duration) -> bool {
-        let late = sent.elapsed() > deadline.saturating_add(LATE);
-        (self.answered() > answered && late) || noticed_late(sent, deadline) || backlogged()
-    }
-}
-
-/// Whether the runtime has a backlog of runnable tasks (its shared queue,
-/// where the tasks its workers cannot hold go): the connection's own task,
-/// which reads the answers, then waits behind all of them, so deadlines
-/// pass with the answers unread.
-fn backlogged() -> bool {
-    tokio::runtime::Handle::try_current().is_ok_and(|h| h.metrics().global_queue_depth() >= BACKLOG)
-}
-
-/// Runnable tasks waiting in a runtime's shared queue that make it
-/// backlogged.
-const BACKLOG: usize = 128;
-
-/// How late a deadline must be noticed to say the runtime fell behind.
-const LATE: Duration = Duration::from_millis(5);
-
-/// One call counted in flight on a connection, until dropped.
-struct InFlight(Arc<ConnState>);
-
-impl InFlight {
-    /// Counts a call in, unless `max` are in flight already.
-    fn enter(state: &Arc<ConnState>, max: usize) -> Option<InFlight> {
-        if state.in_flight.fetch_add(1, Relaxed) >= max {
-            state.in_flight.fetch_sub(1, Relaxed);
-            return None;
-        }
-        Some(InFlight(state.clone()))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
-    }
 }

@@ -37,19 +37,14 @@ use crate::request::{CacheRequest, CacheResponse, Fault, Reason};
 /// Makes [`FailOpen`] services that share one OOM hold-down and one log
 /// rate limit.
 #[derive(Clone, Debug)]
-pub struct FailOpenLayer {
+pub(crate) struct FailOpenLayer {
     shared: Arc<Shared>,
 }
 
 impl FailOpenLayer {
-    /// A layer whose metrics and logs carry `name` as the `cache` label.
-    pub fn new(name: impl Into<Arc<str>>) -> Self {
-        Self::with_hold_down(name, Duration::from_secs(5))
-    }
-
-    /// As [`new`](Self::new), shedding writes for `hold_down` after Redis
-    /// refused one (the default is 5 s).
-    pub fn with_hold_down(name: impl Into<Arc<str>>, hold_down: Duration) -> Self {
+    /// A layer whose metrics and logs carry `name` as the `cache` label,
+    /// shedding writes for `hold_down` after Redis refused one.
+    pub(crate) fn with_hold_down(name: impl Into<Arc<str>>, hold_down: Duration) -> Self {
         Self::build(name.into(), hold_down, None)
     }
 
@@ -78,11 +73,6 @@ impl FailOpenLayer {
                 unlogged: AtomicU64::new(0),
             }),
         }
-    }
-
-    /// How long writes are shed after Redis refused one.
-    pub fn hold_down(&self) -> Duration {
-        self.shared.hold_down
     }
 }
 
@@ -201,7 +191,7 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// A cache service that never fails: see the [module docs](self).
-pub struct FailOpen<S> {
+pub(crate) struct FailOpen<S> {
     inner: S,
     /// A clone never polled: it replaces `inner` once `inner`'s readiness
     /// fails (tower's contract: such a service is not used again), and
@@ -309,7 +299,7 @@ impl Fallback {
 
 pin_project! {
     /// The response future of [`FailOpen`].
-    pub struct ResponseFuture<F> {
+    pub(crate) struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
     }
@@ -400,7 +390,7 @@ mod tests {
             fail_next: fail_next.clone(),
             failed: false,
         };
-        let mut svc = FailOpenLayer::new("strict").layer(strict);
+        let mut svc = FailOpenLayer::with_hold_down("strict", Duration::from_secs(5)).layer(strict);
         let get = || CacheRequest::Get("k".into());
         let first = svc.ready().await.unwrap().call(get()).await.unwrap();
         assert_eq!(first, CacheResponse::Miss(Reason::Other));

@@ -1,0 +1,85 @@
+//! Writes: the size caps, the TTL each write is sent with (clamped,
+//! jittered; a zero TTL refused), and the answer callers see.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{Backend, Cache, Write};
+use crate::request::{CacheRequest, CacheResponse, Reason, Ttl};
+
+impl<B: Backend> Cache<B> {
+    pub(super) async fn write(&self, key: &[u8], value: Bytes, ttl: Ttl, if_absent: bool) -> Write {
+        self.write_full(self.key(key), value, ttl, if_absent).await
+    }
+
+    pub(crate) async fn write_full(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        ttl: Ttl,
+        if_absent: bool,
+    ) -> Write {
+        let options = &self.shared.options;
+        if value.len() > options.max_value_size || key.len() > options.max_key_size {
+            let op = if if_absent { "set_if_absent" } else { "set" };
+            crate::telemetry::cache_fail_open(&options.name, op, Reason::TooLarge.as_str());
+            return Write::Skipped(Reason::TooLarge);
+        }
+        if ttl == Ttl::After(Duration::ZERO) {
+            return self.zero_ttl(if if_absent { "set_if_absent" } else { "set" });
+        }
+        let ttl = match self.ttl_of(ttl) {
+            Some(d) => Ttl::After(d),
+            None => Ttl::Never,
+        };
+        let request = if if_absent {
+            CacheRequest::SetIfAbsent { key, value, ttl }
+        } else {
+            CacheRequest::Set { key, value, ttl }
+        };
+        match self.request(request).await {
+            CacheResponse::Written(true) => Write::Done,
+            CacheResponse::Written(false) => Write::Unchanged,
+            other => skipped(other),
+        }
+    }
+
+    /// A zero TTL is the caller's mistake (a key that lives 0 ms), never
+    /// sent: skipped, counted and answered as such, not `Done`.
+    pub(super) fn zero_ttl(&self, op: &'static str) -> Write {
+        crate::telemetry::cache_fail_open(&self.shared.options.name, op, Reason::Rejected.as_str());
+        Write::Skipped(Reason::Rejected)
+    }
+
+    /// The TTL to send: clamped and jittered; `None` for no expiry.
+    pub(super) fn ttl_of(&self, ttl: Ttl) -> Option<Duration> {
+        let options = &self.shared.options;
+        let Ttl::After(d) = ttl else { return None };
+        let d = d.min(options.max_ttl);
+        if options.ttl_jitter == 0.0 {
+            return Some(d);
+        }
+        let unit = (random() >> 11) as f64 / (1u64 << 53) as f64;
+        let cut = d.mul_f64(options.ttl_jitter * unit);
+        Some((d - cut).max(Duration::from_millis(1)))
+    }
+}
+
+/// A write's answer that is not the expected kind: a fail-open skip.
+pub(super) fn skipped(response: CacheResponse) -> Write {
+    match response {
+        CacheResponse::Skipped(reason) | CacheResponse::Miss(reason) => Write::Skipped(reason),
+        _ => Write::Skipped(Reason::Other),
+    }
+}
+
+/// A random `u64` without a dependency: `RandomState` is seeded per
+/// instance from the OS and a counter.
+fn random() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish()
+}
