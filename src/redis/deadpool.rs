@@ -7,7 +7,7 @@ use std::time::Duration;
 use deadpool_redis::{Pool, PoolError};
 use tower::Service;
 
-use super::commands::{execute, within};
+use super::commands::pooled;
 use super::error::RedisError;
 use super::BackendFuture;
 use crate::request::{CacheRequest, CacheResponse};
@@ -28,7 +28,10 @@ use crate::request::{CacheRequest, CacheResponse};
 /// ```
 ///
 /// Every call — checking a connection out, then the command — is bounded by
-/// `deadline`. deadpool recycles a connection with an `UNWATCH` + `PING`
+/// `deadline`. A call still waiting for a connection at its deadline while
+/// the pool has all the connections it may open, all busy, is a miss with
+/// reason `overloaded` (callers queueing, not Redis failing: it does not
+/// trip the breaker); size the pool to the callers. deadpool recycles a connection with an `UNWATCH` + `PING`
 /// round trip when it goes back into use, and each pooled connection is
 /// multiplexed but used by one caller at a time.
 /// [`RedisBackend`](super::RedisBackend) pipelines every caller over a few
@@ -69,15 +72,18 @@ impl Service<CacheRequest> for DeadpoolBackend {
     fn call(&mut self, request: CacheRequest) -> BackendFuture {
         let (pool, deadline) = (self.pool.clone(), self.deadline);
         Box::pin(async move {
-            let call = async {
-                let mut conn = pool.get().await.map_err(|e| match e {
+            let checkout = async {
+                pool.get().await.map_err(|e| match e {
                     PoolError::Backend(e) => RedisError::from(e),
                     // A closed pool, a timeout of the pool's own, a hook.
                     _ => RedisError::checkout_timeout(None),
-                })?;
-                execute(&mut *conn, request).await.map_err(RedisError::from)
+                })
             };
-            within(deadline, call).await
+            let saturated = || {
+                let status = pool.status();
+                status.available == 0 && status.size >= status.max_size
+            };
+            pooled(deadline, checkout, request, saturated).await
         })
     }
 }

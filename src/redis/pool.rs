@@ -7,7 +7,7 @@ use std::time::Duration;
 use bb8_redis::RedisConnectionManager;
 use tower::Service;
 
-use super::commands::{execute, within};
+use super::commands::pooled;
 use super::error::RedisError;
 use super::BackendFuture;
 use crate::request::{CacheRequest, CacheResponse};
@@ -28,7 +28,10 @@ use crate::request::{CacheRequest, CacheResponse};
 /// ```
 ///
 /// Every call — checking a connection out, then the command — is bounded by
-/// `deadline`. What the pool itself does is its own: bb8 checks each
+/// `deadline`. A call still waiting for a connection at its deadline while
+/// the pool has all the connections it may open, all busy, is a miss with
+/// reason `overloaded` (callers queueing, not Redis failing: it does not
+/// trip the breaker); size the pool to the callers. What the pool itself does is its own: bb8 checks each
 /// connection out with a `PING` by default (a round trip per call; turn it
 /// off with `Pool::builder().test_on_check_out(false)`), and after a failed
 /// connect a checkout waits for its `connection_timeout` rather than
@@ -38,12 +41,18 @@ use crate::request::{CacheRequest, CacheResponse};
 pub struct Bb8Backend {
     pool: bb8::Pool<RedisConnectionManager>,
     deadline: Duration,
+    max_size: u32,
 }
 
 impl Bb8Backend {
     /// Wraps `pool`; each call gives up after `deadline`.
     pub fn new(pool: bb8::Pool<RedisConnectionManager>, deadline: Duration) -> Self {
-        Bb8Backend { pool, deadline }
+        let max_size = pool.config().max_size;
+        Bb8Backend {
+            pool,
+            deadline,
+            max_size,
+        }
     }
 }
 
@@ -66,16 +75,19 @@ impl Service<CacheRequest> for Bb8Backend {
     }
 
     fn call(&mut self, request: CacheRequest) -> BackendFuture {
-        let (pool, deadline) = (self.pool.clone(), self.deadline);
+        let (pool, deadline, max_size) = (self.pool.clone(), self.deadline, self.max_size);
         Box::pin(async move {
-            let call = async {
-                let mut conn = pool.get().await.map_err(|e| match e {
+            let checkout = async {
+                pool.get().await.map_err(|e| match e {
                     bb8::RunError::User(e) => RedisError::from(e),
                     bb8::RunError::TimedOut => RedisError::checkout_timeout(None),
-                })?;
-                execute(&mut *conn, request).await.map_err(RedisError::from)
+                })
             };
-            within(deadline, call).await
+            let saturated = || {
+                let state = pool.state();
+                state.idle_connections == 0 && state.connections >= max_size
+            };
+            pooled(deadline, checkout, request, saturated).await
         })
     }
 }

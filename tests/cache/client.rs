@@ -138,3 +138,64 @@ async fn round_trip_outage_and_back<B: fusebox::cache::Backend>(
     .await;
     assert!(back, "hits resume through the pool");
 }
+
+/// Callers queueing for a pool's connections are overloaded, not failing:
+/// misses, but the breaker stays closed, and hits return with a free
+/// connection.
+#[cfg(all(feature = "deadpool", feature = "bb8"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_pool_sheds_without_tripping_the_breaker() {
+    use fusebox::redis::{Bb8Backend, DeadpoolBackend};
+
+    let redis = RedisServer::start(&[]);
+    redis.cmd(&["SET", "k", "v"]);
+    let deadline = Duration::from_millis(100);
+    let deadpool = deadpool_redis::Config::from_url(redis.url())
+        .builder()
+        .unwrap()
+        .max_size(1)
+        .runtime(deadpool_redis::Runtime::Tokio1)
+        .build()
+        .unwrap();
+    let cache = Cache::builder()
+        .name("saturated-deadpool")
+        .backend(DeadpoolBackend::new(deadpool.clone(), deadline))
+        .build()
+        .unwrap();
+    let held = deadpool.get().await.unwrap();
+    saturated(&cache).await;
+    drop(held);
+    assert_eq!(cache.get("k").await.as_deref(), Some(&b"v"[..]));
+
+    {
+        let manager = bb8_redis::RedisConnectionManager::new(redis.url()).unwrap();
+        let bb8 = bb8::Pool::builder()
+            .max_size(1)
+            .build(manager)
+            .await
+            .unwrap();
+        let cache = Cache::builder()
+            .name("saturated-bb8")
+            .backend(Bb8Backend::new(bb8.clone(), deadline))
+            .build()
+            .unwrap();
+        let held = bb8.get().await.unwrap();
+        saturated(&cache).await;
+        drop(held);
+        assert_eq!(cache.get("k").await.as_deref(), Some(&b"v"[..]));
+    }
+}
+
+#[cfg(all(feature = "deadpool", feature = "bb8"))]
+async fn saturated<B: fusebox::cache::Backend>(cache: &Cache<B>) {
+    for _ in 0..10 {
+        let start = Instant::now();
+        assert_eq!(cache.get("k").await, None, "no connection free");
+        assert!(start.elapsed() < Duration::from_millis(1000), "bounded");
+    }
+    assert_eq!(
+        cache.breaker().state(),
+        State::Closed,
+        "overload never trips it"
+    );
+}
