@@ -133,7 +133,8 @@ async fn watch(args: &Args) -> Result<Report, fusebox::ConfigError> {
         .horizon(Duration::from_secs(3600))
         .samples_per_round(500)
         .keys_per_second(5000)
-        .start(&args.url)?;
+        .redis_url(&args.url)
+        .build()?;
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     Ok(watchdog.report())
 }

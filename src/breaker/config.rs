@@ -240,6 +240,26 @@ impl ConfigBuilder {
     /// (as if it had not happened, so the timeline is the real one). Calls
     /// of a shadow circuit take the breaker's slower path (a few
     /// nanoseconds more). Defaults to off.
+    ///
+    /// ```
+    /// use fusebox::breaker::{CircuitBreakerLayer, Config, State};
+    /// use tower::{service_fn, Layer, Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// let layer = CircuitBreakerLayer::new(
+    ///     Config::builder().consecutive_failures(1).shadow(true).build()?,
+    /// );
+    /// let breaker = layer.breaker().clone();
+    /// let mut svc = layer.layer(service_fn(|fail: bool| async move {
+    ///     if fail { Err("down") } else { Ok("up") }
+    /// }));
+    /// assert!(svc.ready().await?.call(true).await.is_err());
+    /// assert_eq!(breaker.state(), State::Open); // it would reject now...
+    /// assert_eq!(svc.ready().await?.call(false).await?, "up"); // ...but lets the call through
+    /// assert_eq!(breaker.snapshot().trips, 1);
+    /// # Ok(()) }
+    /// ```
     pub fn shadow(mut self, shadow: bool) -> Self {
         self.config.shadow = shadow;
         self

@@ -261,7 +261,14 @@ impl<B: Backend> CacheBuilder<B> {
                 return Err(ConfigError::new(
                     "cache",
                     "watchdog",
-                    "needs a Redis URL: use `redis`/`redis_url`, or start `Watchdog::builder().start(url)` yourself",
+                    "needs a Redis URL: use `redis`/`redis_url`, or build `Watchdog::builder().redis_url(url).build()` yourself",
+                ))
+            }
+            (Some(builder), _) if builder.has_redis() => {
+                return Err(ConfigError::new(
+                    "cache",
+                    "watchdog",
+                    "watches the cache's own Redis: leave its `redis_url` unset",
                 ))
             }
             (Some(builder), Some(client)) => {
@@ -272,7 +279,7 @@ impl<B: Backend> CacheBuilder<B> {
                         "needs a tokio runtime: build the cache inside one",
                     ));
                 }
-                Some(Watchdog::spawn(builder.clone().build()?, client))
+                Some(Watchdog::spawn(builder.clone().config()?, client))
             }
         };
         self.settings.stack(backend, watchdog)

@@ -1,5 +1,6 @@
 //! The watchdog's settings and their builder.
 
+use std::fmt;
 use std::time::Duration;
 
 use super::*;
@@ -23,10 +24,27 @@ pub(crate) struct WatchdogConfig {
 }
 
 /// Builds a [`Watchdog`]. Every setter documents its default.
+///
+/// Standalone, it ends like every builder of the crate:
+/// `Watchdog::builder().redis_url(url).build()?`. Given to
+/// [`CacheBuilder::watchdog`](crate::cache::CacheBuilder::watchdog), it
+/// watches the cache's own Redis and has no URL of its own.
 #[must_use]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WatchdogBuilder {
     pub(super) config: WatchdogConfig,
+    /// The Redis to watch, from `redis_url` (never printed: it may hold a
+    /// password).
+    redis: Option<Result<redis::Client, ConfigError>>,
+}
+
+impl fmt::Debug for WatchdogBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WatchdogBuilder")
+            .field("config", &self.config)
+            .field("redis_url", &self.redis.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 impl Default for WatchdogBuilder {
@@ -47,6 +65,7 @@ impl Default for WatchdogBuilder {
                 shed_above: None,
                 no_ttl_warning_share: 0.5,
             },
+            redis: None,
         }
     }
 }
@@ -131,8 +150,24 @@ impl WatchdogBuilder {
         self
     }
 
+    /// The Redis to watch when the watchdog is built on its own. An invalid
+    /// URL is refused by [`build`](Self::build) (field `url`).
+    pub fn redis_url(mut self, url: impl AsRef<str>) -> Self {
+        self.redis = Some(
+            crate::redis::RedisConfig::builder(url)
+                .build()
+                .map(|c| c.client),
+        );
+        self
+    }
+
+    /// Whether [`redis_url`](Self::redis_url) was given.
+    pub(crate) fn has_redis(&self) -> bool {
+        self.redis.is_some()
+    }
+
     /// Checks the settings.
-    pub(crate) fn build(self) -> Result<WatchdogConfig, ConfigError> {
+    pub(crate) fn config(self) -> Result<WatchdogConfig, ConfigError> {
         let c = &self.config;
         if c.name.is_empty() {
             return Err(ConfigError::new("watchdog", "name", "must not be empty"));
@@ -196,18 +231,33 @@ impl WatchdogBuilder {
         Ok(self.config)
     }
 
-    /// Starts watching the Redis at `url` (on the current tokio runtime).
+    /// Checks the settings and starts watching the Redis of
+    /// [`redis_url`](Self::redis_url) on the current tokio runtime.
     /// Connects nothing before the first poll: never fails because Redis is
     /// down.
-    pub fn start(self, url: impl AsRef<str>) -> Result<Watchdog, ConfigError> {
-        let redis = crate::redis::RedisConfig::builder(url).build()?;
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first invalid setting; field
+    /// `redis_url` when none was given, `build` outside a tokio runtime.
+    pub fn build(mut self) -> Result<Watchdog, ConfigError> {
+        let client = match self.redis.take() {
+            Some(client) => client?,
+            None => {
+                return Err(ConfigError::new(
+                    "watchdog",
+                    "redis_url",
+                    "none given: call `redis_url` before `build`",
+                ))
+            }
+        };
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ConfigError::new(
                 "watchdog",
-                "start",
-                "needs a tokio runtime: start it inside one",
+                "build",
+                "needs a tokio runtime: build it inside one",
             ));
         }
-        Ok(Watchdog::spawn(self.build()?, redis.client))
+        Ok(Watchdog::spawn(self.config()?, client))
     }
 }

@@ -36,7 +36,7 @@
 //! let watchdog = Watchdog::builder()
 //!     .interval(Duration::from_secs(10))
 //!     .leeway(Duration::from_secs(48 * 3600))
-//!     .start("redis://127.0.0.1:6379")?;
+//!     .redis_url("redis://127.0.0.1:6379").build()?;
 //! let mut alerts = watchdog.subscribe();
 //! while let Ok(alert) = alerts.recv().await {
 //!     eprintln!("{alert}");

@@ -47,7 +47,7 @@ fn quick() -> fusebox::watchdog::WatchdogBuilder {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaking_queue_raises_every_alert_before_redis_is_full() {
     let mut redis = RedisServer::start(&["--maxmemory", "6mb", "--maxmemory-policy", "noeviction"]);
-    let watchdog = quick().start(redis.url()).unwrap();
+    let watchdog = quick().redis_url(redis.url()).build().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
     let mut alerts = watchdog.subscribe();
 
@@ -198,8 +198,12 @@ async fn a_leaking_queue_raises_every_alert_before_redis_is_full() {
 #[tokio::test]
 async fn maxmemory_zero_is_a_warning_and_a_budget_is_used_instead() {
     let redis = RedisServer::start(&[]);
-    let plain = quick().start(redis.url()).unwrap();
-    let budget = quick().memory_budget(100 << 20).start(redis.url()).unwrap();
+    let plain = quick().redis_url(redis.url()).build().unwrap();
+    let budget = quick()
+        .memory_budget(100 << 20)
+        .redis_url(redis.url())
+        .build()
+        .unwrap();
     let ready = eventually(Duration::from_secs(5), || async {
         plain.report().status != Status::Starting && budget.report().status != Status::Starting
     })
@@ -218,7 +222,10 @@ async fn maxmemory_zero_is_a_warning_and_a_budget_is_used_instead() {
 #[tokio::test]
 async fn dropping_the_handle_stops_the_task_and_a_down_redis_is_reported() {
     let port = common::free_port();
-    let watchdog = quick().start(format!("redis://127.0.0.1:{port}")).unwrap();
+    let watchdog = quick()
+        .redis_url(format!("redis://127.0.0.1:{port}"))
+        .build()
+        .unwrap();
     let mut alerts = watchdog.subscribe();
     let alert = tokio::time::timeout(Duration::from_secs(5), alerts.recv())
         .await
@@ -280,7 +287,11 @@ async fn a_cache_sheds_writes_before_redis_is_full_when_asked() {
 async fn metrics_count_evictions_and_expiries_and_forecast_in_seconds() {
     common::metrics();
     let redis = RedisServer::start(&["--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"]);
-    let watchdog = quick().name("metrics").start(redis.url()).unwrap();
+    let watchdog = quick()
+        .name("metrics")
+        .redis_url(redis.url())
+        .build()
+        .unwrap();
     let labels = [("watchdog", "metrics")];
     let client = redis::Client::open(redis.url()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -335,4 +346,30 @@ async fn metrics_count_evictions_and_expiries_and_forecast_in_seconds() {
         .parse()
         .unwrap();
     assert!(counter("fusebox_redis_evicted_keys_total", &labels) <= evicted);
+}
+
+/// The watchdog's builder ends like the others: `build()`, refusing what is
+/// missing or wrong by name, never quoting the URL's password.
+#[tokio::test]
+async fn the_builder_names_what_is_missing_or_wrong() {
+    use fusebox::cache::Cache;
+    use fusebox::watchdog::Watchdog;
+
+    let err = Watchdog::builder().build().unwrap_err();
+    assert_eq!((err.builder(), err.field()), ("watchdog", "redis_url"));
+    let err = Watchdog::builder()
+        .redis_url("redis://:hunter2@127.0.0.1:1/not-a-db")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "url");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let builder = Watchdog::builder().redis_url("redis://:hunter2@127.0.0.1:1");
+    assert!(!format!("{builder:?}").contains("hunter2"));
+    // A cache's watchdog watches the cache's Redis, not a URL of its own.
+    let err = Cache::builder()
+        .watchdog(builder)
+        .redis_url("redis://127.0.0.1:1")
+        .build()
+        .unwrap_err();
+    assert_eq!((err.builder(), err.field()), ("cache", "watchdog"));
 }

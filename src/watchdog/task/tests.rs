@@ -22,7 +22,7 @@ fn harness() -> (State, Shared, broadcast::Receiver<Alert>) {
         .interval(Duration::from_secs(60))
         .horizon(Duration::from_secs(6 * 3600))
         .min_span(Duration::from_secs(600))
-        .build()
+        .config()
         .unwrap();
     let shared = Shared {
         report: Mutex::new(Report::starting("t")),
