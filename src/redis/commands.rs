@@ -21,6 +21,7 @@ fn millis(d: Duration) -> u64 {
 /// finished by then while the pool had every connection it may open, all
 /// busy (`saturated`), is local overload (callers queueing for
 /// connections), not a Redis failure, so it never trips the breaker.
+#[cfg(any(feature = "bb8", feature = "deadpool"))]
 pub(super) async fn pooled<C, F>(
     deadline: std::time::Duration,
     checkout: F,
