@@ -45,7 +45,8 @@
 //!   │
 //!   ├─ watchdog    memory levels, growth forecast, leeway alerts, no-TTL keys
 //!   ├─ redis       RedisBackend (own connections), ClientBackend,
-//!   │              Bb8Backend, DeadpoolBackend, error classification
+//!   │              Bb8Backend, DeadpoolBackend, ClusterBackend (a breaker
+//!   │              per shard), error classification
 //!   │
 //! request    CacheRequest, CacheResponse, Reason, Fault (re-exported by cache)
 //! flight     single flight, for get_or_load and the response caches

@@ -262,6 +262,13 @@ impl fmt::Display for Reason {
 pub trait Fault {
     /// The reason to report when this error is turned into a miss or a skip.
     fn reason(&self) -> Reason;
+
+    /// Whether a breaker of its own already counted this error (a cluster
+    /// shard's): the cache's breaker then ignores it, so that one failing
+    /// shard never opens the whole cache. Defaults to `false`.
+    fn contained(&self) -> bool {
+        false
+    }
 }
 
 impl<E: Fault> Fault for crate::breaker::Error<E> {
@@ -269,6 +276,13 @@ impl<E: Fault> Fault for crate::breaker::Error<E> {
         match self {
             crate::breaker::Error::Open(_) => Reason::BreakerOpen,
             crate::breaker::Error::Inner(e) => e.reason(),
+        }
+    }
+
+    fn contained(&self) -> bool {
+        match self {
+            crate::breaker::Error::Open(_) => false,
+            crate::breaker::Error::Inner(e) => e.contained(),
         }
     }
 }

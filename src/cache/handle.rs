@@ -22,9 +22,6 @@ mod write;
 use write::skipped;
 #[cfg(test)]
 mod tests;
-#[cfg(feature = "http")]
-#[cfg(test)]
-use crate::flight::Coalesced;
 use crate::flight::Flights;
 
 /// The stack a [`Cache`] drives over a backend `B`: fail-open over a
@@ -45,6 +42,7 @@ impl<T, E: Fault> Classify<T, E> for FaultClassifier {
     fn classify(&self, result: Result<&T, &E>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
+            Err(e) if e.contained() => Outcome::Ignored,
             Err(e) => match e.reason() {
                 r if r.refuses_writes() => Outcome::Ignored,
                 Reason::Rejected | Reason::TooLarge | Reason::Overloaded => Outcome::Ignored,
@@ -288,6 +286,25 @@ impl<B: Backend> Cache<B> {
             return Write::Skipped(Reason::TooLarge);
         };
         match self.request(CacheRequest::Delete(vec![key])).await {
+            CacheResponse::Deleted(0) => Write::Unchanged,
+            CacheResponse::Deleted(_) => Write::Done,
+            other => skipped(other),
+        }
+    }
+
+    /// Deletes every key of `keys` in one call (on a cluster, one per
+    /// slot): [`Write::Done`] if any was deleted, [`Write::Unchanged`] if
+    /// none existed. Keys over the cap are not sent (counted, reason
+    /// `too_large`).
+    pub async fn delete_many<K: AsRef<[u8]>>(&self, keys: impl IntoIterator<Item = K>) -> Write {
+        let keys: Vec<Bytes> = keys
+            .into_iter()
+            .filter_map(|k| self.checked_key("delete", k.as_ref()))
+            .collect();
+        if keys.is_empty() {
+            return Write::Unchanged;
+        }
+        match self.request(CacheRequest::Delete(keys)).await {
             CacheResponse::Deleted(0) => Write::Unchanged,
             CacheResponse::Deleted(_) => Write::Done,
             other => skipped(other),

@@ -8,12 +8,16 @@
 //! * `Bb8Backend` (feature `bb8`): the same over a bb8-redis pool.
 //! * `DeadpoolBackend` (feature `deadpool`): the same over a deadpool-redis
 //!   pool.
+//! * `ClusterBackend` (feature `cluster`): Redis Cluster, a breaker per
+//!   shard.
 //! * [`RedisError`]: every failure, with a [`Reason`](crate::cache::Reason);
 //!   [`FaultClassifier`](crate::cache::FaultClassifier) tells the breaker
 //!   which ones mean Redis is unwell.
 
 mod backend;
 mod client;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod commands;
 mod config;
 #[cfg(feature = "deadpool")]
@@ -24,6 +28,8 @@ mod pool;
 
 pub use backend::{BackendFuture, RedisBackend};
 pub use client::ClientBackend;
+#[cfg(feature = "cluster")]
+pub use cluster::{ClusterBackend, ClusterFuture, ShardCall, ShardError};
 pub use config::{RedisConfig, RedisConfigBuilder};
 #[cfg(feature = "deadpool")]
 pub use deadpool::DeadpoolBackend;

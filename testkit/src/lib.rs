@@ -11,6 +11,10 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod cluster;
+
+pub use cluster::RedisCluster;
+
 /// The one line a caller prints when `redis-server` cannot be started.
 pub const INSTALL_HINT: &str = "install redis-server with `sudo apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)";
 
@@ -44,9 +48,14 @@ impl RedisServer {
     /// As [`start`](Self::start), saying why not instead of panicking:
     /// examples and benches fall back to what runs without Redis.
     pub fn try_start(extra: &[&str]) -> Result<Self, String> {
+        Self::try_start_on(free_port(), extra)
+    }
+
+    /// As [`try_start`](Self::try_start), on `port`.
+    pub fn try_start_on(port: u16, extra: &[&str]) -> Result<Self, String> {
         let mut server = RedisServer {
             child: None,
-            port: free_port(),
+            port,
             args: extra.iter().map(|s| s.to_string()).collect(),
             paused: false,
         };
@@ -106,6 +115,15 @@ impl RedisServer {
     /// the raw reply line(s). Bounded by a 2 s timeout.
     pub fn cmd(&self, args: &[&str]) -> String {
         raw_command(self.port, args, None).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// As [`cmd`](Self::cmd), saying why not instead of panicking (a killed
+    /// or paused server).
+    pub fn try_cmd(&self, args: &[&str]) -> Result<String, String> {
+        if self.child.is_none() {
+            return Err(format!("redis-server on port {} is not running", self.port));
+        }
+        raw_command(self.port, args, None).map_err(|e| format!("{args:?}: {e}"))
     }
 
     /// As [`cmd`](Self::cmd), authenticating first.

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::{oneshot, watch};
 
-use crate::flight::MIN_CAPACITY;
+use crate::flight::{Coalesced, MIN_CAPACITY};
 use std::convert::Infallible;
 
 use super::*;

@@ -1,0 +1,568 @@
+//! A cache backend over Redis Cluster, with a circuit breaker per shard.
+//! Feature `cluster`.
+//!
+//! One `get` through it: the key's slot (CRC16 of the key or its hash tag,
+//! as Redis computes it) → the primary that owns the slot in this
+//! backend's map of the cluster (from `CLUSTER SLOTS`, refreshed twice a
+//! second) → that primary's breaker → redis-rs's cluster connection, which
+//! routes the command itself (`MOVED`, `ASK`, its own topology refresh) →
+//! the answer, within the deadline. A shard whose breaker is open answers
+//! its keys as misses at once while the other shards keep hitting; a slot
+//! that moves to a new primary (a failover) is served by that primary's
+//! own breaker, closed, and does not inherit the old owner's open one.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use tower::{Layer, Service, ServiceExt};
+
+use super::commands::{execute, within};
+use super::error::RedisError;
+use crate::breaker::{Breaker, Config, KeyedBreakerLayer};
+use crate::cache::FaultClassifier;
+use crate::error::ConfigError;
+use crate::request::{CacheRequest, CacheResponse, Fault, Reason};
+
+/// How often the map of slots to primaries is read again.
+const REFRESH_EVERY: Duration = Duration::from_millis(500);
+
+/// At most one connect attempt per this interval while the cluster is
+/// unreachable; callers in between get the last attempt's error at once.
+const RECONNECT_PACE: Duration = Duration::from_millis(100);
+
+/// The number of hash slots of a Redis Cluster.
+const SLOTS: u16 = 16384;
+
+/// The future of a [`ClusterBackend`] call.
+pub type ClusterFuture = Pin<Box<dyn Future<Output = Result<CacheResponse, ShardError>> + Send>>;
+
+/// A cache backend over a Redis Cluster (or a managed one in cluster mode:
+/// ElastiCache, MemoryDB), through redis-rs's async cluster client, with a
+/// circuit breaker per shard: one failing primary makes only its own keys
+/// miss, at once once its breaker is open, while the other shards keep
+/// hitting.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use fusebox::cache::Cache;
+/// use fusebox::redis::ClusterBackend;
+///
+/// let nodes = ["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"];
+/// let cache = Cache::builder()
+///     .name("pages")
+///     .backend(ClusterBackend::new(nodes, Duration::from_millis(50))?)
+///     .build()?;
+/// # let _ = cache; Ok(()) }
+/// ```
+///
+/// * **Lazy**: building connects nothing; the first call connects (at most
+///   one attempt per 100 ms while the cluster is unreachable).
+/// * **Deadline**: every call, connecting included, gives up after
+///   `deadline`; redis-rs's own timeouts are set to it too.
+/// * **Breakers**: one per primary, named `{name}:{host:port}` in metrics
+///   and events (default name `cluster`), from the cache's defaults: 5
+///   failures in a row or half of the last 100 calls trip it, open
+///   0.4–0.5 s without back-off. Their rejections and the errors they
+///   counted are [contained](Fault::contained): the cache's own breaker
+///   ignores them, so one shard never opens the whole cache.
+/// * **Multi-key calls** (`get_many`, `delete` of several keys) are split by
+///   slot: the keys of a failing shard miss, the others are answered.
+///
+/// Set `cluster-require-full-coverage no` on the cluster: with `yes` (the
+/// default) every node refuses every key while one shard has no primary,
+/// and one shard's failure becomes the whole cluster's for a second or so.
+#[derive(Clone)]
+pub struct ClusterBackend {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: ClusterClient,
+    deadline: Duration,
+    conn: OnceLock<ClusterConnection>,
+    /// Held while connecting; the last failed attempt, for pacing.
+    connecting: tokio::sync::Mutex<Option<(tokio::time::Instant, RedisError)>>,
+    map: RwLock<Arc<SlotMap>>,
+    breakers: ShardBreakers,
+    refreshing: AtomicBool,
+}
+
+/// A circuit per primary, picked by the call's shard.
+type ShardBreakers = KeyedBreakerLayer<Arc<str>, fn(&ShardCall) -> Arc<str>, FaultClassifier>;
+
+/// Which primary owns each slot: ranges sorted by their first slot.
+#[derive(Debug, Default)]
+struct SlotMap(Vec<(u16, u16, Arc<str>)>);
+
+impl SlotMap {
+    fn owner(&self, slot: u16) -> Option<&Arc<str>> {
+        let i = self.0.partition_point(|(_, end, _)| *end < slot);
+        self.0
+            .get(i)
+            .filter(|(start, _, _)| *start <= slot)
+            .map(|(_, _, owner)| owner)
+    }
+}
+
+/// One call to one shard: what the shard's breaker is chosen by.
+#[derive(Debug)]
+pub struct ShardCall {
+    shard: Arc<str>,
+    request: CacheRequest,
+}
+
+impl ClusterBackend {
+    /// A backend over the cluster that `nodes` (one or more of its nodes'
+    /// URLs) belong to; each call gives up after `deadline`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for an invalid URL, none at all, or a zero
+    /// deadline. Never because the cluster is down: nothing connects yet.
+    pub fn new<I, U>(nodes: I, deadline: Duration) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        let config = Config::builder()
+            .name("cluster")
+            .open_for(Duration::from_millis(500))
+            .open_backoff(1.0, Duration::MAX)
+            .open_jitter(0.2)
+            .build()?;
+        Self::with_breaker(nodes, deadline, config)
+    }
+
+    /// As [`new`](Self::new), with each shard's breaker made from `config`
+    /// (its name the prefix of theirs).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    pub fn with_breaker<I, U>(
+        nodes: I,
+        deadline: Duration,
+        config: Config,
+    ) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        let bad = |why: String| ConfigError::new("cluster", "nodes", why);
+        let mut infos = Vec::new();
+        for url in nodes {
+            let info = redis::IntoConnectionInfo::into_connection_info(url.as_ref())
+                .map_err(|e| bad(format!("not a valid redis URL ({})", e.category())))?;
+            infos.push(info);
+        }
+        if infos.is_empty() {
+            return Err(bad("none given: name at least one node".into()));
+        }
+        if deadline.is_zero() {
+            return Err(ConfigError::new(
+                "cluster",
+                "deadline",
+                "must be more than zero",
+            ));
+        }
+        let client = ClusterClient::builder(infos)
+            .connection_timeout(deadline)
+            .response_timeout(deadline)
+            .retries(2)
+            .build()
+            .map_err(|e| bad(format!("not usable ({})", e.category())))?;
+        let key: fn(&ShardCall) -> Arc<str> = |call| call.shard.clone();
+        Ok(ClusterBackend {
+            shared: Arc::new(Shared {
+                client,
+                deadline,
+                conn: OnceLock::new(),
+                connecting: tokio::sync::Mutex::new(None),
+                map: RwLock::new(Arc::default()),
+                breakers: KeyedBreakerLayer::new(config, key).classifier(FaultClassifier),
+                refreshing: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The breaker of the primary at `addr` (`host:port`, as the cluster
+    /// names it), once a call has gone to it.
+    pub fn shard_breaker(&self, addr: &str) -> Option<Breaker> {
+        self.shared.breakers.breaker(&Arc::from(addr))
+    }
+
+    /// The primary that owns `key`'s slot in this backend's latest map of
+    /// the cluster (`None` before the first map, or for a slot no primary
+    /// holds).
+    pub fn primary_of(&self, key: &[u8]) -> Option<String> {
+        let map = self.shared.map();
+        map.owner(slot_of(key)).map(|a| a.to_string())
+    }
+}
+
+impl fmt::Debug for ClusterBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterBackend")
+            .field("deadline", &self.shared.deadline)
+            .field("shards", &self.shared.map().0.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The hash slot of `key`: CRC16 (XMODEM) of its hash tag — the part
+/// between the first `{` and the next `}`, when not empty — or of the whole
+/// key, modulo 16384.
+pub(crate) fn slot_of(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|b| *b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|b| *b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % SLOTS
+}
+
+impl Shared {
+    fn map(&self) -> Arc<SlotMap> {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The cluster connection, connecting it (once, paced) if need be.
+    async fn conn(&self) -> Result<ClusterConnection, RedisError> {
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn.clone());
+        }
+        let mut failed = self.connecting.lock().await;
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn.clone());
+        }
+        if let Some((at, e)) = failed.as_ref() {
+            if at.elapsed() < RECONNECT_PACE {
+                return Err(e.clone());
+            }
+        }
+        match self.client.get_async_connection().await {
+            Ok(conn) => {
+                let _ = self.conn.set(conn.clone());
+                *failed = None;
+                Ok(conn)
+            }
+            Err(e) => {
+                let e = RedisError::from(e);
+                *failed = Some((tokio::time::Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the map of slots to primaries again (`CLUSTER SLOTS`).
+    async fn refresh(&self) -> Result<(), RedisError> {
+        let mut conn = within(self.deadline, self.conn()).await?;
+        let cmd = redis::cmd("CLUSTER").arg("SLOTS").clone();
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        let reply = within(self.deadline, async {
+            conn.route_command(cmd, routing)
+                .await
+                .map_err(RedisError::from)
+        })
+        .await?;
+        if let Some(map) = parse_slots(&reply) {
+            *self.map.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(map);
+        }
+        Ok(())
+    }
+
+    /// Starts the task that keeps the map fresh, on the first call; it ends
+    /// with the backend.
+    async fn ensure_refreshing(self: &Arc<Self>) {
+        if self.refreshing.swap(true, Relaxed) {
+            return;
+        }
+        // The first map before the first call, so that it goes to its
+        // shard's breaker (bounded by the deadline).
+        let _ = self.refresh().await;
+        let weak: Weak<Shared> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REFRESH_EVERY).await;
+                let Some(shared) = weak.upgrade() else { return };
+                let _ = shared.refresh().await;
+            }
+        });
+    }
+
+    fn shard_of(&self, slot: u16) -> Arc<str> {
+        match self.map().owner(slot) {
+            Some(owner) => owner.clone(),
+            None => Arc::from("unmapped"),
+        }
+    }
+
+    /// `request` (whose keys share `slot`) through its shard's breaker.
+    async fn on_shard(
+        self: &Arc<Self>,
+        slot: u16,
+        request: CacheRequest,
+    ) -> Result<CacheResponse, ShardError> {
+        let shard = self.shard_of(slot);
+        let call = ShardCall {
+            shard: shard.clone(),
+            request,
+        };
+        let client = ShardClient(self.clone());
+        self.breakers
+            .layer(client)
+            .oneshot(call)
+            .await
+            .map_err(|error| ShardError { shard, error })
+    }
+
+    async fn run(self: Arc<Self>, request: CacheRequest) -> Result<CacheResponse, ShardError> {
+        self.ensure_refreshing().await;
+        match request {
+            CacheRequest::GetMany(keys) => self.get_many(keys).await,
+            CacheRequest::Delete(keys) if keys.len() > 1 => self.delete_many(keys).await,
+            request => {
+                let slot = match &request {
+                    CacheRequest::Get(key)
+                    | CacheRequest::Set { key, .. }
+                    | CacheRequest::SetIfAbsent { key, .. }
+                    | CacheRequest::Expire { key, .. } => slot_of(key),
+                    CacheRequest::Delete(keys) => keys.first().map_or(0, |k| slot_of(k)),
+                    CacheRequest::GetMany(_) => 0,
+                };
+                self.on_shard(slot, request).await
+            }
+        }
+    }
+
+    /// `keys`, one `MGET` per slot, the slots at once: a failing shard's
+    /// keys are `None`. Fails only when every slot failed.
+    async fn get_many(self: &Arc<Self>, keys: Vec<Bytes>) -> Result<CacheResponse, ShardError> {
+        let mut values = vec![None; keys.len()];
+        for (idx, answer) in self.per_slot(&keys, CacheRequest::GetMany).await? {
+            if let Some(CacheResponse::Values(found)) = answer {
+                for (i, v) in idx.into_iter().zip(found) {
+                    values[i] = v;
+                }
+            }
+        }
+        Ok(CacheResponse::Values(values))
+    }
+
+    /// One `DEL` per slot: the keys deleted where their shard answered.
+    async fn delete_many(self: &Arc<Self>, keys: Vec<Bytes>) -> Result<CacheResponse, ShardError> {
+        let answers = self.per_slot(&keys, CacheRequest::Delete).await?;
+        let deleted = answers
+            .into_iter()
+            .map(|(_, answer)| match answer {
+                Some(CacheResponse::Deleted(n)) => n,
+                _ => 0,
+            })
+            .sum();
+        Ok(CacheResponse::Deleted(deleted))
+    }
+
+    /// `keys` grouped by slot, one `request` per slot, all at once: each
+    /// group's positions and answer (`None` where its shard failed). An
+    /// error only when every group failed.
+    async fn per_slot(
+        self: &Arc<Self>,
+        keys: &[Bytes],
+        request: fn(Vec<Bytes>) -> CacheRequest,
+    ) -> Result<Vec<(Vec<usize>, Option<CacheResponse>)>, ShardError> {
+        let groups = by_slot(keys);
+        let calls = groups.iter().map(|(slot, idx)| {
+            let keys = idx.iter().map(|&i| keys[i].clone()).collect();
+            self.on_shard(*slot, request(keys))
+        });
+        let answers = futures_util::future::join_all(calls).await;
+        let mut first_error = None;
+        let mut out = Vec::with_capacity(groups.len());
+        for ((_, idx), answer) in groups.into_iter().zip(answers) {
+            match answer {
+                Ok(response) => out.push((idx, Some(response))),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    out.push((idx, None));
+                }
+            }
+        }
+        match first_error {
+            Some(e) if out.iter().all(|(_, a)| a.is_none()) => Err(e),
+            _ => Ok(out),
+        }
+    }
+}
+
+/// The positions of `keys`, grouped by slot (in the order slots first
+/// appear).
+fn by_slot(keys: &[Bytes]) -> Vec<(u16, Vec<usize>)> {
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let slot = slot_of(key);
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, idx)) => idx.push(i),
+            None => groups.push((slot, vec![i])),
+        }
+    }
+    groups
+}
+
+/// `CLUSTER SLOTS`: `[[start, end, [host, port, id…], replicas…]…]`.
+fn parse_slots(reply: &redis::Value) -> Option<SlotMap> {
+    use redis::Value;
+    let int = |v: &Value| match v {
+        Value::Int(n) => u16::try_from(*n).ok(),
+        _ => None,
+    };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let Value::Array(ranges) = reply else {
+        return None;
+    };
+    let mut map = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            return None;
+        };
+        let (start, end) = (int(fields.first()?)?, int(fields.get(1)?)?);
+        let Value::Array(primary) = fields.get(2)? else {
+            return None;
+        };
+        let (host, port) = (text(primary.first()?)?, int(primary.get(1)?)?);
+        map.push((start, end, Arc::from(format!("{host}:{port}"))));
+    }
+    map.sort_by_key(|(start, _, _)| *start);
+    Some(SlotMap(map))
+}
+
+impl Service<CacheRequest> for ClusterBackend {
+    type Response = CacheResponse;
+    type Error = ShardError;
+    type Future = ClusterFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ShardError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: CacheRequest) -> ClusterFuture {
+        Box::pin(self.shared.clone().run(request))
+    }
+}
+
+/// The call under a shard's breaker: the cluster connection, bounded by
+/// the deadline.
+#[derive(Clone)]
+struct ShardClient(Arc<Shared>);
+
+impl Service<ShardCall> for ShardClient {
+    type Response = CacheResponse;
+    type Error = RedisError;
+    type Future = Pin<Box<dyn Future<Output = Result<CacheResponse, RedisError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), RedisError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: ShardCall) -> Self::Future {
+        let shared = self.0.clone();
+        Box::pin(async move {
+            within(shared.deadline, async {
+                let mut conn = shared.conn().await?;
+                execute(&mut conn, call.request)
+                    .await
+                    .map_err(RedisError::from)
+            })
+            .await
+        })
+    }
+}
+
+/// A failed call to one shard of a cluster: which primary, and why (its
+/// breaker was open, or the call failed and was counted by that breaker).
+#[derive(Debug)]
+pub struct ShardError {
+    shard: Arc<str>,
+    error: crate::breaker::Error<RedisError>,
+}
+
+impl ShardError {
+    /// The primary (`host:port`) the call went to.
+    pub fn shard(&self) -> &str {
+        &self.shard
+    }
+}
+
+impl fmt::Display for ShardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "shard {}: {}", self.shard, self.error)
+    }
+}
+
+impl std::error::Error for ShardError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.error {
+            crate::breaker::Error::Open(open) => Some(open),
+            crate::breaker::Error::Inner(e) => Some(e),
+        }
+    }
+}
+
+impl Fault for ShardError {
+    fn reason(&self) -> Reason {
+        self.error.reason()
+    }
+
+    /// Always: the shard's own breaker counted it.
+    fn contained(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_the_hash_tag_as_redis_does() {
+        // Reference values from `CLUSTER KEYSLOT` (also checked against a
+        // live cluster in tests/cluster).
+        assert_eq!(slot_of(b"foo"), 12182);
+        assert_eq!(slot_of(b"{user1000}.following"), slot_of(b"user1000"));
+        assert_eq!(slot_of(b"foo{}{bar}"), slot_of(b"foo{}{bar}"));
+        assert_ne!(slot_of(b"foo{}{bar}"), slot_of(b"bar"));
+        assert_eq!(slot_of(b"foo{{bar}}zap"), slot_of(b"{bar"));
+    }
+
+    #[test]
+    fn the_map_finds_each_slot_owner() {
+        let map = SlotMap(vec![
+            (0, 5460, Arc::from("a")),
+            (5461, 10922, Arc::from("b")),
+            (10923, 16383, Arc::from("c")),
+        ]);
+        assert_eq!(map.owner(0).map(|a| &**a), Some("a"));
+        assert_eq!(map.owner(5461).map(|a| &**a), Some("b"));
+        assert_eq!(map.owner(16383).map(|a| &**a), Some("c"));
+        let gap = SlotMap(vec![(0, 10, Arc::from("a")), (20, 30, Arc::from("b"))]);
+        assert_eq!(gap.owner(15), None);
+        assert_eq!(gap.owner(31), None);
+        assert_eq!(SlotMap::default().owner(1), None);
+    }
+}

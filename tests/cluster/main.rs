@@ -1,0 +1,226 @@
+//! The cache over a real Redis Cluster on loopback (3 primaries, each with
+//! a replica, `cluster-node-timeout 1000`): every shard reached, one
+//! primary killed under load, its replica promoted.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fusebox::breaker::State;
+use fusebox::cache::{Cache, Write};
+use fusebox::redis::ClusterBackend;
+use fusebox_testkit::RedisCluster;
+
+const DEADLINE: Duration = Duration::from_millis(200);
+
+fn cluster() -> RedisCluster {
+    RedisCluster::start(3, 1, &["--cluster-require-full-coverage", "no"])
+}
+
+fn cache(cluster: &RedisCluster) -> (Cache<ClusterBackend>, ClusterBackend) {
+    let backend = ClusterBackend::new(cluster.urls(), DEADLINE).unwrap();
+    let cache = Cache::builder()
+        .name("cluster")
+        .backend(backend.clone())
+        .build()
+        .unwrap();
+    (cache, backend)
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_trip_reaches_every_shard_and_multi_key_calls_split_by_slot() {
+    let cluster = cluster();
+    let (cache, backend) = cache(&cluster);
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        assert_eq!(cache.set(key, key.clone()).await, Write::Done, "{key}");
+    }
+    // Every primary holds some, and the backend's map agrees with Redis
+    // on who owns each key (slot computation and map alike).
+    let mut owners = std::collections::HashSet::new();
+    for key in &keys {
+        let redis_says = cluster.primary_of(key).expect("an owner");
+        let ours = backend.primary_of(key.as_bytes()).expect("mapped");
+        assert_eq!(port_of(&ours), cluster.nodes()[redis_says].port(), "{key}");
+        owners.insert(redis_says);
+        assert_eq!(cache.get(key).await.as_deref(), Some(key.as_bytes()));
+    }
+    assert_eq!(owners.len(), 3, "keys on every primary");
+    // Keys of many slots in one call: split, answered, in order.
+    let mut asked: Vec<&str> = keys.iter().map(String::as_str).collect();
+    asked.push("absent");
+    let values = cache.get_many(&asked).await;
+    assert_eq!(values.len(), 101);
+    for (key, value) in asked.iter().zip(&values) {
+        let expected = (*key != "absent").then_some(key.as_bytes());
+        assert_eq!(value.as_deref(), expected, "{key}");
+    }
+    assert_eq!(cache.delete_many(&asked).await, Write::Done);
+    assert_eq!(cache.get("k1").await, None);
+    assert_eq!(cache.breaker().state(), State::Closed);
+}
+
+/// One read: when it was made, on which shard, a hit or not, how long.
+struct Read {
+    at: Instant,
+    victim: bool,
+    hit: bool,
+    took: Duration,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_primary_killed_only_its_keys_miss_and_they_hit_again_after_promotion() {
+    let mut cluster = cluster();
+    let (cache, backend) = cache(&cluster);
+    let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        assert_eq!(cache.set(key, "v").await, Write::Done);
+    }
+    let victim = cluster.primary_of("k0").unwrap();
+    let victim_slot = cluster.slot_of("k0");
+    let on_victim: Vec<bool> = keys
+        .iter()
+        .map(|k| cluster.primary_of(k) == Some(victim))
+        .collect();
+    let victim_addr = backend.primary_of(b"k0").unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(Mutex::new(Vec::new()));
+    let readers: Vec<_> = (0..8)
+        .map(|r| {
+            let (cache, keys, on_victim) = (cache.clone(), keys.clone(), on_victim.clone());
+            let (stop, reads) = (stop.clone(), reads.clone());
+            tokio::spawn(async move {
+                let mut i = r * 37;
+                while !stop.load(Relaxed) {
+                    let k = i % keys.len();
+                    let start = Instant::now();
+                    let hit = cache.get(&keys[k]).await.is_some();
+                    let read = Read {
+                        at: start,
+                        victim: on_victim[k],
+                        hit,
+                        took: start.elapsed(),
+                    };
+                    reads.lock().unwrap().push(read);
+                    i += 1;
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = Instant::now();
+    cluster.node_mut(victim).kill();
+    // Wait for a replica to take the slot over, as the live nodes see it.
+    let promoted = tokio::task::spawn_blocking({
+        move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Some(owner) = cluster.primary_of_slot(victim_slot) {
+                    if owner != victim {
+                        return (Instant::now(), cluster);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            panic!("no replica promoted within 20 s");
+        }
+    })
+    .await
+    .unwrap();
+    let (promoted_at, _cluster) = promoted;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+
+    let reads = reads.lock().unwrap();
+    let others: Vec<&Read> = reads.iter().filter(|r| !r.victim).collect();
+    let other_hits = others.iter().filter(|r| r.hit).count();
+    let slowest = reads.iter().map(|r| r.took).max().unwrap();
+    let fast_misses = reads
+        .iter()
+        .filter(|r| r.victim && r.at > killed && r.at < promoted_at && !r.hit)
+        .filter(|r| r.took < Duration::from_millis(5))
+        .count();
+    let back = reads
+        .iter()
+        .filter(|r| r.victim && r.hit && r.at > promoted_at)
+        .map(|r| r.at + r.took)
+        .min()
+        .expect("the victim's keys hit again");
+    println!(
+        "{} reads; other shards {other_hits}/{} hits; slowest {slowest:?}; promotion {:?} after the kill; \
+         victim's keys: {fast_misses} fast misses while down, first hit {:?} after the promotion was seen",
+        reads.len(),
+        others.len(),
+        promoted_at - killed,
+        back.saturating_duration_since(promoted_at),
+    );
+    assert!(
+        other_hits * 100 >= others.len() * 99,
+        "other shards keep hitting"
+    );
+    assert!(
+        slowest < DEADLINE * 2 + Duration::from_millis(300),
+        "{slowest:?}"
+    );
+    assert!(fast_misses > 0, "the victim's breaker opened");
+    assert!(
+        back.saturating_duration_since(promoted_at) < Duration::from_secs(2),
+        "hits resume soon after the promotion"
+    );
+    assert_eq!(
+        cache.breaker().state(),
+        State::Closed,
+        "one shard never opens the cache"
+    );
+    // The old primary's circuit stays with the old primary.
+    assert_ne!(backend.primary_of(b"k0").unwrap(), victim_addr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_down_every_call_misses_in_bounded_time_then_hits_resume() {
+    let mut cluster = cluster();
+    let (cache, _backend) = cache(&cluster);
+    assert_eq!(cache.set("k", "v").await, Write::Done);
+    for i in 0..cluster.nodes().len() {
+        cluster.node_mut(i).kill();
+    }
+    let mut fast = 0;
+    for i in 0..50 {
+        let start = Instant::now();
+        assert_eq!(cache.get(format!("k{i}")).await, None);
+        let took = start.elapsed();
+        assert!(took < DEADLINE * 2 + Duration::from_millis(300), "{took:?}");
+        if took < Duration::from_millis(5) {
+            fast += 1;
+        }
+    }
+    assert!(
+        fast > 25,
+        "open shard breakers answer at once ({fast} of 50)"
+    );
+    // Every node back on its port, with its nodes.conf: the same cluster.
+    for i in 0..cluster.nodes().len() {
+        cluster.node_mut(i).restart();
+    }
+    assert!(
+        cluster.wait_ok(Duration::from_secs(20)),
+        "the cluster reforms"
+    );
+    let mut back = false;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !back && Instant::now() < deadline {
+        back = cache.set("k", "v").await == Write::Done && cache.get("k").await.is_some();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(back, "hits resume once the cluster is back");
+}
