@@ -152,9 +152,19 @@ pub enum Reason {
     WriteTimeout,
     /// Redis has as many clients as `maxclients` allows: no new connection.
     MaxClients,
-    /// Redis is up but cannot serve (`LOADING`, `MASTERDOWN`, `CLUSTERDOWN`,
-    /// `TRYAGAIN`, `BUSY`).
+    /// Redis is up but cannot serve (`LOADING`, `MASTERDOWN`, `BUSY`).
     Busy,
+    /// The cluster refuses every key (`CLUSTERDOWN`): a shard has no
+    /// primary while `cluster-require-full-coverage` is `yes`, or the node
+    /// lost the majority. A failure: it trips the shard's breaker.
+    ClusterDown,
+    /// A multi-key call met a slot being migrated (`TRYAGAIN`): transient,
+    /// and no sign of ill health, so it never trips a breaker.
+    TryAgain,
+    /// A redirection reached the caller (`MOVED`, `ASK`): the client's map
+    /// of the cluster is behind while slots move. Transient; it never trips
+    /// a breaker.
+    Redirected,
     /// Redis refused the credentials (`WRONGPASS`, `NOAUTH`, `NOPERM`).
     Auth,
     /// Redis rejected the command itself (`WRONGTYPE`, a bad argument), or
@@ -193,6 +203,9 @@ impl Reason {
             Reason::WriteTimeout => "write_timeout",
             Reason::MaxClients => "max_clients",
             Reason::Busy => "busy",
+            Reason::ClusterDown => "cluster_down",
+            Reason::TryAgain => "try_again",
+            Reason::Redirected => "redirected",
             Reason::Auth => "auth",
             Reason::Rejected => "rejected",
             Reason::TooLarge => "too_large",
@@ -215,7 +228,7 @@ impl Reason {
         )
     }
 
-    const ALL: [Reason; 17] = [
+    const ALL: [Reason; 20] = [
         Reason::BreakerOpen,
         Reason::Timeout,
         Reason::Unavailable,
@@ -226,6 +239,9 @@ impl Reason {
         Reason::WriteTimeout,
         Reason::MaxClients,
         Reason::Busy,
+        Reason::ClusterDown,
+        Reason::TryAgain,
+        Reason::Redirected,
         Reason::Auth,
         Reason::Rejected,
         Reason::TooLarge,

@@ -31,8 +31,9 @@ pub(crate) type Stack<B> = FailOpen<CircuitBreaker<B, FaultClassifier>>;
 /// The breaker classifier for cache backends, by the error's [`Reason`]:
 /// refusals of writes alone ([`Reason::refuses_writes`]: `OOM`, `READONLY`,
 /// `MISCONF`, a write that timed out), the caller's own errors
-/// ([`Reason::Rejected`], [`Reason::TooLarge`]) and local back-pressure
-/// ([`Reason::Overloaded`]) are ignored (such a Redis
+/// ([`Reason::Rejected`], [`Reason::TooLarge`]), local back-pressure
+/// ([`Reason::Overloaded`]) and a cluster's slots moving
+/// ([`Reason::TryAgain`], [`Reason::Redirected`]) are ignored (such a Redis
 /// still serves reads; a `WRONGTYPE` says nothing about health); every
 /// other error is a failure; every response a success.
 #[derive(Clone, Copy, Debug, Default)]
@@ -45,7 +46,11 @@ impl<T, E: Fault> Classify<T, E> for FaultClassifier {
             Err(e) if e.contained() => Outcome::Ignored,
             Err(e) => match e.reason() {
                 r if r.refuses_writes() => Outcome::Ignored,
-                Reason::Rejected | Reason::TooLarge | Reason::Overloaded => Outcome::Ignored,
+                Reason::Rejected
+                | Reason::TooLarge
+                | Reason::Overloaded
+                | Reason::TryAgain
+                | Reason::Redirected => Outcome::Ignored,
                 _ => Outcome::Failure,
             },
         }

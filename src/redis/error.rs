@@ -119,7 +119,10 @@ pub(crate) fn classify(e: &redis::RedisError) -> Reason {
     }
     match e.kind() {
         K::Server(S::ReadOnly) => Reason::ReadOnly,
-        K::Server(S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown) => Reason::Busy,
+        K::Server(S::BusyLoading | S::MasterDown) => Reason::Busy,
+        K::Server(S::ClusterDown) => Reason::ClusterDown,
+        K::Server(S::TryAgain) => Reason::TryAgain,
+        K::Server(S::Moved | S::Ask) => Reason::Redirected,
         K::AuthenticationFailed => Reason::Auth,
         K::Server(S::NoPerm) => Reason::Auth,
         K::UnexpectedReturnType | K::Server(S::ResponseError) => Reason::Rejected,
@@ -140,7 +143,10 @@ fn by_code(code: &str) -> Reason {
         "OOM" => Reason::OutOfMemory,
         "READONLY" => Reason::ReadOnly,
         "MISCONF" => Reason::WritesStopped,
-        "LOADING" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" | "BUSY" => Reason::Busy,
+        "LOADING" | "MASTERDOWN" | "BUSY" => Reason::Busy,
+        "CLUSTERDOWN" => Reason::ClusterDown,
+        "TRYAGAIN" => Reason::TryAgain,
+        "MOVED" | "ASK" => Reason::Redirected,
         "WRONGPASS" | "NOAUTH" | "NOPERM" => Reason::Auth,
         "WRONGTYPE" | "ERR" | "EXECABORT" | "NOSCRIPT" | "CROSSSLOT" => Reason::Rejected,
         _ => Reason::Other,
@@ -151,7 +157,7 @@ fn by_code(code: &str) -> Reason {
 fn severity(r: Reason) -> u8 {
     match r {
         Reason::OutOfMemory | Reason::ReadOnly | Reason::WritesStopped => 4,
-        Reason::Busy | Reason::Auth | Reason::MaxClients => 3,
+        Reason::Busy | Reason::ClusterDown | Reason::Auth | Reason::MaxClients => 3,
         Reason::Other => 2,
         Reason::Rejected => 1,
         _ => 0,
@@ -212,6 +218,45 @@ impl Fault for tower::BoxError {
             Reason::BreakerOpen
         } else {
             Reason::Other
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error a client gets for a server's `-<reply>`.
+    fn server(reply: &str) -> redis::RedisError {
+        let value = redis::parse_redis_value(format!("-{reply}\r\n").as_bytes()).unwrap();
+        value.extract_error().unwrap_err()
+    }
+
+    #[test]
+    fn cluster_answers_are_told_apart() {
+        let cases = [
+            ("CLUSTERDOWN The cluster is down", Reason::ClusterDown),
+            (
+                "TRYAGAIN Multiple keys request during rehashing of slot",
+                Reason::TryAgain,
+            ),
+            ("MOVED 3999 127.0.0.1:6381", Reason::Redirected),
+            ("ASK 3999 127.0.0.1:6381", Reason::Redirected),
+            (
+                "LOADING Redis is loading the dataset in memory",
+                Reason::Busy,
+            ),
+            (
+                "READONLY You can't write against a read only replica.",
+                Reason::ReadOnly,
+            ),
+            (
+                "CROSSSLOT Keys in request don't hash to the same slot",
+                Reason::Rejected,
+            ),
+        ];
+        for (reply, reason) in cases {
+            assert_eq!(RedisError::from(server(reply)).reason(), reason, "{reply}");
         }
     }
 }

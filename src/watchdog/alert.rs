@@ -97,6 +97,11 @@ pub enum Warning {
         /// The share of keys without a TTL.
         no_ttl_share: f64,
     },
+    /// A cluster node with `cluster-require-full-coverage yes` (the
+    /// default): while one shard has no primary, every node refuses every
+    /// key (`CLUSTERDOWN`), and one shard's failure is the whole cluster's.
+    /// A cache wants `no`.
+    FullCoverageRequired,
 }
 
 impl fmt::Display for Warning {
@@ -109,6 +114,9 @@ impl fmt::Display for Warning {
                 f,
                 "maxmemory-policy {policy} never evicts keys without TTL, and {:.0} % of keys have none",
                 no_ttl_share * 100.0
+            ),
+            Warning::FullCoverageRequired => f.write_str(
+                "cluster-require-full-coverage is yes: one shard without a primary stops the whole cluster; set it to no",
             ),
         }
     }

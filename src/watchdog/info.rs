@@ -24,6 +24,8 @@ pub struct Info {
     pub total_error_replies: Option<u64>,
     /// `rejected_connections`, if reported.
     pub rejected_connections: Option<u64>,
+    /// `cluster_enabled:1` (from `INFO cluster`): a Redis Cluster node.
+    pub cluster_enabled: bool,
 }
 
 impl Info {
@@ -133,8 +135,8 @@ impl fmt::Display for InfoError {
 
 impl std::error::Error for InfoError {}
 
-/// Parses the concatenated text of `INFO memory`, `INFO keyspace` and
-/// `INFO stats` (or of a plain `INFO`). `used_memory` and `maxmemory` are
+/// Parses the concatenated text of `INFO memory`, `INFO keyspace`,
+/// `INFO stats` and `INFO cluster` (or of a plain `INFO`). `used_memory` and `maxmemory` are
 /// required; everything else is optional; unknown fields are ignored.
 pub fn parse(text: &str) -> Result<Info, InfoError> {
     let mut info = Info::default();
@@ -155,6 +157,7 @@ pub fn parse(text: &str) -> Result<Info, InfoError> {
             "expired_keys" => info.expired_keys = Some(number(key, value)?),
             "total_error_replies" => info.total_error_replies = Some(number(key, value)?),
             "rejected_connections" => info.rejected_connections = Some(number(key, value)?),
+            "cluster_enabled" => info.cluster_enabled = value.trim() == "1",
             _ => {
                 if let Some(db) = key.strip_prefix("db") {
                     if let Ok(db) = db.parse::<u32>() {

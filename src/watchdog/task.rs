@@ -93,6 +93,8 @@ pub(super) struct State {
     pub(super) sampler: Sampler,
     pub(super) previous: Option<Info>,
     pub(super) warned: Vec<Warning>,
+    /// A cluster node's `cluster-require-full-coverage`, when known.
+    full_coverage: Option<bool>,
     pub(super) up: Option<bool>,
 }
 
@@ -106,6 +108,7 @@ impl State {
             started: Instant::now(),
             previous: None,
             warned: Vec::new(),
+            full_coverage: None,
             up: None,
             config,
         }
@@ -158,13 +161,33 @@ impl State {
             .cmd("INFO")
             .arg("keyspace")
             .cmd("INFO")
-            .arg("stats");
+            .arg("stats")
+            .cmd("INFO")
+            .arg("cluster");
         let texts: Vec<String> =
             match tokio::time::timeout(self.config.timeout, pipe.query_async(&mut conn)).await {
                 Ok(r) => r?,
                 Err(_) => return Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
             };
-        Ok(texts.join("\r\n"))
+        let text = texts.join("\r\n");
+        if text.contains("cluster_enabled:1") {
+            self.full_coverage = self.full_coverage(&mut conn).await;
+        }
+        Ok(text)
+    }
+
+    /// `cluster-require-full-coverage`, where `CONFIG GET` is allowed (a
+    /// managed cluster may refuse it: then unknown).
+    async fn full_coverage(&self, conn: &mut MultiplexedConnection) -> Option<bool> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg("cluster-require-full-coverage");
+        // A map in RESP3, pairs in RESP2: both read as one.
+        let get = cmd.query_async::<std::collections::HashMap<String, String>>(conn);
+        let reply = tokio::time::timeout(self.config.timeout, get)
+            .await
+            .ok()?
+            .ok()?;
+        Some(reply.get("cluster-require-full-coverage")? == "yes")
     }
 
     async fn poll(&mut self, client: &redis::Client, shared: &Shared) {
@@ -283,6 +306,9 @@ impl State {
         let mut warnings = Vec::new();
         if info.maxmemory == 0 {
             warnings.push(Warning::NoMaxmemory);
+        }
+        if info.cluster_enabled && self.full_coverage == Some(true) {
+            warnings.push(Warning::FullCoverageRequired);
         }
         if let Some(share) = info.no_ttl_share() {
             if info.policy.keeps_keys_without_ttl() && share >= self.config.no_ttl_warning_share {

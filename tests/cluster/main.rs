@@ -224,3 +224,38 @@ async fn every_node_down_every_call_misses_in_bounded_time_then_hits_resume() {
     }
     assert!(back, "hits resume once the cluster is back");
 }
+
+/// The setting that turns one shard's failure into the whole cluster's is
+/// named by the watchdog, and the warning clears once it is changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_warns_while_full_coverage_is_required() {
+    use fusebox::watchdog::{Warning, Watchdog};
+
+    let cluster = RedisCluster::start(3, 0, &[]);
+    let node = &cluster.nodes()[0];
+    let watchdog = Watchdog::builder()
+        .interval(Duration::from_millis(50))
+        .redis_url(node.url())
+        .build()
+        .unwrap();
+    let warned = |want: bool| {
+        let watchdog = &watchdog;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                let has = watchdog
+                    .report()
+                    .warnings
+                    .contains(&Warning::FullCoverageRequired);
+                if has == want {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            false
+        }
+    };
+    assert!(warned(true).await, "the default `yes` is warned about");
+    node.cmd(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
+    assert!(warned(false).await, "and `no` is not");
+}
