@@ -178,7 +178,7 @@ impl ClusterBackend {
         let client = ClusterClient::builder(infos)
             .connection_timeout(deadline)
             .response_timeout(deadline)
-            .retries(2)
+            .retries(6)
             .build()
             .map_err(|e| bad(format!("not usable ({})", e.category())))?;
         let key: fn(&ShardCall) -> Arc<str> = |call| call.shard.clone();
@@ -485,9 +485,20 @@ impl Service<ShardCall> for ShardClient {
         Box::pin(async move {
             within(shared.deadline, async {
                 let mut conn = shared.conn().await?;
-                execute(&mut conn, call.request)
+                // A redirection that reached us means redis-rs gave up
+                // following a slot in motion (an `ASK` met again and
+                // again while the slot's keys move): once more, afresh,
+                // within the same deadline.
+                let again = call.request.clone();
+                match execute(&mut conn, call.request)
                     .await
                     .map_err(RedisError::from)
+                {
+                    Err(e) if e.reason() == Reason::Redirected => {
+                        execute(&mut conn, again).await.map_err(RedisError::from)
+                    }
+                    result => result,
+                }
             })
             .await
         })

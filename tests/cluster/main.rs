@@ -259,3 +259,98 @@ async fn the_watchdog_warns_while_full_coverage_is_required() {
     node.cmd(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
     assert!(warned(false).await, "and `no` is not");
 }
+
+/// A slot moved with `CLUSTER SETSLOT` and `MIGRATE` while readers read
+/// it: the `ASK` window and the `MOVED` after it are the client's to
+/// follow; callers see no wrong value and (almost) no miss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_migrated_under_load_serves_no_wrong_value() {
+    let cluster = RedisCluster::start(3, 0, &["--cluster-require-full-coverage", "no"]);
+    let (cache, backend) = cache(&cluster);
+    // Keys sharing one slot (a hash tag), and keys elsewhere.
+    let keys: Vec<String> = (0..200)
+        .map(|i| {
+            if i % 2 == 0 {
+                format!("{{moving}}:{i}")
+            } else {
+                format!("k{i}")
+            }
+        })
+        .collect();
+    for key in &keys {
+        assert_eq!(cache.set(key, key.clone()).await, Write::Done);
+    }
+    let slot = cluster.slot_of("{moving}");
+    let source = cluster.primary_of_slot(slot).unwrap();
+    let target = (source + 1) % 3;
+    let id = |i: usize| cluster.nodes()[i].cmd(&["CLUSTER", "MYID"]);
+    let (source_id, target_id) = (id(source), id(target));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Mutex::new((0usize, 0usize, Vec::new())));
+    let readers: Vec<_> = (0..4)
+        .map(|r| {
+            let (cache, keys, stop, tally) =
+                (cache.clone(), keys.clone(), stop.clone(), tally.clone());
+            tokio::spawn(async move {
+                let mut i = r;
+                while !stop.load(Relaxed) {
+                    let key = &keys[i % keys.len()];
+                    let got = cache.get(key).await;
+                    {
+                        let mut t = tally.lock().unwrap();
+                        t.0 += 1;
+                        match got {
+                            Some(v) if v == key.as_bytes() => {}
+                            Some(v) => t.2.push(format!("{key} read {v:?}")),
+                            None => t.1 += 1,
+                        }
+                    }
+                    i += 1;
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slot_arg = slot.to_string();
+    let (s, t) = (&cluster.nodes()[source], &cluster.nodes()[target]);
+    t.cmd(&["CLUSTER", "SETSLOT", &slot_arg, "IMPORTING", &source_id]);
+    s.cmd(&["CLUSTER", "SETSLOT", &slot_arg, "MIGRATING", &target_id]);
+    let target_port = t.port().to_string();
+    loop {
+        let batch = s.cmd(&["CLUSTER", "GETKEYSINSLOT", &slot_arg, "10"]);
+        let moving: Vec<&str> = batch.lines().filter(|l| !l.is_empty()).collect();
+        if moving.is_empty() {
+            break;
+        }
+        let mut migrate = vec![
+            "MIGRATE",
+            "127.0.0.1",
+            &target_port,
+            "",
+            "0",
+            "5000",
+            "KEYS",
+        ];
+        migrate.extend(&moving);
+        assert!(s.cmd(&migrate).contains("OK"), "MIGRATE");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for node in cluster.nodes() {
+        node.cmd(&["CLUSTER", "SETSLOT", &slot_arg, "NODE", &target_id]);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let (reads, misses, wrong) = std::mem::take(&mut *tally.lock().unwrap());
+    println!("{reads} reads across the migration, {misses} misses");
+    assert!(wrong.is_empty(), "wrong values: {wrong:?}");
+    assert!(misses * 100 <= reads, "{misses} misses of {reads}");
+    // Our map follows the slot to its new owner.
+    let owner = backend.primary_of(b"{moving}").unwrap();
+    assert_eq!(port_of(&owner), cluster.nodes()[target].port());
+    assert_eq!(cache.breaker().state(), State::Closed);
+}
