@@ -1,7 +1,8 @@
 //! The whole fail-open stack against a real Redis, in one run with the
 //! clients it replaces: GET and SET throughput and p50/p99 latency with 64
-//! concurrent tasks; and the cost of a `get` once Redis is down and the
-//! breaker open.
+//! concurrent tasks; the same on a 3-primary Redis Cluster against a raw
+//! redis-rs cluster connection; and the cost of a `get` once Redis (or one
+//! shard) is down and its breaker open.
 //!
 //! `cargo bench -p fusebox-benches --bench redis`
 //!
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fusebox::cache::{Backend, Cache};
-use fusebox::redis::{Bb8Backend, ClientBackend, DeadpoolBackend};
+use fusebox::redis::{Bb8Backend, ClientBackend, ClusterBackend, DeadpoolBackend};
 use redis::AsyncCommands;
 
 const TASKS: usize = 64;
@@ -34,6 +35,9 @@ enum Client {
     Multiplexed(Cache<ClientBackend<redis::aio::MultiplexedConnection>>),
     OverBb8(Cache<Bb8Backend>),
     OverDeadpool(Cache<DeadpoolBackend>),
+    OverCluster(Cache<ClusterBackend>),
+    RawCluster(redis::cluster_async::ClusterConnection),
+    OverClusterClient(Cache<ClientBackend<redis::cluster_async::ClusterConnection>>),
     Bb8(bb8::Pool<bb8_redis::RedisConnectionManager>),
     Raw(redis::aio::MultiplexedConnection),
 }
@@ -47,6 +51,13 @@ impl Client {
             (Client::Multiplexed(c), op) => cache_op(c, op, key).await,
             (Client::OverBb8(c), op) => cache_op(c, op, key).await,
             (Client::OverDeadpool(c), op) => cache_op(c, op, key).await,
+            (Client::OverCluster(c), op) => cache_op(c, op, key).await,
+            (Client::OverClusterClient(c), op) => cache_op(c, op, key).await,
+            (Client::RawCluster(conn), Op::Get) => conn
+                .get::<_, Option<Vec<u8>>>(key)
+                .await
+                .is_ok_and(|v| v.is_some()),
+            (Client::RawCluster(conn), Op::Set) => set_px(conn, key).await,
             (Client::Bb8(pool), op) => {
                 let Ok(mut conn) = pool.get().await else {
                     return false;
@@ -230,33 +241,106 @@ fn main() {
         );
         println!("| client | op | ops/s | p50 µs | p99 µs | failed |");
         println!("|---|---|---|---|---|---|");
-        // FUSEBOX_BENCH_ONLY=<text>: only the clients whose label has it.
-        let only = std::env::var("FUSEBOX_BENCH_ONLY").unwrap_or_default();
-        for op in [Op::Set, Op::Get] {
-            let name = if op == Op::Get { "GET" } else { "SET" };
-            let chosen: Vec<_> = clients.iter().filter(|(l, _)| l.contains(&only)).collect();
-            for (_, client) in &chosen {
-                drive(client, op, WARMUP).await;
-            }
-            // Rounds interleave the clients, so that a slow spell of this
-            // noisy machine hits them all alike.
-            let mut rounds: Vec<Vec<Figures>> = chosen.iter().map(|_| Vec::new()).collect();
-            for _ in 0..ROUNDS {
-                for (i, (_, client)) in chosen.iter().enumerate() {
-                    rounds[i].push(drive(client, op, OPS).await);
-                }
-            }
-            for ((label, _), figures) in chosen.iter().zip(rounds) {
-                let f = median(figures);
-                println!(
-                    "| {label} | {name} | {:.0} | {:.0} | {:.0} | {} |",
-                    f.ops_per_s, f.p50_us, f.p99_us, f.failed
-                );
-            }
-        }
+        table(&clients).await;
     });
     drop(server);
+    cluster(&rt);
     open_breaker_get();
+}
+
+/// The same on a 3-primary Redis Cluster: through the cache over
+/// `ClusterBackend`, and a raw redis-rs cluster connection.
+fn cluster(rt: &tokio::runtime::Runtime) {
+    let cluster = match fusebox_testkit::RedisCluster::try_start(
+        3,
+        0,
+        &["--cluster-require-full-coverage", "no"],
+    ) {
+        Ok(cluster) => cluster,
+        Err(why) => return eprintln!("no cluster: {why}"),
+    };
+    rt.block_on(async {
+        let urls = cluster.urls();
+        let raw = redis::cluster::ClusterClient::new(urls.clone())
+            .unwrap()
+            .get_async_connection()
+            .await
+            .unwrap();
+        let backend = ClusterBackend::new(&urls, Duration::from_millis(250)).unwrap();
+        let cache = Cache::builder()
+            .name("cluster")
+            .backend(backend.clone())
+            .build()
+            .unwrap();
+        println!();
+        println!("Redis Cluster, 3 primaries on this machine:");
+        println!("| client | op | ops/s | p50 µs | p99 µs | failed |");
+        println!("|---|---|---|---|---|---|");
+        table(&[
+            ("raw redis-rs ClusterConnection (one, shared)", Client::RawCluster(raw.clone())),
+            ("fusebox Cache over ClusterBackend", Client::OverCluster(cache.clone())),
+            (
+                "fusebox Cache over ClientBackend<ClusterConnection> (one breaker)",
+                Client::OverClusterClient(
+                    Cache::builder()
+                        .name("cluster-client")
+                        .backend(ClientBackend::new(raw.clone(), Duration::from_millis(250)))
+                        .build()
+                        .unwrap(),
+                ),
+            ),
+        ])
+        .await;
+        // One shard's breaker open: what a `get` of its keys costs then.
+        let addr = backend.primary_of(b"key:1").expect("mapped");
+        backend.shard_breaker(&addr).expect("used").force_open();
+        let (best, n) = open_get_ns(&cache).await;
+        println!();
+        println!("Cluster, one shard's breaker open: `Cache::get` of its key = {best:.0} ns per call (best of 5 × {n})");
+    });
+}
+
+/// Each op on each client: warm-up, then interleaved rounds; one table row
+/// per client and op, with the median round.
+async fn table(clients: &[(&str, Client)]) {
+    // FUSEBOX_BENCH_ONLY=<text>: only the clients whose label has it.
+    let only = std::env::var("FUSEBOX_BENCH_ONLY").unwrap_or_default();
+    for op in [Op::Set, Op::Get] {
+        let name = if op == Op::Get { "GET" } else { "SET" };
+        let chosen: Vec<_> = clients.iter().filter(|(l, _)| l.contains(&only)).collect();
+        for (_, client) in &chosen {
+            drive(client, op, WARMUP).await;
+        }
+        // Rounds interleave the clients, so that a slow spell of this
+        // noisy machine hits them all alike.
+        let mut rounds: Vec<Vec<Figures>> = chosen.iter().map(|_| Vec::new()).collect();
+        for _ in 0..ROUNDS {
+            for (i, (_, client)) in chosen.iter().enumerate() {
+                rounds[i].push(drive(client, op, OPS).await);
+            }
+        }
+        for ((label, _), figures) in chosen.iter().zip(rounds) {
+            let f = median(figures);
+            println!(
+                "| {label} | {name} | {:.0} | {:.0} | {:.0} | {} |",
+                f.ops_per_s, f.p50_us, f.p99_us, f.failed
+            );
+        }
+    }
+}
+
+/// The best of 5 × 1 M `get`s of `key:1`, in ns per call.
+async fn open_get_ns<B: Backend>(cache: &Cache<B>) -> (f64, u32) {
+    let n = 1_000_000u32;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(cache.get(std::hint::black_box("key:1")).await);
+        }
+        best = best.min(start.elapsed().as_nanos() as f64 / f64::from(n));
+    }
+    (best, n)
 }
 
 /// Redis down, breaker open: what a `get` costs then.
@@ -276,15 +360,7 @@ fn open_breaker_get() {
             cache.get("k").await;
         }
         cache.breaker().force_open();
-        let n = 1_000_000u32;
-        let mut best = f64::MAX;
-        for _ in 0..5 {
-            let start = Instant::now();
-            for _ in 0..n {
-                std::hint::black_box(cache.get(std::hint::black_box("key:1")).await);
-            }
-            best = best.min(start.elapsed().as_nanos() as f64 / f64::from(n));
-        }
+        let (best, n) = open_get_ns(&cache).await;
         println!();
         println!(
             "Redis down, breaker open: `Cache::get` = {best:.0} ns per call (best of 5 × {n})"

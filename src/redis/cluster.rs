@@ -11,11 +11,12 @@
 //! that moves to a new primary (a failover) is served by that primary's
 //! own breaker, closed, and does not inherit the old owner's open one.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::commands::{execute, within};
 use super::error::RedisError;
-use crate::breaker::{Breaker, Config, KeyedBreakerLayer};
+use crate::breaker::{Breaker, CircuitBreakerLayer, Config};
 use crate::cache::FaultClassifier;
 use crate::error::ConfigError;
 use crate::request::{CacheRequest, CacheResponse, Fault, Reason};
@@ -38,6 +39,9 @@ const REFRESH_EVERY: Duration = Duration::from_millis(500);
 /// At most one connect attempt per this interval while the cluster is
 /// unreachable; callers in between get the last attempt's error at once.
 const RECONNECT_PACE: Duration = Duration::from_millis(100);
+
+/// The shard of slots no primary holds (in this backend's latest map).
+const UNMAPPED: &str = "unmapped";
 
 /// The number of hash slots of a Redis Cluster.
 const SLOTS: u16 = 16384;
@@ -93,32 +97,34 @@ struct Shared {
     /// Held while connecting; the last failed attempt, for pacing.
     connecting: tokio::sync::Mutex<Option<(tokio::time::Instant, RedisError)>>,
     map: RwLock<Arc<SlotMap>>,
-    breakers: ShardBreakers,
+    /// The circuits of the primaries in the latest map, and of slots no
+    /// primary holds (`unmapped`).
+    breakers: Mutex<HashMap<Arc<str>, Breaker>>,
+    config: Config,
     refreshing: AtomicBool,
 }
 
-/// A circuit per primary, picked by the call's shard.
-type ShardBreakers = KeyedBreakerLayer<Arc<str>, fn(&ShardCall) -> Arc<str>, FaultClassifier>;
+/// A primary and its circuit.
+#[derive(Clone, Debug)]
+struct Shard {
+    addr: Arc<str>,
+    breaker: Breaker,
+}
 
-/// Which primary owns each slot: ranges sorted by their first slot.
+/// Which primary owns each slot: ranges sorted by their first slot, each
+/// with its primary's circuit resolved when the map was read (a call takes
+/// no lock to find its breaker).
 #[derive(Debug, Default)]
-struct SlotMap(Vec<(u16, u16, Arc<str>)>);
+struct SlotMap(Vec<(u16, u16, Shard)>);
 
 impl SlotMap {
-    fn owner(&self, slot: u16) -> Option<&Arc<str>> {
+    fn owner(&self, slot: u16) -> Option<&Shard> {
         let i = self.0.partition_point(|(_, end, _)| *end < slot);
         self.0
             .get(i)
             .filter(|(start, _, _)| *start <= slot)
             .map(|(_, _, owner)| owner)
     }
-}
-
-/// One call to one shard: what the shard's breaker is chosen by.
-#[derive(Debug)]
-pub struct ShardCall {
-    shard: Arc<str>,
-    request: CacheRequest,
 }
 
 impl ClusterBackend {
@@ -181,7 +187,6 @@ impl ClusterBackend {
             .retries(6)
             .build()
             .map_err(|e| bad(format!("not usable ({})", e.category())))?;
-        let key: fn(&ShardCall) -> Arc<str> = |call| call.shard.clone();
         Ok(ClusterBackend {
             shared: Arc::new(Shared {
                 client,
@@ -189,7 +194,8 @@ impl ClusterBackend {
                 conn: OnceLock::new(),
                 connecting: tokio::sync::Mutex::new(None),
                 map: RwLock::new(Arc::default()),
-                breakers: KeyedBreakerLayer::new(config, key).classifier(FaultClassifier),
+                breakers: Mutex::new(HashMap::new()),
+                config,
                 refreshing: AtomicBool::new(false),
             }),
         })
@@ -198,7 +204,12 @@ impl ClusterBackend {
     /// The breaker of the primary at `addr` (`host:port`, as the cluster
     /// names it), once a call has gone to it.
     pub fn shard_breaker(&self, addr: &str) -> Option<Breaker> {
-        self.shared.breakers.breaker(&Arc::from(addr))
+        let breakers = self
+            .shared
+            .breakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        breakers.get(addr).cloned()
     }
 
     /// The primary that owns `key`'s slot in this backend's latest map of
@@ -206,7 +217,7 @@ impl ClusterBackend {
     /// holds).
     pub fn primary_of(&self, key: &[u8]) -> Option<String> {
         let map = self.shared.map();
-        map.owner(slot_of(key)).map(|a| a.to_string())
+        map.owner(slot_of(key)).map(|s| s.addr.to_string())
     }
 }
 
@@ -278,16 +289,50 @@ impl Shared {
                 .map_err(RedisError::from)
         })
         .await?;
-        if let Some(map) = parse_slots(&reply) {
+        if let Some(ranges) = parse_slots(&reply) {
+            let map = self.resolve(ranges);
             *self.map.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(map);
         }
         Ok(())
     }
 
+    /// The circuit of the primary at `addr`, made on first sight.
+    fn breaker(&self, addr: &Arc<str>) -> Breaker {
+        let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        breakers
+            .entry(addr.clone())
+            .or_insert_with(|| {
+                let mut config = self.config.clone();
+                config.name = format!("{}:{addr}", self.config.name);
+                Breaker::new(config)
+            })
+            .clone()
+    }
+
+    /// A map of ranges to primaries, each with its circuit. Circuits of
+    /// primaries no longer in the map are forgotten (a demoted primary that
+    /// comes back as one starts closed).
+    fn resolve(&self, ranges: Vec<(u16, u16, Arc<str>)>) -> SlotMap {
+        let map = SlotMap(
+            ranges
+                .into_iter()
+                .map(|(start, end, addr)| {
+                    let breaker = self.breaker(&addr);
+                    (start, end, Shard { addr, breaker })
+                })
+                .collect(),
+        );
+        let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        breakers
+            .retain(|addr, _| &**addr == UNMAPPED || map.0.iter().any(|(_, _, s)| s.addr == *addr));
+        map
+    }
+
     /// Starts the task that keeps the map fresh, on the first call; it ends
     /// with the backend.
     async fn ensure_refreshing(self: &Arc<Self>) {
-        if self.refreshing.swap(true, Relaxed) {
+        // A load first: the swap writes, and every call passes here.
+        if self.refreshing.load(Relaxed) || self.refreshing.swap(true, Relaxed) {
             return;
         }
         // The first map before the first call, so that it goes to its
@@ -303,10 +348,14 @@ impl Shared {
         });
     }
 
-    fn shard_of(&self, slot: u16) -> Arc<str> {
+    fn shard_of(&self, slot: u16) -> Shard {
         match self.map().owner(slot) {
             Some(owner) => owner.clone(),
-            None => Arc::from("unmapped"),
+            None => {
+                let addr = Arc::from(UNMAPPED);
+                let breaker = self.breaker(&addr);
+                Shard { addr, breaker }
+            }
         }
     }
 
@@ -316,17 +365,13 @@ impl Shared {
         slot: u16,
         request: CacheRequest,
     ) -> Result<CacheResponse, ShardError> {
-        let shard = self.shard_of(slot);
-        let call = ShardCall {
-            shard: shard.clone(),
-            request,
-        };
-        let client = ShardClient(self.clone());
-        self.breakers
-            .layer(client)
-            .oneshot(call)
+        let Shard { addr, breaker } = self.shard_of(slot);
+        CircuitBreakerLayer::with_breaker(breaker)
+            .classifier(FaultClassifier)
+            .layer(ShardClient(self.clone()))
+            .oneshot(request)
             .await
-            .map_err(|error| ShardError { shard, error })
+            .map_err(|error| ShardError { shard: addr, error })
     }
 
     async fn run(self: Arc<Self>, request: CacheRequest) -> Result<CacheResponse, ShardError> {
@@ -422,7 +467,7 @@ fn by_slot(keys: &[Bytes]) -> Vec<(u16, Vec<usize>)> {
 }
 
 /// `CLUSTER SLOTS`: `[[start, end, [host, port, id…], replicas…]…]`.
-fn parse_slots(reply: &redis::Value) -> Option<SlotMap> {
+fn parse_slots(reply: &redis::Value) -> Option<Vec<(u16, u16, Arc<str>)>> {
     use redis::Value;
     let int = |v: &Value| match v {
         Value::Int(n) => u16::try_from(*n).ok(),
@@ -449,7 +494,7 @@ fn parse_slots(reply: &redis::Value) -> Option<SlotMap> {
         map.push((start, end, Arc::from(format!("{host}:{port}"))));
     }
     map.sort_by_key(|(start, _, _)| *start);
-    Some(SlotMap(map))
+    Some(map)
 }
 
 impl Service<CacheRequest> for ClusterBackend {
@@ -471,7 +516,7 @@ impl Service<CacheRequest> for ClusterBackend {
 #[derive(Clone)]
 struct ShardClient(Arc<Shared>);
 
-impl Service<ShardCall> for ShardClient {
+impl Service<CacheRequest> for ShardClient {
     type Response = CacheResponse;
     type Error = RedisError;
     type Future = Pin<Box<dyn Future<Output = Result<CacheResponse, RedisError>> + Send>>;
@@ -480,7 +525,7 @@ impl Service<ShardCall> for ShardClient {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, call: ShardCall) -> Self::Future {
+    fn call(&mut self, request: CacheRequest) -> Self::Future {
         let shared = self.0.clone();
         Box::pin(async move {
             within(shared.deadline, async {
@@ -489,11 +534,8 @@ impl Service<ShardCall> for ShardClient {
                 // following a slot in motion (an `ASK` met again and
                 // again while the slot's keys move): once more, afresh,
                 // within the same deadline.
-                let again = call.request.clone();
-                match execute(&mut conn, call.request)
-                    .await
-                    .map_err(RedisError::from)
-                {
+                let again = request.clone();
+                match execute(&mut conn, request).await.map_err(RedisError::from) {
                     Err(e) if e.reason() == Reason::Redirected => {
                         execute(&mut conn, again).await.map_err(RedisError::from)
                     }
@@ -563,17 +605,22 @@ mod tests {
 
     #[test]
     fn the_map_finds_each_slot_owner() {
+        let shard = |addr: &str| Shard {
+            addr: Arc::from(addr),
+            breaker: Breaker::new(Config::default()),
+        };
+        let addr = |map: &SlotMap, slot| map.owner(slot).map(|s| s.addr.to_string());
         let map = SlotMap(vec![
-            (0, 5460, Arc::from("a")),
-            (5461, 10922, Arc::from("b")),
-            (10923, 16383, Arc::from("c")),
+            (0, 5460, shard("a")),
+            (5461, 10922, shard("b")),
+            (10923, 16383, shard("c")),
         ]);
-        assert_eq!(map.owner(0).map(|a| &**a), Some("a"));
-        assert_eq!(map.owner(5461).map(|a| &**a), Some("b"));
-        assert_eq!(map.owner(16383).map(|a| &**a), Some("c"));
-        let gap = SlotMap(vec![(0, 10, Arc::from("a")), (20, 30, Arc::from("b"))]);
-        assert_eq!(gap.owner(15), None);
-        assert_eq!(gap.owner(31), None);
-        assert_eq!(SlotMap::default().owner(1), None);
+        assert_eq!(addr(&map, 0).as_deref(), Some("a"));
+        assert_eq!(addr(&map, 5461).as_deref(), Some("b"));
+        assert_eq!(addr(&map, 16383).as_deref(), Some("c"));
+        let gap = SlotMap(vec![(0, 10, shard("a")), (20, 30, shard("b"))]);
+        assert_eq!(addr(&gap, 15), None);
+        assert_eq!(addr(&gap, 31), None);
+        assert_eq!(addr(&SlotMap::default(), 1), None);
     }
 }

@@ -29,7 +29,7 @@ mod pool;
 pub use backend::{BackendFuture, RedisBackend};
 pub use client::ClientBackend;
 #[cfg(feature = "cluster")]
-pub use cluster::{ClusterBackend, ClusterFuture, ShardCall, ShardError};
+pub use cluster::{ClusterBackend, ClusterFuture, ShardError};
 pub use config::{RedisConfig, RedisConfigBuilder};
 #[cfg(feature = "deadpool")]
 pub use deadpool::DeadpoolBackend;
