@@ -37,7 +37,7 @@ enum Client {
     OverDeadpool(Cache<DeadpoolBackend>),
     OverCluster(Cache<ClusterBackend>),
     RawCluster(redis::cluster_async::ClusterConnection),
-    OverClusterClient(Cache<ClientBackend<redis::cluster_async::ClusterConnection>>),
+    OverClusterConn(Cache<ClientBackend<redis::cluster_async::ClusterConnection>>),
     Bb8(bb8::Pool<bb8_redis::RedisConnectionManager>),
     Raw(redis::aio::MultiplexedConnection),
 }
@@ -52,7 +52,7 @@ impl Client {
             (Client::OverBb8(c), op) => cache_op(c, op, key).await,
             (Client::OverDeadpool(c), op) => cache_op(c, op, key).await,
             (Client::OverCluster(c), op) => cache_op(c, op, key).await,
-            (Client::OverClusterClient(c), op) => cache_op(c, op, key).await,
+            (Client::OverClusterConn(c), op) => cache_op(c, op, key).await,
             (Client::RawCluster(conn), Op::Get) => conn
                 .get::<_, Option<Vec<u8>>>(key)
                 .await
@@ -281,7 +281,7 @@ fn cluster(rt: &tokio::runtime::Runtime) {
             ("fusebox Cache over ClusterBackend", Client::OverCluster(cache.clone())),
             (
                 "fusebox Cache over ClientBackend<ClusterConnection> (one breaker)",
-                Client::OverClusterClient(
+                Client::OverClusterConn(
                     Cache::builder()
                         .name("cluster-client")
                         .backend(ClientBackend::new(raw.clone(), Duration::from_millis(250)))

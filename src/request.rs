@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::breaker::{Classify, Outcome};
+
 /// How long a written key lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ttl {
@@ -299,6 +301,35 @@ impl<E: Fault> Fault for crate::breaker::Error<E> {
         match self {
             crate::breaker::Error::Open(_) => false,
             crate::breaker::Error::Inner(e) => e.contained(),
+        }
+    }
+}
+
+/// The breaker classifier for cache backends, by the error's [`Reason`]:
+/// refusals of writes alone ([`Reason::refuses_writes`]: `OOM`, `READONLY`,
+/// `MISCONF`, a write that timed out), the caller's own errors
+/// ([`Reason::Rejected`], [`Reason::TooLarge`]), local back-pressure
+/// ([`Reason::Overloaded`]) and a cluster's slots moving
+/// ([`Reason::TryAgain`], [`Reason::Redirected`]) are ignored (such a Redis
+/// still serves reads; a `WRONGTYPE` says nothing about health); every
+/// other error is a failure; every response a success.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FaultClassifier;
+
+impl<T, E: Fault> Classify<T, E> for FaultClassifier {
+    fn classify(&self, result: Result<&T, &E>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Success,
+            Err(e) if e.contained() => Outcome::Ignored,
+            Err(e) => match e.reason() {
+                r if r.refuses_writes() => Outcome::Ignored,
+                Reason::Rejected
+                | Reason::TooLarge
+                | Reason::Overloaded
+                | Reason::TryAgain
+                | Reason::Redirected => Outcome::Ignored,
+                _ => Outcome::Failure,
+            },
         }
     }
 }

@@ -6,13 +6,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use tower::Layer;
 
-use super::handle::{Backend, Cache, FaultClassifier, Options};
+use super::handle::{Backend, Cache, Options};
 use crate::breaker::{
     Breaker, CircuitBreakerLayer, Config as BreakerConfig, ConfigBuilder as BreakerBuilder,
 };
 use crate::cache::fail_open::FailOpenLayer;
 use crate::error::ConfigError;
 use crate::redis::{RedisBackend, RedisConfig};
+use crate::request::FaultClassifier;
 use crate::request::Ttl;
 use crate::watchdog::{Watchdog, WatchdogBuilder};
 

@@ -11,10 +11,10 @@ use bytes::{Bytes, BytesMut};
 use tower::Service;
 
 use super::config::CacheBuilder;
-use crate::breaker::{Breaker, CircuitBreaker, Classify, Outcome};
+use crate::breaker::{Breaker, CircuitBreaker};
 use crate::cache::fail_open::FailOpen;
 use crate::redis::RedisBackend;
-use crate::request::{CacheRequest, CacheResponse, Fault, Reason, Ttl};
+use crate::request::{CacheRequest, CacheResponse, Fault, FaultClassifier, Reason, Ttl};
 
 mod load;
 mod write;
@@ -27,35 +27,6 @@ use crate::flight::Flights;
 /// The stack a [`Cache`] drives over a backend `B`: fail-open over a
 /// circuit breaker over `B`.
 pub(crate) type Stack<B> = FailOpen<CircuitBreaker<B, FaultClassifier>>;
-
-/// The breaker classifier for cache backends, by the error's [`Reason`]:
-/// refusals of writes alone ([`Reason::refuses_writes`]: `OOM`, `READONLY`,
-/// `MISCONF`, a write that timed out), the caller's own errors
-/// ([`Reason::Rejected`], [`Reason::TooLarge`]), local back-pressure
-/// ([`Reason::Overloaded`]) and a cluster's slots moving
-/// ([`Reason::TryAgain`], [`Reason::Redirected`]) are ignored (such a Redis
-/// still serves reads; a `WRONGTYPE` says nothing about health); every
-/// other error is a failure; every response a success.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct FaultClassifier;
-
-impl<T, E: Fault> Classify<T, E> for FaultClassifier {
-    fn classify(&self, result: Result<&T, &E>) -> Outcome {
-        match result {
-            Ok(_) => Outcome::Success,
-            Err(e) if e.contained() => Outcome::Ignored,
-            Err(e) => match e.reason() {
-                r if r.refuses_writes() => Outcome::Ignored,
-                Reason::Rejected
-                | Reason::TooLarge
-                | Reason::Overloaded
-                | Reason::TryAgain
-                | Reason::Redirected => Outcome::Ignored,
-                _ => Outcome::Failure,
-            },
-        }
-    }
-}
 
 /// What became of a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

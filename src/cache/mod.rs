@@ -59,11 +59,11 @@ mod config;
 mod fail_open;
 mod handle;
 
-pub use crate::request::{CacheRequest, CacheResponse, Fault, Reason, Ttl};
+pub use crate::request::{CacheRequest, CacheResponse, Fault, FaultClassifier, Reason, Ttl};
 #[cfg(feature = "serde")]
 pub use codec::Json;
 #[cfg(feature = "prost")]
 pub use codec::Prost;
 pub use codec::{Codec, Typed};
 pub use config::CacheBuilder;
-pub use handle::{Backend, Cache, FaultClassifier, Write};
+pub use handle::{Backend, Cache, Write};

@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
@@ -29,9 +28,17 @@ use tower::{Layer, Service, ServiceExt};
 use super::commands::{execute, within};
 use super::error::RedisError;
 use crate::breaker::{Breaker, CircuitBreakerLayer, Config};
-use crate::cache::FaultClassifier;
 use crate::error::ConfigError;
-use crate::request::{CacheRequest, CacheResponse, Fault, Reason};
+use crate::request::FaultClassifier;
+use crate::request::{CacheRequest, CacheResponse, Reason};
+
+mod error;
+mod slots;
+mod split;
+
+pub use error::ShardError;
+pub(crate) use slots::slot_of;
+use slots::{parse_slots, Shard, SlotMap, UNMAPPED};
 
 /// How often the map of slots to primaries is read again.
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
@@ -39,12 +46,6 @@ const REFRESH_EVERY: Duration = Duration::from_millis(500);
 /// At most one connect attempt per this interval while the cluster is
 /// unreachable; callers in between get the last attempt's error at once.
 const RECONNECT_PACE: Duration = Duration::from_millis(100);
-
-/// The shard of slots no primary holds (in this backend's latest map).
-const UNMAPPED: &str = "unmapped";
-
-/// The number of hash slots of a Redis Cluster.
-const SLOTS: u16 = 16384;
 
 /// The future of a [`ClusterBackend`] call.
 pub type ClusterFuture = Pin<Box<dyn Future<Output = Result<CacheResponse, ShardError>> + Send>>;
@@ -77,7 +78,7 @@ pub type ClusterFuture = Pin<Box<dyn Future<Output = Result<CacheResponse, Shard
 ///   and events (default name `cluster`), from the cache's defaults: 5
 ///   failures in a row or half of the last 100 calls trip it, open
 ///   0.4–0.5 s without back-off. Their rejections and the errors they
-///   counted are [contained](Fault::contained): the cache's own breaker
+///   counted are [contained](crate::cache::Fault::contained): the cache's own breaker
 ///   ignores them, so one shard never opens the whole cache.
 /// * **Multi-key calls** (`get_many`, `delete` of several keys) are split by
 ///   slot: the keys of a failing shard miss, the others are answered.
@@ -102,29 +103,6 @@ struct Shared {
     breakers: Mutex<HashMap<Arc<str>, Breaker>>,
     config: Config,
     refreshing: AtomicBool,
-}
-
-/// A primary and its circuit.
-#[derive(Clone, Debug)]
-struct Shard {
-    addr: Arc<str>,
-    breaker: Breaker,
-}
-
-/// Which primary owns each slot: ranges sorted by their first slot, each
-/// with its primary's circuit resolved when the map was read (a call takes
-/// no lock to find its breaker).
-#[derive(Debug, Default)]
-struct SlotMap(Vec<(u16, u16, Shard)>);
-
-impl SlotMap {
-    fn owner(&self, slot: u16) -> Option<&Shard> {
-        let i = self.0.partition_point(|(_, end, _)| *end < slot);
-        self.0
-            .get(i)
-            .filter(|(start, _, _)| *start <= slot)
-            .map(|(_, _, owner)| owner)
-    }
 }
 
 impl ClusterBackend {
@@ -228,18 +206,6 @@ impl fmt::Debug for ClusterBackend {
             .field("shards", &self.shared.map().0.len())
             .finish_non_exhaustive()
     }
-}
-
-/// The hash slot of `key`: CRC16 (XMODEM) of its hash tag — the part
-/// between the first `{` and the next `}`, when not empty — or of the whole
-/// key, modulo 16384.
-pub(crate) fn slot_of(key: &[u8]) -> u16 {
-    let tagged = key.iter().position(|b| *b == b'{').and_then(|open| {
-        let rest = &key[open + 1..];
-        let close = rest.iter().position(|b| *b == b'}')?;
-        (close > 0).then(|| &rest[..close])
-    });
-    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % SLOTS
 }
 
 impl Shared {
@@ -392,109 +358,6 @@ impl Shared {
             }
         }
     }
-
-    /// `keys`, one `MGET` per slot, the slots at once: a failing shard's
-    /// keys are `None`. Fails only when every slot failed.
-    async fn get_many(self: &Arc<Self>, keys: Vec<Bytes>) -> Result<CacheResponse, ShardError> {
-        let mut values = vec![None; keys.len()];
-        for (idx, answer) in self.per_slot(&keys, CacheRequest::GetMany).await? {
-            if let Some(CacheResponse::Values(found)) = answer {
-                for (i, v) in idx.into_iter().zip(found) {
-                    values[i] = v;
-                }
-            }
-        }
-        Ok(CacheResponse::Values(values))
-    }
-
-    /// One `DEL` per slot: the keys deleted where their shard answered.
-    async fn delete_many(self: &Arc<Self>, keys: Vec<Bytes>) -> Result<CacheResponse, ShardError> {
-        let answers = self.per_slot(&keys, CacheRequest::Delete).await?;
-        let deleted = answers
-            .into_iter()
-            .map(|(_, answer)| match answer {
-                Some(CacheResponse::Deleted(n)) => n,
-                _ => 0,
-            })
-            .sum();
-        Ok(CacheResponse::Deleted(deleted))
-    }
-
-    /// `keys` grouped by slot, one `request` per slot, all at once: each
-    /// group's positions and answer (`None` where its shard failed). An
-    /// error only when every group failed.
-    async fn per_slot(
-        self: &Arc<Self>,
-        keys: &[Bytes],
-        request: fn(Vec<Bytes>) -> CacheRequest,
-    ) -> Result<Vec<(Vec<usize>, Option<CacheResponse>)>, ShardError> {
-        let groups = by_slot(keys);
-        let calls = groups.iter().map(|(slot, idx)| {
-            let keys = idx.iter().map(|&i| keys[i].clone()).collect();
-            self.on_shard(*slot, request(keys))
-        });
-        let answers = futures_util::future::join_all(calls).await;
-        let mut first_error = None;
-        let mut out = Vec::with_capacity(groups.len());
-        for ((_, idx), answer) in groups.into_iter().zip(answers) {
-            match answer {
-                Ok(response) => out.push((idx, Some(response))),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                    out.push((idx, None));
-                }
-            }
-        }
-        match first_error {
-            Some(e) if out.iter().all(|(_, a)| a.is_none()) => Err(e),
-            _ => Ok(out),
-        }
-    }
-}
-
-/// The positions of `keys`, grouped by slot (in the order slots first
-/// appear).
-fn by_slot(keys: &[Bytes]) -> Vec<(u16, Vec<usize>)> {
-    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
-    for (i, key) in keys.iter().enumerate() {
-        let slot = slot_of(key);
-        match groups.iter_mut().find(|(s, _)| *s == slot) {
-            Some((_, idx)) => idx.push(i),
-            None => groups.push((slot, vec![i])),
-        }
-    }
-    groups
-}
-
-/// `CLUSTER SLOTS`: `[[start, end, [host, port, id…], replicas…]…]`.
-fn parse_slots(reply: &redis::Value) -> Option<Vec<(u16, u16, Arc<str>)>> {
-    use redis::Value;
-    let int = |v: &Value| match v {
-        Value::Int(n) => u16::try_from(*n).ok(),
-        _ => None,
-    };
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    };
-    let Value::Array(ranges) = reply else {
-        return None;
-    };
-    let mut map = Vec::with_capacity(ranges.len());
-    for range in ranges {
-        let Value::Array(fields) = range else {
-            return None;
-        };
-        let (start, end) = (int(fields.first()?)?, int(fields.get(1)?)?);
-        let Value::Array(primary) = fields.get(2)? else {
-            return None;
-        };
-        let (host, port) = (text(primary.first()?)?, int(primary.get(1)?)?);
-        map.push((start, end, Arc::from(format!("{host}:{port}"))));
-    }
-    map.sort_by_key(|(start, _, _)| *start);
-    Some(map)
 }
 
 impl Service<CacheRequest> for ClusterBackend {
@@ -544,83 +407,5 @@ impl Service<CacheRequest> for ShardClient {
             })
             .await
         })
-    }
-}
-
-/// A failed call to one shard of a cluster: which primary, and why (its
-/// breaker was open, or the call failed and was counted by that breaker).
-#[derive(Debug)]
-pub struct ShardError {
-    shard: Arc<str>,
-    error: crate::breaker::Error<RedisError>,
-}
-
-impl ShardError {
-    /// The primary (`host:port`) the call went to.
-    pub fn shard(&self) -> &str {
-        &self.shard
-    }
-}
-
-impl fmt::Display for ShardError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "shard {}: {}", self.shard, self.error)
-    }
-}
-
-impl std::error::Error for ShardError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.error {
-            crate::breaker::Error::Open(open) => Some(open),
-            crate::breaker::Error::Inner(e) => Some(e),
-        }
-    }
-}
-
-impl Fault for ShardError {
-    fn reason(&self) -> Reason {
-        self.error.reason()
-    }
-
-    /// Always: the shard's own breaker counted it.
-    fn contained(&self) -> bool {
-        true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_follow_the_hash_tag_as_redis_does() {
-        // Reference values from `CLUSTER KEYSLOT` (also checked against a
-        // live cluster in tests/cluster).
-        assert_eq!(slot_of(b"foo"), 12182);
-        assert_eq!(slot_of(b"{user1000}.following"), slot_of(b"user1000"));
-        assert_eq!(slot_of(b"foo{}{bar}"), slot_of(b"foo{}{bar}"));
-        assert_ne!(slot_of(b"foo{}{bar}"), slot_of(b"bar"));
-        assert_eq!(slot_of(b"foo{{bar}}zap"), slot_of(b"{bar"));
-    }
-
-    #[test]
-    fn the_map_finds_each_slot_owner() {
-        let shard = |addr: &str| Shard {
-            addr: Arc::from(addr),
-            breaker: Breaker::new(Config::default()),
-        };
-        let addr = |map: &SlotMap, slot| map.owner(slot).map(|s| s.addr.to_string());
-        let map = SlotMap(vec![
-            (0, 5460, shard("a")),
-            (5461, 10922, shard("b")),
-            (10923, 16383, shard("c")),
-        ]);
-        assert_eq!(addr(&map, 0).as_deref(), Some("a"));
-        assert_eq!(addr(&map, 5461).as_deref(), Some("b"));
-        assert_eq!(addr(&map, 16383).as_deref(), Some("c"));
-        let gap = SlotMap(vec![(0, 10, shard("a")), (20, 30, shard("b"))]);
-        assert_eq!(addr(&gap, 15), None);
-        assert_eq!(addr(&gap, 31), None);
-        assert_eq!(addr(&SlotMap::default(), 1), None);
     }
 }

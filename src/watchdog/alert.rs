@@ -121,3 +121,29 @@ impl fmt::Display for Warning {
         }
     }
 }
+
+/// The standing warnings `info` calls for: no `maxmemory`, keys without TTL
+/// that the policy never evicts (at least `no_ttl_warning_share` of them),
+/// a cluster node requiring full coverage.
+pub(super) fn standing_warnings(
+    info: &super::info::Info,
+    full_coverage: Option<bool>,
+    no_ttl_warning_share: f64,
+) -> Vec<Warning> {
+    let mut warnings = Vec::new();
+    if info.maxmemory == 0 {
+        warnings.push(Warning::NoMaxmemory);
+    }
+    if info.cluster_enabled && full_coverage == Some(true) {
+        warnings.push(Warning::FullCoverageRequired);
+    }
+    if let Some(share) = info.no_ttl_share() {
+        if info.policy.keeps_keys_without_ttl() && share >= no_ttl_warning_share {
+            warnings.push(Warning::KeysWithoutTtlNeverEvicted {
+                policy: info.policy.to_string(),
+                no_ttl_share: share,
+            });
+        }
+    }
+    warnings
+}

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -129,67 +128,6 @@ async fn run(config: WatchdogConfig, client: redis::Client, shared: std::sync::W
 }
 
 impl State {
-    async fn connect(
-        &mut self,
-        client: &redis::Client,
-    ) -> redis::RedisResult<MultiplexedConnection> {
-        if let Some(c) = &self.conn {
-            return Ok(c.clone());
-        }
-        let t = self.config.timeout;
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(t))
-            .set_response_timeout(Some(t));
-        let conn = match tokio::time::timeout(
-            t * 2,
-            client.get_multiplexed_async_connection_with_config(&cfg),
-        )
-        .await
-        {
-            Ok(r) => r?,
-            Err(_) => return Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
-        };
-        self.conn = Some(conn.clone());
-        Ok(conn)
-    }
-
-    async fn read_info(&mut self, client: &redis::Client) -> redis::RedisResult<String> {
-        let mut conn = self.connect(client).await?;
-        let mut pipe = redis::pipe();
-        pipe.cmd("INFO")
-            .arg("memory")
-            .cmd("INFO")
-            .arg("keyspace")
-            .cmd("INFO")
-            .arg("stats")
-            .cmd("INFO")
-            .arg("cluster");
-        let texts: Vec<String> =
-            match tokio::time::timeout(self.config.timeout, pipe.query_async(&mut conn)).await {
-                Ok(r) => r?,
-                Err(_) => return Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
-            };
-        let text = texts.join("\r\n");
-        if text.contains("cluster_enabled:1") {
-            self.full_coverage = self.full_coverage(&mut conn).await;
-        }
-        Ok(text)
-    }
-
-    /// `cluster-require-full-coverage`, where `CONFIG GET` is allowed (a
-    /// managed cluster may refuse it: then unknown).
-    async fn full_coverage(&self, conn: &mut MultiplexedConnection) -> Option<bool> {
-        let mut cmd = redis::cmd("CONFIG");
-        cmd.arg("GET").arg("cluster-require-full-coverage");
-        // A map in RESP3, pairs in RESP2: both read as one.
-        let get = cmd.query_async::<std::collections::HashMap<String, String>>(conn);
-        let reply = tokio::time::timeout(self.config.timeout, get)
-            .await
-            .ok()?
-            .ok()?;
-        Some(reply.get("cluster-require-full-coverage")? == "yes")
-    }
-
     async fn poll(&mut self, client: &redis::Client, shared: &Shared) {
         let text = match self.read_info(client).await {
             Ok(t) => t,
@@ -303,21 +241,11 @@ impl State {
                 },
             );
         }
-        let mut warnings = Vec::new();
-        if info.maxmemory == 0 {
-            warnings.push(Warning::NoMaxmemory);
-        }
-        if info.cluster_enabled && self.full_coverage == Some(true) {
-            warnings.push(Warning::FullCoverageRequired);
-        }
-        if let Some(share) = info.no_ttl_share() {
-            if info.policy.keeps_keys_without_ttl() && share >= self.config.no_ttl_warning_share {
-                warnings.push(Warning::KeysWithoutTtlNeverEvicted {
-                    policy: info.policy.to_string(),
-                    no_ttl_share: share,
-                });
-            }
-        }
+        let warnings = super::alert::standing_warnings(
+            &info,
+            self.full_coverage,
+            self.config.no_ttl_warning_share,
+        );
         for w in &warnings {
             let known = self
                 .warned
@@ -440,5 +368,6 @@ fn watchdog_figures(
     }
 }
 
+mod io;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,76 @@
+//! Multi-key calls on a cluster: split by slot, sent at once, put back
+//! together; a failing shard costs only its own keys.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::slots::by_slot;
+use super::{ShardError, Shared};
+use crate::request::{CacheRequest, CacheResponse};
+
+impl Shared {
+    /// `keys`, one `MGET` per slot, the slots at once: a failing shard's
+    /// keys are `None`. Fails only when every slot failed.
+    pub(super) async fn get_many(
+        self: &Arc<Self>,
+        keys: Vec<Bytes>,
+    ) -> Result<CacheResponse, ShardError> {
+        let mut values = vec![None; keys.len()];
+        for (idx, answer) in self.per_slot(&keys, CacheRequest::GetMany).await? {
+            if let Some(CacheResponse::Values(found)) = answer {
+                for (i, v) in idx.into_iter().zip(found) {
+                    values[i] = v;
+                }
+            }
+        }
+        Ok(CacheResponse::Values(values))
+    }
+
+    /// One `DEL` per slot: the keys deleted where their shard answered.
+    pub(super) async fn delete_many(
+        self: &Arc<Self>,
+        keys: Vec<Bytes>,
+    ) -> Result<CacheResponse, ShardError> {
+        let answers = self.per_slot(&keys, CacheRequest::Delete).await?;
+        let deleted = answers
+            .into_iter()
+            .map(|(_, answer)| match answer {
+                Some(CacheResponse::Deleted(n)) => n,
+                _ => 0,
+            })
+            .sum();
+        Ok(CacheResponse::Deleted(deleted))
+    }
+
+    /// `keys` grouped by slot, one `request` per slot, all at once: each
+    /// group's positions and answer (`None` where its shard failed). An
+    /// error only when every group failed.
+    async fn per_slot(
+        self: &Arc<Self>,
+        keys: &[Bytes],
+        request: fn(Vec<Bytes>) -> CacheRequest,
+    ) -> Result<Vec<(Vec<usize>, Option<CacheResponse>)>, ShardError> {
+        let groups = by_slot(keys);
+        let calls = groups.iter().map(|(slot, idx)| {
+            let keys = idx.iter().map(|&i| keys[i].clone()).collect();
+            self.on_shard(*slot, request(keys))
+        });
+        let answers = futures_util::future::join_all(calls).await;
+        let mut first_error = None;
+        let mut out = Vec::with_capacity(groups.len());
+        for ((_, idx), answer) in groups.into_iter().zip(answers) {
+            match answer {
+                Ok(response) => out.push((idx, Some(response))),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    out.push((idx, None));
+                }
+            }
+        }
+        match first_error {
+            Some(e) if out.iter().all(|(_, a)| a.is_none()) => Err(e),
+            _ => Ok(out),
+        }
+    }
+}
