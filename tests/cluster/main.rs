@@ -354,3 +354,22 @@ async fn a_slot_migrated_under_load_serves_no_wrong_value() {
     assert_eq!(port_of(&owner), cluster.nodes()[target].port());
     assert_eq!(cache.breaker().state(), State::Closed);
 }
+
+/// The deadline at its extremes: zero is refused when built, and
+/// `Duration::MAX` builds and still answers a refused connection at once.
+#[tokio::test]
+async fn the_deadline_at_its_extremes() {
+    let err = ClusterBackend::new(["redis://127.0.0.1:1"], Duration::ZERO).unwrap_err();
+    assert_eq!((err.builder(), err.field()), ("cluster", "deadline"));
+    let err = ClusterBackend::new(Vec::<String>::new(), DEADLINE).unwrap_err();
+    assert_eq!(err.field(), "nodes");
+    let port = fusebox_testkit::free_port();
+    let backend =
+        ClusterBackend::new([format!("redis://127.0.0.1:{port}")], Duration::MAX).unwrap();
+    let cache = Cache::builder().backend(backend).build().unwrap();
+    for _ in 0..3 {
+        let start = Instant::now();
+        assert_eq!(cache.get("k").await, None);
+        assert!(start.elapsed() < Duration::from_secs(5), "refused at once");
+    }
+}
