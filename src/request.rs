@@ -167,6 +167,10 @@ pub enum Reason {
     /// of the cluster is behind while slots move. Transient; it never trips
     /// a breaker.
     Redirected,
+    /// No sentinel named a primary that could be reached and says it is one
+    /// (a failover under way, the primary down and not yet replaced, or no
+    /// sentinel answering). A failure: it trips the breaker.
+    NoPrimary,
     /// Redis refused the credentials (`WRONGPASS`, `NOAUTH`, `NOPERM`).
     Auth,
     /// Redis rejected the command itself (`WRONGTYPE`, a bad argument), or
@@ -208,6 +212,7 @@ impl Reason {
             Reason::ClusterDown => "cluster_down",
             Reason::TryAgain => "try_again",
             Reason::Redirected => "redirected",
+            Reason::NoPrimary => "no_primary",
             Reason::Auth => "auth",
             Reason::Rejected => "rejected",
             Reason::TooLarge => "too_large",
@@ -230,7 +235,7 @@ impl Reason {
         )
     }
 
-    const ALL: [Reason; 20] = [
+    const ALL: [Reason; 21] = [
         Reason::BreakerOpen,
         Reason::Timeout,
         Reason::Unavailable,
@@ -244,6 +249,7 @@ impl Reason {
         Reason::ClusterDown,
         Reason::TryAgain,
         Reason::Redirected,
+        Reason::NoPrimary,
         Reason::Auth,
         Reason::Rejected,
         Reason::TooLarge,

@@ -35,7 +35,7 @@ pub struct CacheBuilder<B = RedisBackend> {
     /// `None` until `redis`, `redis_url` or `backend` is called.
     backend: Option<Result<B, ConfigError>>,
     /// The Redis a watchdog would watch: known for `redis`/`redis_url`.
-    client: Option<redis::Client>,
+    client: Option<crate::redis::Target>,
 }
 
 /// Everything but the backend.
@@ -215,7 +215,7 @@ impl CacheBuilder<RedisBackend> {
     /// [`RedisConfig`] for the deadlines). Connects nothing: the cache
     /// builds at once with Redis down.
     pub fn redis(mut self, config: RedisConfig) -> Self {
-        self.client = Some(config.client.clone());
+        self.client = Some(config.target.clone());
         self.backend = Some(Ok(RedisBackend::new(config)));
         self
     }

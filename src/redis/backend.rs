@@ -291,15 +291,20 @@ impl Shared {
                 Ok::<(), std::convert::Infallible>(())
             });
         }
-        let connect = config
-            .client
-            .get_multiplexed_async_connection_with_config(&settings);
+        let connect = async {
+            // Behind Sentinel, the primary it names now.
+            let client = config.target.client().await?;
+            client
+                .get_multiplexed_async_connection_with_config(&settings)
+                .await
+                .map_err(RedisError::from)
+        };
         // The client's own timeout covers the handshake too; this one makes
-        // sure of it.
+        // sure of it (and bounds asking the sentinels).
         let limit = config.connect_timeout.saturating_mul(2);
         match tokio::time::timeout(limit, connect).await {
             Ok(Ok(inner)) => Ok(Conn { inner, state }),
-            Ok(Err(e)) => Err(RedisError::from(e)),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(RedisError::timeout()),
         }
     }

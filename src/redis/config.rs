@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use redis::{IntoConnectionInfo, ProtocolVersion};
 
+use super::target::Target;
 use crate::error::ConfigError;
 
 /// Connection settings for [`RedisBackend`](super::RedisBackend): the
@@ -13,8 +14,9 @@ use crate::error::ConfigError;
 /// Its `Debug` shows the address and database, never the password.
 #[derive(Clone)]
 pub struct RedisConfig {
-    pub(crate) client: redis::Client,
-    /// `host:port` or the socket path, for logs (no credentials).
+    pub(crate) target: Target,
+    /// `host:port`, the socket path, or `<service> via <sentinels>`, for
+    /// logs (no credentials).
     pub(crate) addr: String,
     pub(crate) resp3: bool,
     pub(crate) connect_timeout: Duration,
@@ -29,7 +31,12 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// Starts a configuration from a URL: `redis://[user[:password]@]host[:port][/db]`,
     /// `rediss://…` (TLS; needs the `tls` feature, else it is refused at
-    /// build time), or `unix:///path/to.sock[?db=N]`.
+    /// build time), `unix:///path/to.sock[?db=N]`, or
+    /// `redis+sentinel://[user[:password]@]host[:port][,host[:port]…]/service[/db]`
+    /// (needs the `sentinel` feature): the primary the sentinels name for
+    /// `service`, asked of them for every new connection, so that after a
+    /// failover connections go to the new primary. The credentials there
+    /// are the data nodes'; a sentinel's port defaults to 26379.
     ///
     /// Connections use RESP3 unless the URL says `?protocol=resp2` (needed
     /// for Redis older than 6): with RESP3 a dropped connection is noticed
@@ -42,6 +49,8 @@ impl RedisConfig {
             checkout_timeout: Duration::from_millis(50),
             connections: 1,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            #[cfg(feature = "sentinel")]
+            sentinel_auth: None,
             #[cfg(feature = "tls")]
             tls_root_cert: None,
         }
@@ -61,7 +70,7 @@ impl RedisConfig {
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let info = self.client.get_connection_info().redis_settings();
+        let info = self.target.settings();
         f.debug_struct("RedisConfig")
             .field("addr", &self.addr)
             .field("db", &info.db())
@@ -90,6 +99,8 @@ pub struct RedisConfigBuilder {
     checkout_timeout: Duration,
     connections: u32,
     max_in_flight: usize,
+    #[cfg(feature = "sentinel")]
+    sentinel_auth: Option<(Option<String>, String)>,
     #[cfg(feature = "tls")]
     tls_root_cert: Option<Vec<u8>>,
 }
@@ -153,6 +164,15 @@ impl RedisConfigBuilder {
         self
     }
 
+    /// For `redis+sentinel://`: the password (and username, for an ACL user)
+    /// the sentinels require (`requirepass` in their own config), which is
+    /// not the data nodes' (those are in the URL). Defaults to none.
+    #[cfg(feature = "sentinel")]
+    pub fn sentinel_password(mut self, username: Option<&str>, password: impl AsRef<str>) -> Self {
+        self.sentinel_auth = Some((username.map(str::to_owned), password.as_ref().to_owned()));
+        self
+    }
+
     /// For `rediss://`: trust only this CA certificate (PEM) instead of the
     /// system's roots. Defaults to the system's roots.
     #[cfg(feature = "tls")]
@@ -190,6 +210,9 @@ impl RedisConfigBuilder {
                 "must be in 1..=1000000",
             ));
         }
+        if self.url.starts_with("redis+sentinel://") {
+            return self.sentinel();
+        }
         let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
             .iter()
             .any(|s| self.url.starts_with(s));
@@ -198,7 +221,7 @@ impl RedisConfigBuilder {
             return Err(ConfigError::new(
                 "Redis",
                 "url",
-                "must start with redis://, rediss:// or unix://",
+                "must start with redis://, rediss://, unix:// or redis+sentinel://",
             ));
         }
         if self.url.starts_with("rediss://") && !cfg!(feature = "tls") {
@@ -215,19 +238,18 @@ impl RedisConfigBuilder {
                 format!("not a valid redis URL ({})", e.category()),
             )
         })?;
-        let resp3 = !self.url.contains("protocol=");
-        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
-        if resp3 {
-            settings = settings.set_protocol(ProtocolVersion::RESP3);
-        }
-        let resp3 = settings.protocol() == ProtocolVersion::RESP3;
+        let (settings, resp3) = protocol(&self.url, info.redis_settings().clone());
         let addr = info.addr().to_string();
         let info = info.set_redis_settings(settings);
         let client = self.client(info).map_err(|e| {
             ConfigError::new("Redis", "url", format!("not usable ({})", e.category()))
         })?;
-        Ok(RedisConfig {
-            client,
+        Ok(self.config(Target::Direct(client), addr, resp3))
+    }
+
+    fn config(&self, target: Target, addr: String, resp3: bool) -> RedisConfig {
+        RedisConfig {
+            target,
             addr,
             resp3,
             connect_timeout: self.connect_timeout,
@@ -235,7 +257,35 @@ impl RedisConfigBuilder {
             checkout_timeout: self.checkout_timeout,
             connections: self.connections,
             max_in_flight: self.max_in_flight,
-        })
+        }
+    }
+
+    #[cfg(not(feature = "sentinel"))]
+    fn sentinel(self) -> Result<RedisConfig, ConfigError> {
+        Err(ConfigError::new(
+            "Redis",
+            "url",
+            "redis+sentinel:// needs fusebox's `sentinel` feature",
+        ))
+    }
+
+    #[cfg(feature = "sentinel")]
+    fn sentinel(self) -> Result<RedisConfig, ConfigError> {
+        use super::sentinel::{parse, Sentinels};
+        let mut parsed = parse(&self.url).map_err(|why| ConfigError::new("Redis", "url", why))?;
+        let (settings, resp3) = protocol(&self.url, parsed.settings);
+        parsed.settings = settings;
+        let hosts: Vec<String> = parsed
+            .sentinels
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect();
+        let addr = format!("{} via {}", parsed.service, hosts.join(","));
+        let sentinels = Sentinels::new(parsed, self.sentinel_auth.clone()).map_err(|e| {
+            ConfigError::new("Redis", "url", format!("not usable ({})", e.category()))
+        })?;
+        let target = Target::Sentinel(std::sync::Arc::new(sentinels));
+        Ok(self.config(target, addr, resp3))
     }
 
     #[cfg(not(feature = "tls"))]
@@ -258,4 +308,15 @@ impl RedisConfigBuilder {
             None => redis::Client::open(info),
         }
     }
+}
+
+/// The settings with the client's name unset and RESP3 on unless the URL
+/// asks for another protocol; and whether that is RESP3.
+fn protocol(url: &str, settings: redis::RedisConnectionInfo) -> (redis::RedisConnectionInfo, bool) {
+    let mut settings = settings.set_skip_set_lib_name();
+    if !url.contains("protocol=") {
+        settings = settings.set_protocol(ProtocolVersion::RESP3);
+    }
+    let resp3 = settings.protocol() == ProtocolVersion::RESP3;
+    (settings, resp3)
 }

@@ -36,6 +36,17 @@ impl RedisError {
         }
     }
 
+    /// No sentinel named a usable primary; `source` is the sentinels' last
+    /// word, if any.
+    #[cfg(feature = "sentinel")]
+    pub(crate) fn no_primary(source: Option<redis::RedisError>) -> Self {
+        RedisError {
+            reason: Reason::NoPrimary,
+            source,
+            connect: None,
+        }
+    }
+
     /// A call not sent: its connection had as many calls in flight as
     /// allowed.
     pub(crate) fn overloaded() -> Self {
@@ -123,6 +134,9 @@ pub(crate) fn classify(e: &redis::RedisError) -> Reason {
         K::Server(S::ClusterDown) => Reason::ClusterDown,
         K::Server(S::TryAgain) => Reason::TryAgain,
         K::Server(S::Moved | S::Ask) => Reason::Redirected,
+        K::MasterNameNotFoundBySentinel
+        | K::NoValidReplicasFoundBySentinel
+        | K::EmptySentinelList => Reason::NoPrimary,
         K::AuthenticationFailed => Reason::Auth,
         K::Server(S::NoPerm) => Reason::Auth,
         K::UnexpectedReturnType | K::Server(S::ResponseError) => Reason::Rejected,
@@ -181,6 +195,7 @@ impl fmt::Display for RedisError {
             (None, None) => match self.reason {
                 Reason::Timeout => f.write_str("redis timeout: no answer within the deadline"),
                 Reason::Io => f.write_str("redis connection broken"),
+                Reason::NoPrimary => f.write_str("redis no_primary: no sentinel named a usable primary"),
                 _ => f.write_str("redis unavailable: no connection within the checkout deadline"),
             },
         }

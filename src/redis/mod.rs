@@ -10,6 +10,8 @@
 //!   pool.
 //! * `ClusterBackend` (feature `cluster`): Redis Cluster, a breaker per
 //!   shard.
+//! * Sentinel (feature `sentinel`): a [`RedisBackend`] over a
+//!   `redis+sentinel://` URL connects to the primary the sentinels name.
 //! * [`RedisError`]: every failure, with a [`Reason`](crate::cache::Reason);
 //!   [`FaultClassifier`](crate::cache::FaultClassifier) tells the breaker
 //!   which ones mean Redis is unwell.
@@ -25,6 +27,9 @@ mod deadpool;
 mod error;
 #[cfg(feature = "bb8")]
 mod pool;
+#[cfg(feature = "sentinel")]
+mod sentinel;
+mod target;
 
 pub use backend::{BackendFuture, RedisBackend};
 pub use client::ClientBackend;
@@ -36,3 +41,4 @@ pub use deadpool::DeadpoolBackend;
 pub use error::RedisError;
 #[cfg(feature = "bb8")]
 pub use pool::Bb8Backend;
+pub(crate) use target::Target;

@@ -35,7 +35,7 @@ pub struct WatchdogBuilder {
     pub(super) config: WatchdogConfig,
     /// The Redis to watch, from `redis_url` (never printed: it may hold a
     /// password).
-    redis: Option<Result<redis::Client, ConfigError>>,
+    redis: Option<Result<crate::redis::Target, ConfigError>>,
 }
 
 impl fmt::Debug for WatchdogBuilder {
@@ -156,7 +156,7 @@ impl WatchdogBuilder {
         self.redis = Some(
             crate::redis::RedisConfig::builder(url)
                 .build()
-                .map(|c| c.client),
+                .map(|c| c.target),
         );
         self
     }

@@ -48,13 +48,13 @@ impl Watchdog {
         WatchdogBuilder::default()
     }
 
-    pub(crate) fn spawn(config: WatchdogConfig, client: redis::Client) -> Self {
+    pub(crate) fn spawn(config: WatchdogConfig, target: crate::redis::Target) -> Self {
         let shared = Arc::new(Shared {
             report: Mutex::new(Report::starting(&config.name)),
             alerts: broadcast::channel(64).0,
             pressure: Arc::new(AtomicBool::new(false)),
         });
-        let task = tokio::spawn(run(config, client, Arc::downgrade(&shared)));
+        let task = tokio::spawn(run(config, target, Arc::downgrade(&shared)));
         Watchdog {
             shared,
             _task: Arc::new(AbortOnDrop(task.abort_handle())),
@@ -114,7 +114,11 @@ impl State {
     }
 }
 
-async fn run(config: WatchdogConfig, client: redis::Client, shared: std::sync::Weak<Shared>) {
+async fn run(
+    config: WatchdogConfig,
+    target: crate::redis::Target,
+    shared: std::sync::Weak<Shared>,
+) {
     let mut state = State::new(config);
     let mut ticks = tokio::time::interval(state.config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -123,17 +127,17 @@ async fn run(config: WatchdogConfig, client: redis::Client, shared: std::sync::W
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        state.poll(&client, &shared).await;
+        state.poll(&target, &shared).await;
     }
 }
 
 impl State {
-    async fn poll(&mut self, client: &redis::Client, shared: &Shared) {
-        let text = match self.read_info(client).await {
+    async fn poll(&mut self, target: &crate::redis::Target, shared: &Shared) {
+        let text = match self.read_info(target).await {
             Ok(t) => t,
             Err(e) => {
                 self.conn = None;
-                let error = crate::redis::RedisError::from(e).to_string();
+                let error = e.to_string();
                 if self.up != Some(false) {
                     self.up = Some(false);
                     emit(

@@ -12,8 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod cluster;
+mod sentinel;
 
 pub use cluster::RedisCluster;
+pub use sentinel::RedisSentinel;
 
 /// The one line a caller prints when `redis-server` cannot be started.
 pub const INSTALL_HINT: &str = "install redis-server with `sudo apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)";
@@ -23,6 +25,9 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     args: Vec<String>,
+    /// A config file's text, written to the server's directory before its
+    /// first start and passed first (Sentinel needs one it can rewrite).
+    conf: Option<String>,
     paused: bool,
 }
 
@@ -57,6 +62,21 @@ impl RedisServer {
             child: None,
             port,
             args: extra.iter().map(|s| s.to_string()).collect(),
+            conf: None,
+            paused: false,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// As [`try_start_on`](Self::try_start_on), with a config file of text
+    /// `conf` given first (kept across restarts, as the server rewrote it).
+    pub fn try_start_with_conf(port: u16, conf: &str, extra: &[&str]) -> Result<Self, String> {
+        let mut server = RedisServer {
+            child: None,
+            port,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            conf: Some(conf.to_owned()),
             paused: false,
         };
         server.spawn()?;
@@ -74,7 +94,15 @@ impl RedisServer {
         let port = self.port.to_string();
         let dir = self.dir();
         std::fs::create_dir_all(&dir).map_err(|e| format!("a directory for redis-server: {e}"))?;
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(text) = &self.conf {
+            let file = dir.join("redis.conf");
+            if !file.exists() {
+                std::fs::write(&file, text).map_err(|e| format!("a config file: {e}"))?;
+            }
+            command.arg(file);
+        }
+        let child = command
             .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
             .arg("--dir")
             .arg(&dir)

@@ -5,12 +5,13 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 
 use super::State;
+use crate::redis::{RedisError, Target};
 
 impl State {
     pub(super) async fn connect(
         &mut self,
-        client: &redis::Client,
-    ) -> redis::RedisResult<MultiplexedConnection> {
+        target: &Target,
+    ) -> Result<MultiplexedConnection, RedisError> {
         if let Some(c) = &self.conn {
             return Ok(c.clone());
         }
@@ -18,21 +19,24 @@ impl State {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(t))
             .set_response_timeout(Some(t));
-        let conn = match tokio::time::timeout(
-            t * 2,
-            client.get_multiplexed_async_connection_with_config(&cfg),
-        )
-        .await
-        {
+        // Behind Sentinel, the primary the sentinels name now.
+        let connect = async {
+            let client = target.client().await?;
+            client
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await
+                .map_err(RedisError::from)
+        };
+        let conn = match tokio::time::timeout(t * 2, connect).await {
             Ok(r) => r?,
-            Err(_) => return Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+            Err(_) => return Err(RedisError::timeout()),
         };
         self.conn = Some(conn.clone());
         Ok(conn)
     }
 
-    pub(super) async fn read_info(&mut self, client: &redis::Client) -> redis::RedisResult<String> {
-        let mut conn = self.connect(client).await?;
+    pub(super) async fn read_info(&mut self, target: &Target) -> Result<String, RedisError> {
+        let mut conn = self.connect(target).await?;
         let mut pipe = redis::pipe();
         pipe.cmd("INFO")
             .arg("memory")
@@ -45,7 +49,7 @@ impl State {
         let texts: Vec<String> =
             match tokio::time::timeout(self.config.timeout, pipe.query_async(&mut conn)).await {
                 Ok(r) => r?,
-                Err(_) => return Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+                Err(_) => return Err(RedisError::timeout()),
             };
         let text = texts.join("\r\n");
         if text.contains("cluster_enabled:1") {
