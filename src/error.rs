@@ -17,7 +17,7 @@ use std::fmt;
 pub struct ConfigError {
     builder: &'static str,
     field: &'static str,
-    reason: String,
+    pub(crate) reason: String,
 }
 
 impl ConfigError {

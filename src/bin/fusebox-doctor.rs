@@ -11,7 +11,10 @@
 //! `MEMORY USAGE` only, nothing is written), then prints usage, growth,
 //! dangerous settings, the key patterns holding memory without a TTL, and
 //! the `maxmemory` that would give 48 h and 72 h of leeway at the measured
-//! growth. Exit code: 0 healthy, 1 warning, 2 critical, 3 bad arguments.
+//! growth. Given a node of a Redis Cluster, it watches every primary and
+//! prints one line per node, the one that will fill first deciding; given
+//! `redis+sentinel://host:port,…/service`, the primary the sentinels name.
+//! Exit code: 0 healthy, 1 warning, 2 critical, 3 bad arguments.
 //! The URL is never printed (it may hold a password).
 
 use std::process::ExitCode;
@@ -19,7 +22,7 @@ use std::time::Duration;
 
 use fusebox::watchdog::{Report, Severity, Watchdog};
 
-const USAGE: &str = "usage: fusebox-doctor [--json] [--seconds N ≥ 1] [redis://host:port]";
+const USAGE: &str = "usage: fusebox-doctor [--json] [--seconds N ≥ 1] [redis://host:port | redis+sentinel://host:port,…/service]";
 
 struct Args {
     url: String,
@@ -125,18 +128,42 @@ fn main() -> ExitCode {
 }
 
 async fn watch(args: &Args) -> Result<Report, fusebox::ConfigError> {
-    let watchdog = Watchdog::builder()
+    let builder = Watchdog::builder()
         .name("doctor")
         .interval(Duration::from_millis(500))
         .timeout(Duration::from_secs(1))
         .min_span(Duration::from_secs(args.seconds.clamp(2, 60) * 2 / 3))
         .horizon(Duration::from_secs(3600))
         .samples_per_round(500)
-        .keys_per_second(5000)
-        .redis_url(&args.url)
-        .build()?;
+        .keys_per_second(5000);
+    // A node of a cluster: every primary is watched, one line each.
+    let watchdog = match cluster_node(&args.url).await {
+        true => builder.redis_cluster([&args.url]),
+        false => builder.redis_url(&args.url),
+    }
+    .build()?;
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     Ok(watchdog.report())
+}
+
+/// Whether the Redis at `url` says it is a node of a cluster (`INFO
+/// cluster`); `false` when it cannot say (the watchdog reports why).
+async fn cluster_node(url: &str) -> bool {
+    if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+        return false;
+    }
+    let ask = async {
+        let client = redis::Client::open(url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("INFO")
+            .arg("cluster")
+            .query_async::<String>(&mut conn)
+            .await
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), ask).await,
+        Ok(Ok(info)) if info.contains("cluster_enabled:1")
+    )
 }
 
 /// Rounded up, so the advice is never short.

@@ -244,7 +244,7 @@ impl RedisConfigBuilder {
         let client = self.client(info).map_err(|e| {
             ConfigError::new("Redis", "url", format!("not usable ({})", e.category()))
         })?;
-        Ok(self.config(Target::Direct(client), addr, resp3))
+        Ok(self.config(Target::Direct(Box::new(client)), addr, resp3))
     }
 
     fn config(&self, target: Target, addr: String, resp3: bool) -> RedisConfig {

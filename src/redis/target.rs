@@ -6,12 +6,10 @@ use redis::RedisConnectionInfo;
 use super::error::RedisError;
 
 /// What a connection is made to.
-// One per configuration, never moved on a hot path: its size is no cost.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub(crate) enum Target {
     /// One address, from a `redis://`, `rediss://` or `unix://` URL.
-    Direct(redis::Client),
+    Direct(Box<redis::Client>),
     /// The primary the sentinels name, asked again for every new
     /// connection (a failover replaces it).
     #[cfg(feature = "sentinel")]
@@ -24,7 +22,7 @@ impl Target {
     /// caller bounds it, with the connect that follows.
     pub(crate) async fn client(&self) -> Result<redis::Client, RedisError> {
         match self {
-            Target::Direct(client) => Ok(client.clone()),
+            Target::Direct(client) => Ok(redis::Client::clone(client)),
             #[cfg(feature = "sentinel")]
             Target::Sentinel(sentinels) => sentinels.primary().await,
         }

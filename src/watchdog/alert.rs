@@ -35,6 +35,14 @@ pub enum Alert {
     },
     /// Redis answers again.
     Up,
+    /// An alert of one primary of a cluster
+    /// ([`redis_cluster`](super::WatchdogBuilder::redis_cluster)).
+    Node {
+        /// The node's address (`ip:port`).
+        node: String,
+        /// What it said.
+        alert: Box<Alert>,
+    },
 }
 
 impl fmt::Display for Alert {
@@ -77,6 +85,7 @@ impl fmt::Display for Alert {
             Alert::Warning(w) => write!(f, "{w}"),
             Alert::Down { error } => write!(f, "redis unreachable: {error}"),
             Alert::Up => f.write_str("redis reachable again"),
+            Alert::Node { node, alert } => write!(f, "{node}: {alert}"),
         }
     }
 }

@@ -35,7 +35,15 @@ pub struct WatchdogBuilder {
     pub(super) config: WatchdogConfig,
     /// The Redis to watch, from `redis_url` (never printed: it may hold a
     /// password).
-    redis: Option<Result<crate::redis::Target, ConfigError>>,
+    redis: Option<Result<Watched, ConfigError>>,
+}
+
+/// What a standalone watchdog watches.
+#[derive(Clone)]
+enum Watched {
+    One(crate::redis::Target),
+    /// Every primary of the cluster these nodes belong to.
+    Cluster(Vec<redis::Client>),
 }
 
 impl fmt::Debug for WatchdogBuilder {
@@ -156,8 +164,57 @@ impl WatchdogBuilder {
         self.redis = Some(
             crate::redis::RedisConfig::builder(url)
                 .build()
-                .map(|c| c.target),
+                .map(|c| Watched::One(c.target)),
         );
+        self
+    }
+
+    /// Watches every primary of a Redis Cluster, found from these nodes'
+    /// URLs (any nodes of it; the first URL's credentials are used for
+    /// every node): one connection, forecast, level set and sampler per
+    /// primary, primaries re-read with `CLUSTER NODES` every interval (a
+    /// failover moves the watch to the new primary). The
+    /// [`report`](Watchdog::report) is decided by the node that will fill
+    /// first and names it ([`Report::node`]), with every node's own report
+    /// in [`Report::nodes`]; alerts come as [`Alert::Node`], and each node's
+    /// metrics are labelled `<name>@<ip:port>`. Replaces a
+    /// [`redis_url`](Self::redis_url) given before. An invalid or empty
+    /// list is refused by [`build`](Self::build) (field `redis_cluster`).
+    pub fn redis_cluster<I, U>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = U>,
+        U: AsRef<str>,
+    {
+        let clients = nodes
+            .into_iter()
+            .map(
+                |url| match crate::redis::RedisConfig::builder(url).build() {
+                    Ok(c) => match c.target {
+                        crate::redis::Target::Direct(client) => Ok(*client),
+                        #[allow(unreachable_patterns)]
+                        _ => Err(ConfigError::new(
+                            "watchdog",
+                            "redis_cluster",
+                            "takes redis:// or rediss:// URLs of cluster nodes",
+                        )),
+                    },
+                    Err(e) => Err(ConfigError::new(
+                        "watchdog",
+                        "redis_cluster",
+                        e.reason.clone(),
+                    )),
+                },
+            )
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|c| match c.is_empty() {
+                true => Err(ConfigError::new(
+                    "watchdog",
+                    "redis_cluster",
+                    "no node given",
+                )),
+                false => Ok(Watched::Cluster(c)),
+            });
+        self.redis = Some(clients);
         self
     }
 
@@ -241,8 +298,8 @@ impl WatchdogBuilder {
     /// A [`ConfigError`] naming the first invalid setting; field
     /// `redis_url` when none was given, `build` outside a tokio runtime.
     pub fn build(mut self) -> Result<Watchdog, ConfigError> {
-        let client = match self.redis.take() {
-            Some(client) => client?,
+        let watched = match self.redis.take() {
+            Some(watched) => watched?,
             None => {
                 return Err(ConfigError::new(
                     "watchdog",
@@ -258,6 +315,14 @@ impl WatchdogBuilder {
                 "needs a tokio runtime: build it inside one",
             ));
         }
-        Ok(Watchdog::spawn(self.config()?, client))
+        match watched {
+            Watched::One(target) => Ok(Watchdog::spawn(self.config()?, target)),
+            Watched::Cluster(_) if self.config.shed_above.is_some() => Err(ConfigError::new(
+                "watchdog",
+                "shed_writes_above",
+                "applies to the Redis of one cache, not to a cluster's watchdog",
+            )),
+            Watched::Cluster(seeds) => Ok(Watchdog::spawn_cluster(self.config()?, seeds)),
+        }
     }
 }

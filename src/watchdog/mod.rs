@@ -25,6 +25,11 @@
 //!   subscription, and a [`Report`] for health endpoints. An alert makes the
 //!   service [`Status::Degraded`], never not-ready.
 //!
+//! Over a Redis Cluster ([`redis_cluster`](WatchdogBuilder::redis_cluster))
+//! it watches every primary, each with its own connection, forecast and
+//! sample: a cluster is full when one shard is, so the node that will fill
+//! first decides the [`Report`] and is named in it ([`Report::node`]).
+//!
 //! Dropping the [`Watchdog`] stops it. It survives Redis being down, and
 //! says so ([`Status::Down`], [`Alert::Down`]).
 //!
@@ -45,6 +50,7 @@
 //! ```
 
 mod alert;
+mod cluster;
 mod config;
 mod forecast;
 mod info;

@@ -56,6 +56,14 @@ pub struct Report {
     pub last_error: Option<String>,
     /// Whether low-value writes are being shed (opt-in).
     pub shedding_writes: bool,
+    /// For a node of a cluster, its address (`ip:port`). For a whole
+    /// cluster, the node that will fill first, whose forecast, figures and
+    /// patterns this report shows (a cluster is full when one shard is).
+    /// `None` for a single Redis.
+    pub node: Option<String>,
+    /// For a whole cluster, every primary's own report, by address; empty
+    /// otherwise.
+    pub nodes: Vec<Report>,
 }
 
 /// How bad a [`Report`] is, for an exit code or a page.
@@ -113,6 +121,8 @@ impl Report {
             expired_since_last: None,
             last_error: None,
             shedding_writes: false,
+            node: None,
+            nodes: Vec::new(),
         }
     }
 }
@@ -121,6 +131,14 @@ impl fmt::Display for Report {
     /// A one-screen summary.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "status: {:?}", self.status)?;
+        if !self.nodes.is_empty() {
+            let first = self.node.as_deref().unwrap_or("-");
+            writeln!(
+                f,
+                "cluster: {} primaries; fills first: {first} (the figures below are its own)",
+                self.nodes.len()
+            )?;
+        }
         if let Some(info) = &self.info {
             let limit = match (self.limit, info.maxmemory) {
                 (Some(l), 0) => format!(" of {} (budget; maxmemory 0)", bytes(l)),
@@ -190,7 +208,45 @@ impl fmt::Display for Report {
         if let Some(e) = &self.last_error {
             writeln!(f, "last error: {e}")?;
         }
+        if !self.nodes.is_empty() {
+            writeln!(f, "nodes:")?;
+            for n in &self.nodes {
+                writeln!(f, "  {}", n.one_line())?;
+            }
+        }
         Ok(())
+    }
+}
+
+impl Report {
+    /// One node in one line: address, status, usage, forecast, the top
+    /// no-TTL pattern.
+    fn one_line(&self) -> String {
+        let mut line = format!("{}: {:?}", self.node.as_deref().unwrap_or("-"), self.status);
+        if let Some(info) = &self.info {
+            line.push_str(&format!(", {}", bytes(info.used_memory)));
+            if let Some(r) = self.ratio {
+                line.push_str(&format!(" ({:.1} %)", r * 100.0));
+            }
+        }
+        match self.seconds_to_full {
+            Some(s) => line.push_str(&format!(", full in {}", human(Duration::from_secs_f64(s)))),
+            None if self.growth_bytes_per_sec.is_some() => line.push_str(", not filling"),
+            None => {}
+        }
+        if let Some(p) = self.no_ttl_prefixes.first() {
+            line.push_str(&format!(
+                ", no-TTL `{}` ~{:.0} %",
+                p.pattern,
+                p.share * 100.0
+            ));
+        }
+        if self.status == Status::Down {
+            if let Some(e) = &self.last_error {
+                line.push_str(&format!(" ({e})"));
+            }
+        }
+        line
     }
 }
 

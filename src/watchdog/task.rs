@@ -49,12 +49,23 @@ impl Watchdog {
     }
 
     pub(crate) fn spawn(config: WatchdogConfig, target: crate::redis::Target) -> Self {
+        let name = config.name.clone();
+        Self::start(&name, move |shared| run(config, target, shared))
+    }
+
+    /// Spawns `task` over a new report and alert channel; the task stops
+    /// when the last handle is dropped (and should return once it cannot
+    /// upgrade its `Weak`).
+    pub(super) fn start<F>(name: &str, task: impl FnOnce(std::sync::Weak<Shared>) -> F) -> Self
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         let shared = Arc::new(Shared {
-            report: Mutex::new(Report::starting(&config.name)),
+            report: Mutex::new(Report::starting(name)),
             alerts: broadcast::channel(64).0,
             pressure: Arc::new(AtomicBool::new(false)),
         });
-        let task = tokio::spawn(run(config, target, Arc::downgrade(&shared)));
+        let task = tokio::spawn(task(Arc::downgrade(&shared)));
         Watchdog {
             shared,
             _task: Arc::new(AbortOnDrop(task.abort_handle())),

@@ -203,6 +203,12 @@ impl RedisServer {
     }
 }
 
+/// Runs one command on the server at 127.0.0.1:`port` over a fresh
+/// connection (RESP2), as [`RedisServer::cmd`] does, from any thread.
+pub fn command(port: u16, args: &[&str]) -> Result<String, String> {
+    raw_command(port, args, None).map_err(|e| format!("{args:?}: {e}"))
+}
+
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
         .args([format!("-{name}"), child.id().to_string()])

@@ -11,6 +11,8 @@ use fusebox::cache::{Cache, Write};
 use fusebox::redis::ClusterBackend;
 use fusebox_testkit::RedisCluster;
 
+mod watchdog;
+
 const DEADLINE: Duration = Duration::from_millis(200);
 
 fn cluster() -> RedisCluster {

@@ -58,3 +58,36 @@ fn json_output_parses_and_the_exit_code_is_the_verdict() {
     assert_eq!(code, Some(3));
     assert!(stderr.contains("usage:"), "{stderr}");
 }
+
+#[test]
+fn a_cluster_node_gets_one_line_per_primary() {
+    let cluster = fusebox_testkit::RedisCluster::start(
+        3,
+        0,
+        &[
+            "--cluster-require-full-coverage",
+            "no",
+            "--maxmemory",
+            "100mb",
+        ],
+    );
+    let (code, stdout, stderr) = doctor(&["--seconds", "1", &cluster.nodes()[1].url()]);
+    assert!(code.is_some_and(|c| c < 3), "{stderr}");
+    assert!(stdout.contains("cluster: 3 primaries"), "{stdout}");
+    for node in cluster.nodes() {
+        let line = format!("  127.0.0.1:{}: ", node.port());
+        assert!(stdout.contains(&line), "{line} in {stdout}");
+    }
+    let (_, json, _) = doctor(&["--json", "--seconds", "1", &cluster.nodes()[0].url()]);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(json["report"]["nodes"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn a_sentinel_url_watches_the_primary_it_names() {
+    let set = fusebox_testkit::RedisSentinel::start(0, 1);
+    set.nodes()[0].cmd(&["SET", "k", "v"]);
+    let (code, stdout, stderr) = doctor(&["--seconds", "1", &set.url()]);
+    assert!(code.is_some_and(|c| c < 2), "{stdout}{stderr}");
+    assert!(stdout.contains("keys: 1 (1 without TTL"), "{stdout}");
+}

@@ -1,0 +1,160 @@
+//! The watchdog over every primary of a real cluster: a hash-tagged
+//! prefix that fills one shard while the others stay flat is found, named
+//! with its node, and decides the forecast.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fusebox::watchdog::{Alert, Report, Status, Watchdog};
+use fusebox_testkit::RedisCluster;
+
+fn addr(cluster: &RedisCluster, i: usize) -> String {
+    format!("127.0.0.1:{}", cluster.nodes()[i].port())
+}
+
+/// Polls the report until `done` holds (at most 20 s); the last report.
+async fn until(watchdog: &Watchdog, done: impl Fn(&Report) -> bool) -> Report {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let report = watchdog.report();
+        if done(&report) || Instant::now() > deadline {
+            return report;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_that_fills_first_is_named_with_the_pattern_filling_it() {
+    let cluster = RedisCluster::start(
+        3,
+        0,
+        &[
+            "--cluster-require-full-coverage",
+            "no",
+            "--maxmemory",
+            "64mb",
+        ],
+    );
+    let filling = cluster.primary_of("{jobs}").unwrap();
+    // Steady keys with a TTL on every node, so that none is empty.
+    for i in 0..cluster.nodes().len() {
+        for k in 0..50 {
+            let key = format!("cache:{i}:{k}");
+            if cluster.primary_of(&key) == Some(i) {
+                cluster.nodes()[i].cmd(&["SET", &key, "v", "EX", "600"]);
+            }
+        }
+    }
+    // Given one other node: the rest is found.
+    let watchdog = Watchdog::builder()
+        .name("jobs")
+        .interval(Duration::from_millis(100))
+        .min_span(Duration::from_secs(1))
+        .horizon(Duration::from_secs(60))
+        .samples_per_round(200)
+        .keys_per_second(10_000)
+        .redis_cluster([cluster.nodes()[(filling + 1) % 3].url()])
+        .build()
+        .unwrap();
+    let mut subscribed = watchdog.subscribe();
+    // A job queue leaking 8 KiB jobs without TTL onto one shard.
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = cluster.nodes()[filling].port();
+    let writer = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let value = "x".repeat(8192);
+            let mut n = 0u64;
+            // About 3 MB/s: 64 MB would be full in about 20 s.
+            while !stop.load(Relaxed) {
+                let key = format!("{{jobs}}:job:{n}");
+                fusebox_testkit::command(port, &["SET", &key, &value]).unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    });
+    let report = until(&watchdog, |r| {
+        r.node.as_deref() == Some(addr(&cluster, filling).as_str())
+            && r.seconds_to_full.is_some()
+            && r.no_ttl_prefixes
+                .first()
+                .is_some_and(|p| p.pattern.starts_with("{jobs}"))
+            && r.nodes.len() == 3
+    })
+    .await;
+    stop.store(true, Relaxed);
+    writer.join().unwrap();
+    println!("{report}");
+    assert_eq!(report.nodes.len(), 3, "every primary watched");
+    assert_eq!(
+        report.node.as_deref(),
+        Some(addr(&cluster, filling).as_str()),
+        "the filling node decides"
+    );
+    assert!(report.seconds_to_full.is_some(), "a forecast");
+    let pattern = &report.no_ttl_prefixes[0].pattern;
+    assert!(pattern.starts_with("{jobs}"), "{pattern}");
+    for node in &report.nodes {
+        let this = node.node.as_deref().unwrap();
+        if this != addr(&cluster, filling) {
+            assert!(
+                node.no_ttl_prefixes
+                    .iter()
+                    .all(|p| !p.pattern.starts_with("{jobs}")),
+                "{this} holds no jobs"
+            );
+        }
+    }
+    // The leeway alert came from that node, and says so.
+    let mut leeway_from = None;
+    while let Ok(alert) = subscribed.try_recv() {
+        if let Alert::Node { node, alert } = alert {
+            if matches!(*alert, Alert::Leeway { raised: true, .. }) {
+                leeway_from = Some(node);
+            }
+        }
+    }
+    assert_eq!(leeway_from, Some(addr(&cluster, filling)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_primary_is_reported_down_then_its_replica_is_watched() {
+    let mut cluster = RedisCluster::start(3, 1, &["--cluster-require-full-coverage", "no"]);
+    let watchdog = Watchdog::builder()
+        .interval(Duration::from_millis(100))
+        .redis_cluster(cluster.urls())
+        .build()
+        .unwrap();
+    let healthy = until(&watchdog, |r| {
+        r.nodes.len() == 3 && r.nodes.iter().all(|n| n.status != Status::Starting)
+    })
+    .await;
+    assert_eq!(healthy.nodes.len(), 3, "{healthy}");
+    let victim = cluster.primary_of("k").unwrap();
+    let victim_addr = addr(&cluster, victim);
+    cluster.node_mut(victim).kill();
+    let down = until(&watchdog, |r| r.status == Status::Down).await;
+    assert_eq!(down.status, Status::Down, "{down}");
+    let after = until(&watchdog, |r| {
+        r.nodes.len() == 3
+            && r.nodes
+                .iter()
+                .all(|n| n.status != Status::Down && n.status != Status::Starting)
+            && r.nodes
+                .iter()
+                .all(|n| n.node.as_deref() != Some(victim_addr.as_str()))
+    })
+    .await;
+    println!("{after}");
+    assert!(
+        after
+            .nodes
+            .iter()
+            .all(|n| n.node.as_deref() != Some(victim_addr.as_str())),
+        "the promoted replica is watched instead: {after}"
+    );
+    assert_ne!(after.status, Status::Down, "{after}");
+}
