@@ -86,6 +86,7 @@ pub mod watchdog;
 
 mod error;
 mod flight;
+mod hold;
 mod request;
 
 pub use error::ConfigError;

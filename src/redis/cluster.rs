@@ -38,7 +38,7 @@ mod split;
 
 pub use error::ShardError;
 pub(crate) use slots::slot_of;
-use slots::{parse_slots, Shard, SlotMap, UNMAPPED};
+use slots::{parse_slots, Circuit, Shard, SlotMap, UNMAPPED};
 
 /// How often the map of slots to primaries is read again.
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
@@ -46,6 +46,10 @@ const REFRESH_EVERY: Duration = Duration::from_millis(500);
 /// At most one connect attempt per this interval while the cluster is
 /// unreachable; callers in between get the last attempt's error at once.
 const RECONNECT_PACE: Duration = Duration::from_millis(100);
+
+/// How long a shard's changes are shed after it refused one, by default
+/// (the cache's own default).
+const DEFAULT_WRITE_HOLD_DOWN: Duration = Duration::from_secs(5);
 
 /// The future of a [`ClusterBackend`] call.
 pub type ClusterFuture = Pin<Box<dyn Future<Output = Result<CacheResponse, ShardError>> + Send>>;
@@ -100,8 +104,10 @@ struct Shared {
     map: RwLock<Arc<SlotMap>>,
     /// The circuits of the primaries in the latest map, and of slots no
     /// primary holds (`unmapped`).
-    breakers: Mutex<HashMap<Arc<str>, Breaker>>,
+    circuits: Mutex<HashMap<Arc<str>, Arc<Circuit>>>,
     config: Config,
+    /// How long a shard's changes are shed after it refused one.
+    write_hold_down: Duration,
     refreshing: AtomicBool,
 }
 
@@ -172,22 +178,40 @@ impl ClusterBackend {
                 conn: OnceLock::new(),
                 connecting: tokio::sync::Mutex::new(None),
                 map: RwLock::new(Arc::default()),
-                breakers: Mutex::new(HashMap::new()),
+                circuits: Mutex::new(HashMap::new()),
                 config,
+                write_hold_down: DEFAULT_WRITE_HOLD_DOWN,
                 refreshing: AtomicBool::new(false),
             }),
         })
     }
 
+    /// How long a shard's changes are shed, unsent, after it refused one
+    /// (`OOM`: writes; `READONLY`, `MISCONF`, a write timeout: every
+    /// change), while the other shards take theirs. The cache's own
+    /// [`write_hold_down`](crate::cache::CacheBuilder::write_hold_down) is
+    /// for a single Redis: over this backend, a refusal is its shard's
+    /// alone. Defaults to 5 s; zero sends every change.
+    ///
+    /// # Panics
+    ///
+    /// If called once the backend has been cloned (set it first).
+    pub fn write_hold_down(mut self, d: Duration) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("write_hold_down is set before the backend is cloned")
+            .write_hold_down = d;
+        self
+    }
+
     /// The breaker of the primary at `addr` (`host:port`, as the cluster
     /// names it), once a call has gone to it.
     pub fn shard_breaker(&self, addr: &str) -> Option<Breaker> {
-        let breakers = self
+        let circuits = self
             .shared
-            .breakers
+            .circuits
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        breakers.get(addr).cloned()
+        circuits.get(addr).map(|c| c.breaker.clone())
     }
 
     /// The primary that owns `key`'s slot in this backend's latest map of
@@ -263,14 +287,17 @@ impl Shared {
     }
 
     /// The circuit of the primary at `addr`, made on first sight.
-    fn breaker(&self, addr: &Arc<str>) -> Breaker {
-        let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
-        breakers
+    fn circuit(&self, addr: &Arc<str>) -> Arc<Circuit> {
+        let mut circuits = self.circuits.lock().unwrap_or_else(PoisonError::into_inner);
+        circuits
             .entry(addr.clone())
             .or_insert_with(|| {
                 let mut config = self.config.clone();
                 config.name = format!("{}:{addr}", self.config.name);
-                Breaker::new(config)
+                Arc::new(Circuit {
+                    breaker: Breaker::new(config),
+                    hold: crate::hold::HoldDown::new(self.write_hold_down),
+                })
             })
             .clone()
     }
@@ -283,13 +310,13 @@ impl Shared {
             ranges
                 .into_iter()
                 .map(|(start, end, addr)| {
-                    let breaker = self.breaker(&addr);
-                    (start, end, Shard { addr, breaker })
+                    let circuit = self.circuit(&addr);
+                    (start, end, Shard { addr, circuit })
                 })
                 .collect(),
         );
-        let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
-        breakers
+        let mut circuits = self.circuits.lock().unwrap_or_else(PoisonError::into_inner);
+        circuits
             .retain(|addr, _| &**addr == UNMAPPED || map.0.iter().any(|(_, _, s)| s.addr == *addr));
         map
     }
@@ -319,8 +346,8 @@ impl Shared {
             Some(owner) => owner.clone(),
             None => {
                 let addr = Arc::from(UNMAPPED);
-                let breaker = self.breaker(&addr);
-                Shard { addr, breaker }
+                let circuit = self.circuit(&addr);
+                Shard { addr, circuit }
             }
         }
     }
@@ -331,13 +358,22 @@ impl Shared {
         slot: u16,
         request: CacheRequest,
     ) -> Result<CacheResponse, ShardError> {
-        let Shard { addr, breaker } = self.shard_of(slot);
-        CircuitBreakerLayer::with_breaker(breaker)
+        let Shard { addr, circuit } = self.shard_of(slot);
+        if let Some(reason) = circuit.hold.shed(&request) {
+            let error = crate::breaker::Error::Inner(RedisError::held_down(reason));
+            return Err(ShardError { shard: addr, error });
+        }
+        let result = CircuitBreakerLayer::with_breaker(circuit.breaker.clone())
             .classifier(FaultClassifier)
             .layer(ShardClient(self.clone()))
             .oneshot(request)
-            .await
-            .map_err(|error| ShardError { shard: addr, error })
+            .await;
+        result.map_err(|error| {
+            if let crate::breaker::Error::Inner(e) = &error {
+                circuit.hold.answered(e.reason());
+            }
+            ShardError { shard: addr, error }
+        })
     }
 
     async fn run(self: Arc<Self>, request: CacheRequest) -> Result<CacheResponse, ShardError> {

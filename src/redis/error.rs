@@ -47,6 +47,17 @@ impl RedisError {
         }
     }
 
+    /// A change not sent: its shard refused one within the write
+    /// hold-down, for `reason`.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn held_down(reason: Reason) -> Self {
+        RedisError {
+            reason,
+            source: None,
+            connect: None,
+        }
+    }
+
     /// A call not sent: its connection had as many calls in flight as
     /// allowed.
     pub(crate) fn overloaded() -> Self {
@@ -196,6 +207,9 @@ impl fmt::Display for RedisError {
                 Reason::Timeout => f.write_str("redis timeout: no answer within the deadline"),
                 Reason::Io => f.write_str("redis connection broken"),
                 Reason::NoPrimary => f.write_str("redis no_primary: no sentinel named a usable primary"),
+                r if r.refuses_writes() => {
+                    write!(f, "redis {r}: not sent, within the write hold-down")
+                }
                 _ => f.write_str("redis unavailable: no connection within the checkout deadline"),
             },
         }

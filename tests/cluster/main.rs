@@ -375,3 +375,52 @@ async fn the_deadline_at_its_extremes() {
         assert!(start.elapsed() < Duration::from_secs(5), "refused at once");
     }
 }
+
+/// One shard full under `noeviction`: its writes are refused, then shed
+/// unsent for the hold-down; the other shards keep taking theirs (a
+/// cache-wide hold-down would shed every shard's writes for one shard's
+/// `OOM`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_full_shard_holds_down_its_own_writes_only() {
+    let cluster = RedisCluster::start(3, 0, &["--cluster-require-full-coverage", "no"]);
+    let (cache, _backend) = cache(&cluster);
+    // Filled well past a limit then set below it: every write is refused.
+    let full = cluster.primary_of("{full}").unwrap();
+    let value = "x".repeat(64 * 1024);
+    for i in 0..32 {
+        cluster.nodes()[full].cmd(&["SET", &format!("{{full}}:{i}"), &value]);
+    }
+    cluster.nodes()[full].cmd(&["CONFIG", "SET", "maxmemory", "1mb"]);
+    let keys: Vec<(String, bool)> = (0..300)
+        .map(|i| {
+            let key = format!("w{i}");
+            let on_full = cluster.primary_of(&key) == Some(full);
+            (key, on_full)
+        })
+        .collect();
+    let (mut refused, mut others_done, mut others) = (0, 0, 0);
+    for (key, on_full) in &keys {
+        match (cache.set(key, "v").await, on_full) {
+            (Write::Skipped(fusebox::cache::Reason::OutOfMemory), true) => refused += 1,
+            (Write::Done, false) => others_done += 1,
+            (outcome, on_full) => panic!("{key} (on the full shard: {on_full}): {outcome:?}"),
+        }
+        others += usize::from(!on_full);
+    }
+    let stats = cluster.nodes()[full].cmd(&["INFO", "errorstats"]);
+    let sent_and_refused: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("errorstat_OOM:count="))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    println!(
+        "{refused} writes to the full shard skipped (OOM answered {sent_and_refused} times, the fill's own included); {others_done}/{others} to the others done"
+    );
+    assert_eq!(others_done, others, "the other shards take every write");
+    assert!(refused > 50);
+    assert!(
+        sent_and_refused <= 3,
+        "the full shard's writes were held down, not sent: {sent_and_refused}"
+    );
+    // Reads of every shard go on.
+    assert_eq!(cache.get("w1").await.is_some(), !keys[1].1);
+}

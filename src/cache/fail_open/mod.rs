@@ -23,7 +23,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -32,6 +32,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use crate::hold::HoldDown;
 use crate::request::{CacheRequest, CacheResponse, Fault, Reason};
 
 /// Makes [`FailOpen`] services that share one OOM hold-down and one log
@@ -64,11 +65,8 @@ impl FailOpenLayer {
             shared: Arc::new(Shared {
                 name,
                 pressure,
-                hold_down,
+                hold: HoldDown::new(hold_down),
                 base: Instant::now(),
-                grow_until: AtomicU64::new(0),
-                change_until: AtomicU64::new(0),
-                change_reason: AtomicU8::new(0),
                 next_log: AtomicU64::new(0),
                 unlogged: AtomicU64::new(0),
             }),
@@ -93,17 +91,10 @@ struct Shared {
     name: Arc<str>,
     /// Set while writes should be shed before Redis fills (opt-in).
     pressure: Option<Arc<AtomicBool>>,
-    hold_down: Duration,
-    /// Origin of the nanosecond clocks below.
+    /// Writes shed after Redis refused one.
+    hold: HoldDown,
+    /// Origin of the log clock.
     base: Instant,
-    /// Writes that grow memory are shed until this many nanoseconds after
-    /// `base` (after `OOM`; 0: never were, so no clock is read on the write
-    /// path).
-    grow_until: AtomicU64,
-    /// Every change is shed until then (after `READONLY`, `MISCONF`, a
-    /// write timeout), with the reason in `change_reason`.
-    change_until: AtomicU64,
-    change_reason: AtomicU8,
     /// No summary is logged before this.
     next_log: AtomicU64,
     /// Fallbacks since the last summary.
@@ -114,7 +105,7 @@ impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FailOpen")
             .field("name", &self.name)
-            .field("hold_down", &self.hold_down)
+            .field("hold", &self.hold)
             .finish_non_exhaustive()
     }
 }
@@ -132,37 +123,21 @@ impl Shared {
 
     /// Why `request` is shed without asking Redis, if it is.
     fn shed(&self, request: &CacheRequest) -> Option<Reason> {
-        if !request.is_mutation() {
-            return None;
+        if let Some(reason) = self.hold.shed(request) {
+            return Some(reason);
         }
-        let until = self.change_until.load(Relaxed);
-        if until != 0 && self.nanos() < until {
-            return Some(Reason::from_code(self.change_reason.load(Relaxed)));
-        }
-        if !request.is_write() {
-            return None;
-        }
-        let until = self.grow_until.load(Relaxed);
-        if until != 0 && self.nanos() < until {
-            return Some(Reason::OutOfMemory);
-        }
-        self.under_pressure().then_some(Reason::MemoryPressure)
+        (request.is_write() && self.under_pressure()).then_some(Reason::MemoryPressure)
     }
 
-    /// Counts and logs a fallback. `answered` says whether the reason came
-    /// from the backend (a refused write starts the hold-down) rather than
-    /// from this layer (a write shed during the hold-down must not extend
-    /// it, or it would never end while writes keep coming).
+    /// Counts and logs a fallback. `answered` says whether the reason is
+    /// Redis' own answer, for this whole cache (a refused write starts the
+    /// hold-down), rather than this layer's (a write shed during the
+    /// hold-down must not extend it) or one shard's, held down by the
+    /// shard itself ([contained](Fault::contained)).
     fn fell_back(&self, op: &'static str, reason: Reason, answered: bool) {
         crate::telemetry::cache_fail_open(&self.name, op, reason.as_str());
-        if answered && reason.refuses_writes() {
-            let until = self.nanos().saturating_add(nanos(self.hold_down)).max(1);
-            if reason == Reason::OutOfMemory {
-                self.grow_until.fetch_max(until, Relaxed);
-            } else {
-                self.change_reason.store(reason.code(), Relaxed);
-                self.change_until.fetch_max(until, Relaxed);
-            }
+        if answered {
+            self.hold.answered(reason);
         }
         self.unlogged.fetch_add(1, Relaxed);
         let now = self.nanos();
@@ -336,7 +311,7 @@ where
                 Ok(response) => response,
                 Err(e) => {
                     let reason = e.reason();
-                    shared.fell_back(fallback.op, reason, true);
+                    shared.fell_back(fallback.op, reason, !e.contained());
                     fallback.response(reason)
                 }
             })),

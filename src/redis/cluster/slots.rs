@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::breaker::Breaker;
+use crate::hold::HoldDown;
 
 /// The shard of slots no primary holds (in this backend's latest map).
 pub(super) const UNMAPPED: &str = "unmapped";
@@ -17,7 +18,16 @@ const SLOTS: u16 = 16384;
 #[derive(Clone, Debug)]
 pub(super) struct Shard {
     pub(super) addr: Arc<str>,
+    pub(super) circuit: Arc<Circuit>,
+}
+
+/// What a primary's calls share, kept while it stays in the map: its
+/// breaker, and its write hold-down (one shard refusing writes, full or
+/// demoted, holds down its own writes only).
+#[derive(Debug)]
+pub(super) struct Circuit {
     pub(super) breaker: Breaker,
+    pub(super) hold: HoldDown,
 }
 
 /// Which primary owns each slot: ranges sorted by their first slot, each
@@ -113,7 +123,10 @@ mod tests {
     fn the_map_finds_each_slot_owner() {
         let shard = |addr: &str| Shard {
             addr: Arc::from(addr),
-            breaker: Breaker::new(Config::default()),
+            circuit: Arc::new(Circuit {
+                breaker: Breaker::new(Config::default()),
+                hold: HoldDown::new(std::time::Duration::ZERO),
+            }),
         };
         let addr = |map: &SlotMap, slot| map.owner(slot).map(|s| s.addr.to_string());
         let map = SlotMap(vec![

@@ -2,6 +2,7 @@
 //!
 //! ```sh
 //! cargo run --example incident_replay --features http
+//! cargo run --example incident_replay --features http,cluster -- --cluster
 //! ```
 //!
 //! A small Redis (32 MiB, `noeviction`) is shared by a web service that uses
@@ -14,6 +15,11 @@
 //! keeps serving reads. An operator restarts Redis: the breaker opens, the
 //! service keeps answering from its source of truth, the breaker closes,
 //! hits resume. Through all of it, clients see no error.
+//!
+//! With `--cluster` the same runs on a Redis Cluster of 3 primaries with a
+//! replica each: the leak fills one shard, the watchdog names that node,
+//! then one primary is killed mid-run: its keys miss while the others keep
+//! hitting, its replica is promoted, and hits resume.
 //!
 //! Time is compressed: the watchdog's leeway budget of 48 h becomes 48 s.
 //! Starts its own `redis-server` on a free port; without one, says how to
@@ -28,10 +34,14 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use fusebox::cache::{Cache, Reason, Write};
+use fusebox::breaker::Breaker;
+use fusebox::cache::{Backend, Cache, Reason, Write};
 use fusebox::http::HttpCacheLayer;
 use fusebox::watchdog::{Alert, Watchdog};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[cfg(feature = "cluster")]
+mod cluster;
 
 const MAXMEMORY: &str = "32mb";
 const CLIENTS: usize = 12;
@@ -48,6 +58,7 @@ const PHASES: [&str; 5] = [
 
 struct Replay {
     start: Instant,
+    phases: &'static [&'static str],
     phase: AtomicUsize,
     /// Per phase: latencies (µs), hits, errors.
     stats: Mutex<Vec<PhaseStats>>,
@@ -65,11 +76,12 @@ struct PhaseStats {
 }
 
 impl Replay {
-    fn new() -> Arc<Replay> {
+    fn new(phases: &'static [&'static str]) -> Arc<Replay> {
         Arc::new(Replay {
             start: Instant::now(),
+            phases,
             phase: AtomicUsize::new(0),
-            stats: Mutex::new(vec![PhaseStats::default(); PHASES.len()]),
+            stats: Mutex::new(vec![PhaseStats::default(); phases.len()]),
             writes_shed: AtomicU64::new(0),
             first_alert: Mutex::new(None),
             oom_at: Mutex::new(None),
@@ -84,14 +96,25 @@ impl Replay {
         println!("[{:>5.1} s] {}", self.t(), what.as_ref());
     }
 
+    /// Until the leak has met `OOM`, at most 60 s.
+    async fn until_full(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.oom_at.lock().unwrap().is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn enter(&self, phase: usize) {
         self.phase.store(phase, Relaxed);
-        println!("[{:>5.1} s] ── phase: {} ──", self.t(), PHASES[phase]);
+        println!("[{:>5.1} s] ── phase: {} ──", self.t(), self.phases[phase]);
     }
 }
 
 /// The service's source of truth: slow-ish, always right.
-async fn product(State(app): State<AppState>, Path(id): Path<u64>) -> impl IntoResponse {
+async fn product<B: Backend + Sync>(
+    State(app): State<AppState<B>>,
+    Path(id): Path<u64>,
+) -> impl IntoResponse {
     tokio::time::sleep(Duration::from_millis(8)).await;
     let page = format!("<html>product {id}: {}</html>", "·".repeat(800));
     // A typical extra write: "recently viewed", 30 s.
@@ -111,20 +134,31 @@ async fn product(State(app): State<AppState>, Path(id): Path<u64>) -> impl IntoR
     ([(header::CACHE_CONTROL, "public, max-age=8")], page)
 }
 
-#[derive(Clone)]
-struct AppState {
-    cache: Cache,
+struct AppState<B> {
+    cache: Cache<B>,
     replay: Arc<Replay>,
 }
 
+impl<B: Clone> Clone for AppState<B> {
+    fn clone(&self) -> Self {
+        AppState {
+            cache: self.cache.clone(),
+            replay: self.replay.clone(),
+        }
+    }
+}
+
 /// The web service: product pages behind fusebox's HTTP cache.
-async fn serve(cache: &Cache, replay: &Arc<Replay>) -> std::io::Result<std::net::SocketAddr> {
+async fn serve<B: Backend + Sync>(
+    cache: &Cache<B>,
+    replay: &Arc<Replay>,
+) -> std::io::Result<std::net::SocketAddr> {
     let state = AppState {
         cache: cache.clone(),
         replay: replay.clone(),
     };
     let app = Router::new()
-        .route("/product/{id}", get(product))
+        .route("/product/{id}", get(product::<B>))
         .with_state(state)
         .layer(HttpCacheLayer::new(cache.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -220,8 +254,142 @@ fn load(
         .collect()
 }
 
+/// The watchdog of the replay: time compressed, 48 h of leeway are 48 s.
+fn watchdog() -> fusebox::watchdog::WatchdogBuilder {
+    Watchdog::builder()
+        .name("redis")
+        .interval(Duration::from_millis(500))
+        .min_span(Duration::from_secs(3))
+        .horizon(Duration::from_secs(60))
+        .leeway(Duration::from_secs(48))
+        .samples_per_round(200)
+        .keys_per_second(4000)
+}
+
+/// Prints the watchdog's alerts as they come, with the forecast and the
+/// leaking pattern (and, on a cluster, the node).
+fn timeline(replay: &Arc<Replay>, watchdog: &Watchdog, stop: &Arc<AtomicBool>) {
+    let (replay, watchdog2, done) = (replay.clone(), watchdog.clone(), stop.clone());
+    let mut alerts = watchdog.subscribe();
+    tokio::spawn(async move {
+        while let Ok(alert) = alerts.recv().await {
+            if done.load(Relaxed) {
+                break;
+            }
+            replay
+                .first_alert
+                .lock()
+                .unwrap()
+                .get_or_insert(replay.start.elapsed());
+            let mut line = format!("watchdog: {alert}");
+            // A cluster node's alert: that node's own figures.
+            let (inner, node) = match &alert {
+                Alert::Node { alert, node } => (&**alert, Some(node)),
+                other => (other, None),
+            };
+            if matches!(
+                inner,
+                Alert::Usage { raised: true, .. } | Alert::Leeway { raised: true, .. }
+            ) {
+                let mut report = watchdog2.report();
+                if let Some(n) = node {
+                    let mine = report.nodes.iter().find(|r| r.node.as_ref() == Some(n));
+                    report = mine.cloned().unwrap_or(report);
+                }
+                if let (Some(s), Alert::Usage { .. }) = (report.seconds_to_full, inner) {
+                    line.push_str(&format!(" — forecast: full in {s:.0} s"));
+                }
+                if let Some(p) = report.no_ttl_prefixes.first() {
+                    line.push_str(&format!(
+                        " — `{}` holds {:.0} % of no-TTL bytes",
+                        p.pattern,
+                        p.share * 100.0
+                    ));
+                }
+            }
+            replay.say(line);
+        }
+    });
+}
+
+/// Prints a breaker's transitions as they happen.
+fn breaker_timeline(replay: &Arc<Replay>, breaker: &Breaker, name: &str, stop: &Arc<AtomicBool>) {
+    let (replay, done, name) = (replay.clone(), stop.clone(), name.to_owned());
+    let mut transitions = breaker.subscribe();
+    tokio::spawn(async move {
+        while let Ok(t) = transitions.recv().await {
+            if done.load(Relaxed) {
+                break;
+            }
+            replay.say(format!(
+                "{name}: {} → {} ({})",
+                t.from,
+                t.to,
+                t.reason.as_str()
+            ));
+        }
+    });
+}
+
+/// The leaky job queue: jobs without TTL under `prefix`, pipelined to the
+/// node at `url`, until `stop`; at the first `OOM` it says `oom_line` and
+/// enters the phase after "filling".
+fn leak(
+    replay: &Arc<Replay>,
+    url: &str,
+    prefix: &'static str,
+    oom_line: &'static str,
+    stop: &Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let (replay, stop, url) = (replay.clone(), stop.clone(), url.to_owned());
+    tokio::spawn(async move {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = None;
+        let job = vec![b'j'; 1000];
+        let mut id = 0u64;
+        while !stop.load(Relaxed) {
+            if conn.is_none() {
+                conn = client.get_multiplexed_async_connection().await.ok();
+            }
+            if let Some(c) = conn.as_mut() {
+                let mut pipe = redis::pipe();
+                for _ in 0..60 {
+                    pipe.cmd("SET")
+                        .arg(format!("{prefix}:{id}"))
+                        .arg(&job[..])
+                        .ignore();
+                    id += 1;
+                }
+                if let Err(e) = pipe.query_async::<()>(c).await {
+                    if e.code() == Some("OOM") || format!("{e}").contains("OOM") {
+                        let mut oom = replay.oom_at.lock().unwrap();
+                        if oom.is_none() {
+                            *oom = Some(replay.start.elapsed());
+                            drop(oom);
+                            replay.say(oom_line);
+                            replay.enter(2);
+                        }
+                    } else {
+                        conn = None;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::args().any(|a| a == "--cluster") {
+        #[cfg(feature = "cluster")]
+        return cluster::run().await;
+        #[cfg(not(feature = "cluster"))]
+        {
+            eprintln!("--cluster needs the cluster feature: cargo run --example incident_replay --features http,cluster -- --cluster");
+            std::process::exit(2);
+        }
+    }
     let Ok(mut redis) = fusebox_testkit::RedisServer::try_start(&[
         "--maxmemory",
         MAXMEMORY,
@@ -231,7 +399,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return without_redis().await;
     };
     let (port, url) = (redis.port(), redis.url());
-    let replay = Replay::new();
+    let replay = Replay::new(&PHASES);
     println!("fusebox incident replay — Redis {MAXMEMORY}, noeviction, on port {port}; time compressed (48 h of leeway = 48 s)\n");
 
     let cache = Cache::builder()
@@ -242,16 +410,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .open_backoff(2.0, Duration::from_secs(60))
                 .open_jitter(0.1)
         })
-        .watchdog(
-            Watchdog::builder()
-                .name("redis")
-                .interval(Duration::from_millis(500))
-                .min_span(Duration::from_secs(3))
-                .horizon(Duration::from_secs(60))
-                .leeway(Duration::from_secs(48))
-                .samples_per_round(200)
-                .keys_per_second(4000),
-        )
+        .watchdog(watchdog())
         .redis_url(&url)
         .build()?;
     let addr = serve(&cache, &replay).await?;
@@ -259,57 +418,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stop = Arc::new(AtomicBool::new(false));
     // The timeline: watchdog alerts and breaker transitions as they happen.
     let watchdog = cache.watchdog().expect("started with the cache").clone();
-    {
-        let (replay, watchdog2, done) = (replay.clone(), watchdog.clone(), stop.clone());
-        let mut alerts = watchdog.subscribe();
-        tokio::spawn(async move {
-            while let Ok(alert) = alerts.recv().await {
-                if done.load(Relaxed) {
-                    break;
-                }
-                replay
-                    .first_alert
-                    .lock()
-                    .unwrap()
-                    .get_or_insert(replay.start.elapsed());
-                let mut line = format!("watchdog: {alert}");
-                if matches!(
-                    alert,
-                    Alert::Usage { raised: true, .. } | Alert::Leeway { raised: true, .. }
-                ) {
-                    let report = watchdog2.report();
-                    if let (Some(s), Alert::Usage { .. }) = (report.seconds_to_full, &alert) {
-                        line.push_str(&format!(" — forecast: full in {s:.0} s"));
-                    }
-                    if let Some(p) = report.no_ttl_prefixes.first() {
-                        line.push_str(&format!(
-                            " — `{}` holds {:.0} % of no-TTL bytes",
-                            p.pattern,
-                            p.share * 100.0
-                        ));
-                    }
-                }
-                replay.say(line);
-            }
-        });
-    }
-    {
-        let (replay, done) = (replay.clone(), stop.clone());
-        let mut transitions = cache.breaker().subscribe();
-        tokio::spawn(async move {
-            while let Ok(t) = transitions.recv().await {
-                if done.load(Relaxed) {
-                    break;
-                }
-                replay.say(format!(
-                    "breaker: {} → {} ({})",
-                    t.from,
-                    t.to,
-                    t.reason.as_str()
-                ));
-            }
-        });
-    }
+    timeline(&replay, &watchdog, &stop);
+    breaker_timeline(&replay, cache.breaker(), "breaker", &stop);
 
     let clients = load(addr, replay.clone(), stop.clone());
     replay.enter(0);
@@ -319,50 +429,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     replay.enter(1);
     replay.say("job queue starts writing completed jobs WITHOUT a TTL (queue:todo:completed:<id>)");
     let leak_stop = Arc::new(AtomicBool::new(false));
-    let leak = {
-        let (replay, stop, url) = (replay.clone(), leak_stop.clone(), url.clone());
-        tokio::spawn(async move {
-            let client = redis::Client::open(url.as_str()).unwrap();
-            let mut conn = None;
-            let job = vec![b'j'; 1000];
-            let mut id = 0u64;
-            while !stop.load(Relaxed) {
-                if conn.is_none() {
-                    conn = client.get_multiplexed_async_connection().await.ok();
-                }
-                if let Some(c) = conn.as_mut() {
-                    let mut pipe = redis::pipe();
-                    for _ in 0..60 {
-                        pipe.cmd("SET")
-                            .arg(format!("queue:todo:completed:{id}"))
-                            .arg(&job[..])
-                            .ignore();
-                        id += 1;
-                    }
-                    if let Err(e) = pipe.query_async::<()>(c).await {
-                        if e.code() == Some("OOM") || format!("{e}").contains("OOM") {
-                            let mut oom = replay.oom_at.lock().unwrap();
-                            if oom.is_none() {
-                                *oom = Some(replay.start.elapsed());
-                                drop(oom);
-                                replay.say("Redis answers OOM: command not allowed when used memory > 'maxmemory'");
-                                replay.enter(2);
-                            }
-                        } else {
-                            conn = None;
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let leak = leak(
+        &replay,
+        &url,
+        "queue:todo:completed",
+        "Redis answers OOM: command not allowed when used memory > 'maxmemory'",
+        &leak_stop,
+    );
 
-    // Wait for OOM (bounded), then let the full state run for a while.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while replay.oom_at.lock().unwrap().is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Until OOM (at most 60 s), then the full state for a while.
+    replay.until_full().await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     replay.say(format!(
         "while full: {} of the app's cache writes skipped as out-of-memory (then shed without asking Redis); reads kept hitting; breaker {}",
@@ -404,7 +480,7 @@ fn summary(replay: &Replay, phases: usize) {
     println!("\n| phase | requests | errors surfaced | cache hit ratio | p50 ms | p99 ms | writes shed |");
     println!("|---|---|---|---|---|---|---|");
     let (mut total, mut errors) = (0, 0);
-    for (name, mut s) in PHASES.iter().zip(stats).take(phases) {
+    for (name, mut s) in replay.phases.iter().zip(stats).take(phases) {
         let n = s.latencies_us.len() as u64;
         total += n;
         errors += s.errors;
@@ -437,7 +513,7 @@ fn summary(replay: &Replay, phases: usize) {
 }
 
 /// Without a redis-server: the fail-open path alone.
-async fn without_redis() -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) async fn without_redis() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "redis-server was not found on PATH ({}) to replay the full incident.",
         fusebox_testkit::INSTALL_HINT
@@ -450,7 +526,7 @@ async fn without_redis() -> Result<(), Box<dyn std::error::Error>> {
             fusebox_testkit::free_port()
         ))
         .build()?;
-    let replay = Replay::new();
+    let replay = Replay::new(&PHASES);
     let addr = serve(&cache, &replay).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let clients = load(addr, replay.clone(), stop.clone());
