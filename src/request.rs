@@ -158,8 +158,14 @@ pub enum Reason {
     Busy,
     /// The cluster refuses every key (`CLUSTERDOWN`): a shard has no
     /// primary while `cluster-require-full-coverage` is `yes`, or the node
-    /// lost the majority. A failure: it trips the shard's breaker.
+    /// lost the majority. It never trips a breaker: the refusal is fast,
+    /// and ends for every shard at once when the cluster is whole again,
+    /// which an open breaker would outlast.
     ClusterDown,
+    /// The key's slot has no live primary (`CLUSTERDOWN Hash slot not
+    /// served`, with `cluster-require-full-coverage no`): its shard is
+    /// down, not yet replaced. A failure: it trips the shard's breaker.
+    SlotDown,
     /// A multi-key call met a slot being migrated (`TRYAGAIN`): transient,
     /// and no sign of ill health, so it never trips a breaker.
     TryAgain,
@@ -210,6 +216,7 @@ impl Reason {
             Reason::MaxClients => "max_clients",
             Reason::Busy => "busy",
             Reason::ClusterDown => "cluster_down",
+            Reason::SlotDown => "slot_down",
             Reason::TryAgain => "try_again",
             Reason::Redirected => "redirected",
             Reason::NoPrimary => "no_primary",
@@ -235,7 +242,7 @@ impl Reason {
         )
     }
 
-    const ALL: [Reason; 21] = [
+    const ALL: [Reason; 22] = [
         Reason::BreakerOpen,
         Reason::Timeout,
         Reason::Unavailable,
@@ -247,6 +254,7 @@ impl Reason {
         Reason::MaxClients,
         Reason::Busy,
         Reason::ClusterDown,
+        Reason::SlotDown,
         Reason::TryAgain,
         Reason::Redirected,
         Reason::NoPrimary,
@@ -315,10 +323,13 @@ impl<E: Fault> Fault for crate::breaker::Error<E> {
 /// refusals of writes alone ([`Reason::refuses_writes`]: `OOM`, `READONLY`,
 /// `MISCONF`, a write that timed out), the caller's own errors
 /// ([`Reason::Rejected`], [`Reason::TooLarge`]), local back-pressure
-/// ([`Reason::Overloaded`]) and a cluster's slots moving
-/// ([`Reason::TryAgain`], [`Reason::Redirected`]) are ignored (such a Redis
-/// still serves reads; a `WRONGTYPE` says nothing about health); every
-/// other error is a failure; every response a success.
+/// ([`Reason::Overloaded`]), a cluster's slots moving
+/// ([`Reason::TryAgain`], [`Reason::Redirected`]) and a cluster refusing
+/// every key ([`Reason::ClusterDown`]: answered at once, and over the
+/// moment the cluster is whole again, which an open breaker would outlast)
+/// are ignored (such a Redis still serves reads; a `WRONGTYPE` says
+/// nothing about health); every other error is a failure; every response a
+/// success.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FaultClassifier;
 
@@ -333,7 +344,8 @@ impl<T, E: Fault> Classify<T, E> for FaultClassifier {
                 | Reason::TooLarge
                 | Reason::Overloaded
                 | Reason::TryAgain
-                | Reason::Redirected => Outcome::Ignored,
+                | Reason::Redirected
+                | Reason::ClusterDown => Outcome::Ignored,
                 _ => Outcome::Failure,
             },
         }

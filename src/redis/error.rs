@@ -137,6 +137,9 @@ pub(crate) fn classify(e: &redis::RedisError) -> Reason {
         if code == "ERR" && e.to_string().contains("max number of clients") {
             return Reason::MaxClients;
         }
+        if code == "CLUSTERDOWN" && e.to_string().contains("slot not served") {
+            return Reason::SlotDown;
+        }
         return by_code(code);
     }
     match e.kind() {
@@ -182,7 +185,11 @@ fn by_code(code: &str) -> Reason {
 fn severity(r: Reason) -> u8 {
     match r {
         Reason::OutOfMemory | Reason::ReadOnly | Reason::WritesStopped => 4,
-        Reason::Busy | Reason::ClusterDown | Reason::Auth | Reason::MaxClients => 3,
+        Reason::Busy
+        | Reason::ClusterDown
+        | Reason::SlotDown
+        | Reason::Auth
+        | Reason::MaxClients => 3,
         Reason::Other => 2,
         Reason::Rejected => 1,
         _ => 0,
@@ -265,6 +272,7 @@ mod tests {
     fn cluster_answers_are_told_apart() {
         let cases = [
             ("CLUSTERDOWN The cluster is down", Reason::ClusterDown),
+            ("CLUSTERDOWN Hash slot not served", Reason::SlotDown),
             (
                 "TRYAGAIN Multiple keys request during rehashing of slot",
                 Reason::TryAgain,
