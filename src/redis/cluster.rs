@@ -4,7 +4,7 @@
 //! One `get` through it: the key's slot (CRC16 of the key or its hash tag,
 //! as Redis computes it) → the primary that owns the slot in this
 //! backend's map of the cluster (from `CLUSTER SLOTS`, refreshed twice a
-//! second) → that primary's breaker → redis-rs's cluster connection, which
+//! second, and every 50 ms while a shard's breaker is not closed) → that primary's breaker → redis-rs's cluster connection, which
 //! routes the command itself (`MOVED`, `ASK`, its own topology refresh) →
 //! the answer, within the deadline. A shard whose breaker is open answers
 //! its keys as misses at once while the other shards keep hitting; a slot
@@ -42,6 +42,11 @@ use slots::{parse_slots, Circuit, Shard, SlotMap, UNMAPPED};
 
 /// How often the map of slots to primaries is read again.
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
+
+/// How often while a shard's breaker is not closed: its replica's
+/// promotion is seen within this, and its slots go to the new primary's
+/// closed breaker.
+const REFRESH_WHILE_OPEN: Duration = Duration::from_millis(50);
 
 /// At most one connect attempt per this interval while the cluster is
 /// unreachable; callers in between get the last attempt's error at once.
@@ -340,12 +345,25 @@ impl Shared {
         let _ = self.refresh().await;
         let weak: Weak<Shared> = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut pause = REFRESH_EVERY;
             loop {
-                tokio::time::sleep(REFRESH_EVERY).await;
+                tokio::time::sleep(pause).await;
                 let Some(shared) = weak.upgrade() else { return };
                 let _ = shared.refresh().await;
+                pause = match shared.any_not_closed() {
+                    true => REFRESH_WHILE_OPEN,
+                    false => REFRESH_EVERY,
+                };
             }
         });
+    }
+
+    /// Whether a shard of the latest map has a breaker open or half open.
+    fn any_not_closed(&self) -> bool {
+        let map = self.map();
+        map.0
+            .iter()
+            .any(|(_, _, s)| s.circuit.breaker.state() != crate::breaker::State::Closed)
     }
 
     fn shard_of(&self, slot: u16) -> Shard {
@@ -372,7 +390,7 @@ impl Shared {
         }
         let result = CircuitBreakerLayer::with_breaker(circuit.breaker.clone())
             .classifier(FaultClassifier)
-            .layer(ShardClient(self.clone()))
+            .layer(ShardClient(self.clone(), addr.clone()))
             .oneshot(request)
             .await;
         result.map_err(|error| {
@@ -418,9 +436,9 @@ impl Service<CacheRequest> for ClusterBackend {
 }
 
 /// The call under a shard's breaker: the cluster connection, bounded by
-/// the deadline.
+/// the deadline; the primary it is meant for.
 #[derive(Clone)]
-struct ShardClient(Arc<Shared>);
+struct ShardClient(Arc<Shared>, Arc<str>);
 
 impl Service<CacheRequest> for ShardClient {
     type Response = CacheResponse;
@@ -432,20 +450,30 @@ impl Service<CacheRequest> for ShardClient {
     }
 
     fn call(&mut self, request: CacheRequest) -> Self::Future {
-        let shared = self.0.clone();
+        let (shared, owner) = (self.0.clone(), self.1.clone());
         Box::pin(async move {
             within(shared.deadline, async {
                 let mut conn = shared.conn().await?;
                 // A redirection that reached us means redis-rs gave up
-                // following a slot in motion (an `ASK` met again and
-                // again while the slot's keys move): once more, afresh,
-                // within the same deadline.
+                // following it. To the owner it could not reach: the
+                // owner is down. Elsewhere: a slot in motion (an `ASK` met
+                // again and again while its keys move), tried once more,
+                // afresh, within the same deadline.
                 let again = request.clone();
+                let down = |e: RedisError| match e.redirected_to() {
+                    Some(to) if to == &*owner => e.owner_unreachable(),
+                    _ => e,
+                };
                 match execute(&mut conn, request).await.map_err(RedisError::from) {
-                    Err(e) if e.reason() == Reason::Redirected => {
-                        execute(&mut conn, again).await.map_err(RedisError::from)
+                    Err(e)
+                        if e.reason() == Reason::Redirected
+                            && e.redirected_to() != Some(&owner) =>
+                    {
+                        execute(&mut conn, again)
+                            .await
+                            .map_err(|e| down(RedisError::from(e)))
                     }
-                    result => result,
+                    result => result.map_err(down),
                 }
             })
             .await

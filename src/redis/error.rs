@@ -58,6 +58,21 @@ impl RedisError {
         }
     }
 
+    /// Where a surfaced `MOVED` or `ASK` pointed (`host:port`).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn redirected_to(&self) -> Option<&str> {
+        self.source.as_ref()?.redirect_node().map(|(addr, _)| addr)
+    }
+
+    /// This redirection, as what it says when it points at the very node
+    /// the client could not reach: the slot's owner is down
+    /// ([`Reason::Io`]), not moving.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn owner_unreachable(mut self) -> Self {
+        self.reason = Reason::Io;
+        self
+    }
+
     /// A call not sent: its connection had as many calls in flight as
     /// allowed.
     pub(crate) fn overloaded() -> Self {
