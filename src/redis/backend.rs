@@ -172,7 +172,7 @@ impl Service<CacheRequest> for RedisBackend {
                 return Err(RedisError::overloaded());
             };
             let (sent, answered) = (tokio::time::Instant::now(), conn.state.answered());
-            let result = execute(&mut conn.inner, request)
+            let result = execute(&mut conn.inner, &request)
                 .await
                 .map_err(RedisError::from);
             match result {

@@ -54,7 +54,7 @@ where
         let deadline = self.deadline;
         Box::pin(async move {
             within(deadline, async {
-                execute(&mut conn, request).await.map_err(RedisError::from)
+                execute(&mut conn, &request).await.map_err(RedisError::from)
             })
             .await
         })

@@ -15,30 +15,31 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use tower::{Layer, Service, ServiceExt};
+use tower::Service;
 
-use super::commands::{execute, within};
 use super::error::RedisError;
-use crate::breaker::{Breaker, CircuitBreakerLayer, Config};
+use crate::breaker::{Breaker, Config};
 use crate::error::ConfigError;
-use crate::request::FaultClassifier;
-use crate::request::{CacheRequest, CacheResponse, Reason};
+use crate::request::{CacheRequest, CacheResponse};
 
+mod call;
 mod error;
+mod shared;
 mod slots;
 mod split;
 
+use call::{Guarded, Local};
+
 pub use error::ShardError;
 pub(crate) use slots::slot_of;
-use slots::{parse_slots, Circuit, Shard, SlotMap, UNMAPPED};
+use slots::{Circuit, SlotMap};
 
 /// How often the map of slots to primaries is read again.
 const REFRESH_EVERY: Duration = Duration::from_millis(500);
@@ -82,7 +83,9 @@ pub type ClusterFuture = Pin<Box<dyn Future<Output = Result<CacheResponse, Shard
 /// * **Lazy**: building connects nothing; the first call connects (at most
 ///   one attempt per 100 ms while the cluster is unreachable).
 /// * **Deadline**: every call, connecting included, gives up after
-///   `deadline`; redis-rs's own timeouts are set to it too.
+///   `deadline`, its retries included; redis-rs's connect timeout is set
+///   to it too, and its per-call timers are off (the deadline is the one
+///   timer of a call).
 /// * **Breakers**: one per primary, named `{name}:{host:port}` in metrics
 ///   and events (default name `cluster`), from the cache's defaults: 5
 ///   failures in a row or half of the last 100 calls trip it, open
@@ -98,6 +101,8 @@ pub type ClusterFuture = Pin<Box<dyn Future<Output = Result<CacheResponse, Shard
 #[derive(Clone)]
 pub struct ClusterBackend {
     shared: Arc<Shared>,
+    /// This clone's own view of the map (empty in a new clone).
+    local: Local,
 }
 
 struct Shared {
@@ -107,6 +112,8 @@ struct Shared {
     /// Held while connecting; the last failed attempt, for pacing.
     connecting: tokio::sync::Mutex<Option<(tokio::time::Instant, RedisError)>>,
     map: RwLock<Arc<SlotMap>>,
+    /// Bumped each time `map` changes (0: no map yet).
+    generation: AtomicU64,
     /// The circuits of the primaries in the latest map, and of slots no
     /// primary holds (`unmapped`).
     circuits: Mutex<HashMap<Arc<str>, Arc<Circuit>>>,
@@ -172,7 +179,10 @@ impl ClusterBackend {
         }
         let client = ClusterClient::builder(infos)
             .connection_timeout(deadline)
-            .response_timeout(deadline)
+            // The call's own deadline bounds it all, retries included:
+            // no timers of redis-rs's per call (two, with a response
+            // timeout: per node and overall).
+            .overall_response_timeout(None)
             .retries(6)
             // Waits between retries of `CLUSTERDOWN` and `TRYAGAIN` of
             // 1–10 ms, not redis-rs's 1.28 s and more: a cluster refusing
@@ -184,12 +194,14 @@ impl ClusterBackend {
             .build()
             .map_err(|e| bad(format!("not usable ({})", e.category())))?;
         Ok(ClusterBackend {
+            local: Local::default(),
             shared: Arc::new(Shared {
                 client,
                 deadline,
                 conn: OnceLock::new(),
                 connecting: tokio::sync::Mutex::new(None),
                 map: RwLock::new(Arc::default()),
+                generation: AtomicU64::new(0),
                 circuits: Mutex::new(HashMap::new()),
                 config,
                 write_hold_down: DEFAULT_WRITE_HOLD_DOWN,
@@ -244,183 +256,6 @@ impl fmt::Debug for ClusterBackend {
     }
 }
 
-impl Shared {
-    fn map(&self) -> Arc<SlotMap> {
-        self.map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// The cluster connection, connecting it (once, paced) if need be.
-    async fn conn(&self) -> Result<ClusterConnection, RedisError> {
-        if let Some(conn) = self.conn.get() {
-            return Ok(conn.clone());
-        }
-        let mut failed = self.connecting.lock().await;
-        if let Some(conn) = self.conn.get() {
-            return Ok(conn.clone());
-        }
-        if let Some((at, e)) = failed.as_ref() {
-            if at.elapsed() < RECONNECT_PACE {
-                return Err(e.clone());
-            }
-        }
-        match self.client.get_async_connection().await {
-            Ok(conn) => {
-                let _ = self.conn.set(conn.clone());
-                *failed = None;
-                Ok(conn)
-            }
-            Err(e) => {
-                let e = RedisError::from(e);
-                *failed = Some((tokio::time::Instant::now(), e.clone()));
-                Err(e)
-            }
-        }
-    }
-
-    /// Reads the map of slots to primaries again (`CLUSTER SLOTS`).
-    async fn refresh(&self) -> Result<(), RedisError> {
-        let mut conn = within(self.deadline, self.conn()).await?;
-        let cmd = redis::cmd("CLUSTER").arg("SLOTS").clone();
-        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
-        let reply = within(self.deadline, async {
-            conn.route_command(cmd, routing)
-                .await
-                .map_err(RedisError::from)
-        })
-        .await?;
-        if let Some(ranges) = parse_slots(&reply) {
-            let map = self.resolve(ranges);
-            *self.map.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(map);
-        }
-        Ok(())
-    }
-
-    /// The circuit of the primary at `addr`, made on first sight.
-    fn circuit(&self, addr: &Arc<str>) -> Arc<Circuit> {
-        let mut circuits = self.circuits.lock().unwrap_or_else(PoisonError::into_inner);
-        circuits
-            .entry(addr.clone())
-            .or_insert_with(|| {
-                let mut config = self.config.clone();
-                config.name = format!("{}:{addr}", self.config.name);
-                Arc::new(Circuit {
-                    breaker: Breaker::new(config),
-                    hold: crate::hold::HoldDown::new(self.write_hold_down),
-                })
-            })
-            .clone()
-    }
-
-    /// A map of ranges to primaries, each with its circuit. Circuits of
-    /// primaries no longer in the map are forgotten (a demoted primary that
-    /// comes back as one starts closed).
-    fn resolve(&self, ranges: Vec<(u16, u16, Arc<str>)>) -> SlotMap {
-        let map = SlotMap(
-            ranges
-                .into_iter()
-                .map(|(start, end, addr)| {
-                    let circuit = self.circuit(&addr);
-                    (start, end, Shard { addr, circuit })
-                })
-                .collect(),
-        );
-        let mut circuits = self.circuits.lock().unwrap_or_else(PoisonError::into_inner);
-        circuits
-            .retain(|addr, _| &**addr == UNMAPPED || map.0.iter().any(|(_, _, s)| s.addr == *addr));
-        map
-    }
-
-    /// Starts the task that keeps the map fresh, on the first call; it ends
-    /// with the backend.
-    async fn ensure_refreshing(self: &Arc<Self>) {
-        // A load first: the swap writes, and every call passes here.
-        if self.refreshing.load(Relaxed) || self.refreshing.swap(true, Relaxed) {
-            return;
-        }
-        // The first map before the first call, so that it goes to its
-        // shard's breaker (bounded by the deadline).
-        let _ = self.refresh().await;
-        let weak: Weak<Shared> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut pause = REFRESH_EVERY;
-            loop {
-                tokio::time::sleep(pause).await;
-                let Some(shared) = weak.upgrade() else { return };
-                let _ = shared.refresh().await;
-                pause = match shared.any_not_closed() {
-                    true => REFRESH_WHILE_OPEN,
-                    false => REFRESH_EVERY,
-                };
-            }
-        });
-    }
-
-    /// Whether a shard of the latest map has a breaker open or half open.
-    fn any_not_closed(&self) -> bool {
-        let map = self.map();
-        map.0
-            .iter()
-            .any(|(_, _, s)| s.circuit.breaker.state() != crate::breaker::State::Closed)
-    }
-
-    fn shard_of(&self, slot: u16) -> Shard {
-        match self.map().owner(slot) {
-            Some(owner) => owner.clone(),
-            None => {
-                let addr = Arc::from(UNMAPPED);
-                let circuit = self.circuit(&addr);
-                Shard { addr, circuit }
-            }
-        }
-    }
-
-    /// `request` (whose keys share `slot`) through its shard's breaker.
-    async fn on_shard(
-        self: &Arc<Self>,
-        slot: u16,
-        request: CacheRequest,
-    ) -> Result<CacheResponse, ShardError> {
-        let Shard { addr, circuit } = self.shard_of(slot);
-        if let Some(reason) = circuit.hold.shed(&request) {
-            let error = crate::breaker::Error::Inner(RedisError::held_down(reason));
-            return Err(ShardError { shard: addr, error });
-        }
-        let result = CircuitBreakerLayer::with_breaker(circuit.breaker.clone())
-            .classifier(FaultClassifier)
-            .layer(ShardClient(self.clone(), addr.clone()))
-            .oneshot(request)
-            .await;
-        result.map_err(|error| {
-            if let crate::breaker::Error::Inner(e) = &error {
-                circuit.hold.answered(e.reason());
-            }
-            ShardError { shard: addr, error }
-        })
-    }
-
-    async fn run(self: Arc<Self>, request: CacheRequest) -> Result<CacheResponse, ShardError> {
-        self.ensure_refreshing().await;
-        match request {
-            CacheRequest::GetMany(keys) => self.get_many(keys).await,
-            CacheRequest::Delete(keys) if keys.len() > 1 => self.delete_many(keys).await,
-            request => {
-                let slot = match &request {
-                    CacheRequest::Get(key)
-                    | CacheRequest::Set { key, .. }
-                    | CacheRequest::SetIfAbsent { key, .. }
-                    | CacheRequest::Expire { key, .. } => slot_of(key),
-                    CacheRequest::Delete(keys) => keys.first().map_or(0, |k| slot_of(k)),
-                    CacheRequest::GetMany(_) => 0,
-                };
-                self.on_shard(slot, request).await
-            }
-        }
-    }
-}
-
 impl Service<CacheRequest> for ClusterBackend {
     type Response = CacheResponse;
     type Error = ShardError;
@@ -430,53 +265,50 @@ impl Service<CacheRequest> for ClusterBackend {
         Poll::Ready(Ok(()))
     }
 
+    /// A one-key call goes through this clone's own view (no lock, and no
+    /// reference count that other threads' clones write); multi-key calls,
+    /// the first calls and calls before a map take the shared path.
     fn call(&mut self, request: CacheRequest) -> ClusterFuture {
-        Box::pin(self.shared.clone().run(request))
+        let slot = match &request {
+            CacheRequest::Get(key)
+            | CacheRequest::Set { key, .. }
+            | CacheRequest::SetIfAbsent { key, .. }
+            | CacheRequest::Expire { key, .. } => slot_of(key),
+            CacheRequest::Delete(keys) if keys.len() == 1 => slot_of(&keys[0]),
+            _ => return Box::pin(self.shared.clone().run(request)),
+        };
+        let Some(svc) = self.local_shard(slot) else {
+            return Box::pin(self.shared.clone().run(request));
+        };
+        let primary = svc.get_ref().primary.clone();
+        if let Some(shed) = primary.shed(&request) {
+            return Box::pin(std::future::ready(Err(shed)));
+        }
+        // Always ready (the shard call is; the breaker decides here).
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if let Poll::Ready(Err(e)) = svc.poll_ready(&mut cx) {
+            return Box::pin(std::future::ready(Err(primary.failed(e))));
+        }
+        let call = svc.call(request);
+        Box::pin(async move { call.await.map_err(|e| primary.failed(e)) })
     }
 }
 
-/// The call under a shard's breaker: the cluster connection, bounded by
-/// the deadline; the primary it is meant for.
-#[derive(Clone)]
-struct ShardClient(Arc<Shared>, Arc<str>);
-
-impl Service<CacheRequest> for ShardClient {
-    type Response = CacheResponse;
-    type Error = RedisError;
-    type Future = Pin<Box<dyn Future<Output = Result<CacheResponse, RedisError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), RedisError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: CacheRequest) -> Self::Future {
-        let (shared, owner) = (self.0.clone(), self.1.clone());
-        Box::pin(async move {
-            within(shared.deadline, async {
-                let mut conn = shared.conn().await?;
-                // A redirection that reached us means redis-rs gave up
-                // following it. To the owner it could not reach: the
-                // owner is down. Elsewhere: a slot in motion (an `ASK` met
-                // again and again while its keys move), tried once more,
-                // afresh, within the same deadline.
-                let again = request.clone();
-                let down = |e: RedisError| match e.redirected_to() {
-                    Some(to) if to == &*owner => e.owner_unreachable(),
-                    _ => e,
-                };
-                match execute(&mut conn, request).await.map_err(RedisError::from) {
-                    Err(e)
-                        if e.reason() == Reason::Redirected
-                            && e.redirected_to() != Some(&owner) =>
-                    {
-                        execute(&mut conn, again)
-                            .await
-                            .map_err(|e| down(RedisError::from(e)))
-                    }
-                    result => result.map_err(down),
-                }
-            })
-            .await
-        })
+impl ClusterBackend {
+    /// This clone's breaker service for `slot`, its view brought up to date
+    /// first; `None` before the first map and connection (the shared path
+    /// makes them) or for a slot no primary holds.
+    fn local_shard(&mut self, slot: u16) -> Option<&mut Guarded> {
+        let generation = self.shared.generation.load(Acquire);
+        if generation != self.local.generation || self.local.shards.is_empty() {
+            let conn = self.shared.conn.get()?;
+            if generation == 0 {
+                return None;
+            }
+            self.local
+                .rebuild(generation, self.shared.map(), conn, self.shared.deadline);
+        }
+        let i = self.local.map.index_of(slot)?;
+        self.local.shards.get_mut(i)
     }
 }

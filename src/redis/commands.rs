@@ -36,7 +36,7 @@ where
     let call = async {
         let mut conn = checkout.await?;
         checked_out = true;
-        execute(&mut *conn, request)
+        execute(&mut *conn, &request)
             .await
             .map_err(super::error::RedisError::from)
     };
@@ -59,7 +59,7 @@ pub(super) async fn within<T>(
 
 pub(super) async fn execute<C: ConnectionLike + Send>(
     conn: &mut C,
-    request: CacheRequest,
+    request: &CacheRequest,
 ) -> redis::RedisResult<CacheResponse> {
     use crate::request::Ttl;
     Ok(match request {
@@ -72,7 +72,7 @@ pub(super) async fn execute<C: ConnectionLike + Send>(
                 return Ok(CacheResponse::Values(Vec::new()));
             }
             let mut cmd = redis::cmd("MGET");
-            for key in &keys {
+            for key in keys {
                 cmd.arg(&key[..]);
             }
             let v: Vec<Option<Vec<u8>>> = cmd.query_async(conn).await?;
@@ -81,7 +81,7 @@ pub(super) async fn execute<C: ConnectionLike + Send>(
         CacheRequest::Set { key, value, ttl } => {
             let mut cmd = redis::cmd("SET");
             cmd.arg(&key[..]).arg(&value[..]);
-            if let Ttl::After(d) = ttl {
+            if let Ttl::After(d) = *ttl {
                 cmd.arg("PX").arg(millis(d));
             }
             let _: redis::Value = cmd.query_async(conn).await?;
@@ -90,7 +90,7 @@ pub(super) async fn execute<C: ConnectionLike + Send>(
         CacheRequest::SetIfAbsent { key, value, ttl } => {
             let mut cmd = redis::cmd("SET");
             cmd.arg(&key[..]).arg(&value[..]).arg("NX");
-            if let Ttl::After(d) = ttl {
+            if let Ttl::After(d) = *ttl {
                 cmd.arg("PX").arg(millis(d));
             }
             let v: redis::Value = cmd.query_async(conn).await?;
@@ -101,7 +101,7 @@ pub(super) async fn execute<C: ConnectionLike + Send>(
                 return Ok(CacheResponse::Deleted(0));
             }
             let mut cmd = redis::cmd("DEL");
-            for key in &keys {
+            for key in keys {
                 cmd.arg(&key[..]);
             }
             CacheResponse::Deleted(cmd.query_async(conn).await?)
@@ -109,7 +109,7 @@ pub(super) async fn execute<C: ConnectionLike + Send>(
         CacheRequest::Expire { key, ttl } => {
             let n: u64 = redis::cmd("PEXPIRE")
                 .arg(&key[..])
-                .arg(millis(ttl))
+                .arg(millis(*ttl))
                 .query_async(conn)
                 .await?;
             CacheResponse::Expired(n == 1)

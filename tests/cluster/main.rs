@@ -460,3 +460,30 @@ async fn one_full_shard_holds_down_its_own_writes_only() {
     // Reads of every shard go on.
     assert_eq!(cache.get("w1").await.is_some(), !keys[1].1);
 }
+
+/// A primary that hangs (SIGSTOP: connections accepted, nothing answered)
+/// and then resumes: its keys miss within the deadline, the other shards
+/// keep hitting, and its keys hit again once it answers (the deadline is
+/// the only timer: redis-rs's own per-call timeouts are off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_primary_misses_within_the_deadline_then_hits_when_it_resumes() {
+    let mut cluster = RedisCluster::start(3, 0, &["--cluster-require-full-coverage", "no"]);
+    let (cache, _backend) = cache(&cluster);
+    let seeded = seed(&cluster, &cache).await;
+    let other = seeded.on_victim.iter().position(|v| !v).unwrap();
+    cluster.node_mut(seeded.victim).pause();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let start = Instant::now();
+        assert_eq!(cache.get(&seeded.keys[0]).await, None);
+        slowest = slowest.max(start.elapsed());
+        assert!(cache.get(&seeded.keys[other]).await.is_some(), "another shard");
+    }
+    assert!(slowest < DEADLINE * 2 + Duration::from_millis(300), "{slowest:?}");
+    cluster.node_mut(seeded.victim).resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.get(&seeded.keys[0]).await.is_none() {
+        assert!(Instant::now() < deadline, "the resumed primary's keys hit again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -108,16 +108,20 @@ async fn the_node_that_fills_first_is_named_with_the_pattern_filling_it() {
             );
         }
     }
-    // The leeway alert came from that node, and says so.
-    let mut leeway_from = None;
+    // A leeway alert came from that node, and says so (an idle node's
+    // memory wobbles, and may raise one of its own for a moment).
+    let mut leeway_from = Vec::new();
     while let Ok(alert) = subscribed.try_recv() {
         if let Alert::Node { node, alert } = alert {
             if matches!(*alert, Alert::Leeway { raised: true, .. }) {
-                leeway_from = Some(node);
+                leeway_from.push(node);
             }
         }
     }
-    assert_eq!(leeway_from, Some(addr(&cluster, filling)));
+    assert!(
+        leeway_from.contains(&addr(&cluster, filling)),
+        "{leeway_from:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,11 +38,26 @@ pub(super) struct SlotMap(pub(super) Vec<(u16, u16, Shard)>);
 
 impl SlotMap {
     pub(super) fn owner(&self, slot: u16) -> Option<&Shard> {
+        self.index_of(slot).map(|i| &self.0[i].2)
+    }
+
+    /// The position of the range holding `slot`.
+    pub(super) fn index_of(&self, slot: u16) -> Option<usize> {
         let i = self.0.partition_point(|(_, end, _)| *end < slot);
         self.0
             .get(i)
-            .filter(|(start, _, _)| *start <= slot)
-            .map(|(_, _, owner)| owner)
+            .is_some_and(|(start, _, _)| *start <= slot)
+            .then_some(i)
+    }
+
+    /// Whether `ranges` are this map's, owner for owner.
+    pub(super) fn same_as(&self, ranges: &[(u16, u16, Arc<str>)]) -> bool {
+        self.0.len() == ranges.len()
+            && self
+                .0
+                .iter()
+                .zip(ranges)
+                .all(|((s, e, shard), (s2, e2, addr))| s == s2 && e == e2 && shard.addr == *addr)
     }
 }
 
