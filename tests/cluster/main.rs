@@ -477,13 +477,22 @@ async fn a_hung_primary_misses_within_the_deadline_then_hits_when_it_resumes() {
         let start = Instant::now();
         assert_eq!(cache.get(&seeded.keys[0]).await, None);
         slowest = slowest.max(start.elapsed());
-        assert!(cache.get(&seeded.keys[other]).await.is_some(), "another shard");
+        assert!(
+            cache.get(&seeded.keys[other]).await.is_some(),
+            "another shard"
+        );
     }
-    assert!(slowest < DEADLINE * 2 + Duration::from_millis(300), "{slowest:?}");
+    assert!(
+        slowest < DEADLINE * 2 + Duration::from_millis(300),
+        "{slowest:?}"
+    );
     cluster.node_mut(seeded.victim).resume();
     let deadline = Instant::now() + Duration::from_secs(10);
     while cache.get(&seeded.keys[0]).await.is_none() {
-        assert!(Instant::now() < deadline, "the resumed primary's keys hit again");
+        assert!(
+            Instant::now() < deadline,
+            "the resumed primary's keys hit again"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
