@@ -119,7 +119,7 @@ struct Shared {
     circuits: Mutex<HashMap<Arc<str>, Arc<Circuit>>>,
     config: Config,
     /// How long a shard's changes are shed after it refused one.
-    write_hold_down: Duration,
+    write_hold_down: Mutex<Duration>,
     refreshing: AtomicBool,
 }
 
@@ -204,7 +204,7 @@ impl ClusterBackend {
                 generation: AtomicU64::new(0),
                 circuits: Mutex::new(HashMap::new()),
                 config,
-                write_hold_down: DEFAULT_WRITE_HOLD_DOWN,
+                write_hold_down: Mutex::new(DEFAULT_WRITE_HOLD_DOWN),
                 refreshing: AtomicBool::new(false),
             }),
         })
@@ -216,14 +216,14 @@ impl ClusterBackend {
     /// [`write_hold_down`](crate::cache::CacheBuilder::write_hold_down) is
     /// for a single Redis: over this backend, a refusal is its shard's
     /// alone. Defaults to 5 s; zero sends every change.
-    ///
-    /// # Panics
-    ///
-    /// If called once the backend has been cloned (set it first).
-    pub fn write_hold_down(mut self, d: Duration) -> Self {
-        Arc::get_mut(&mut self.shared)
-            .expect("write_hold_down is set before the backend is cloned")
-            .write_hold_down = d;
+    /// Applies to the shards this backend meets from then on (set it
+    /// before the first call, as when building).
+    pub fn write_hold_down(self, d: Duration) -> Self {
+        *self
+            .shared
+            .write_hold_down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = d;
         self
     }
 

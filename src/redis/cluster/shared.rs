@@ -87,7 +87,12 @@ impl Shared {
                 config.name = format!("{}:{addr}", self.config.name);
                 Arc::new(Circuit {
                     breaker: Breaker::new(config),
-                    hold: crate::hold::HoldDown::new(self.write_hold_down),
+                    hold: crate::hold::HoldDown::new(
+                        *self
+                            .write_hold_down
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner),
+                    ),
                 })
             })
             .clone()
