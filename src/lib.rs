@@ -87,6 +87,7 @@ pub mod watchdog;
 mod error;
 mod flight;
 mod hold;
+mod near;
 mod request;
 
 pub use error::ConfigError;

@@ -34,6 +34,10 @@ pub enum CacheRequest {
     Get(Bytes),
     /// `MGET keys…` → [`CacheResponse::Values`], one slot per key.
     GetMany(Vec<Bytes>),
+    /// `GET key` and `PTTL key` in one round trip →
+    /// [`CacheResponse::ValueWithTtl`]: what a near cache stores, for no
+    /// longer than Redis keeps it.
+    GetWithTtl(Bytes),
     /// `SET key value [PX ttl]` → [`CacheResponse::Written`]`(true)`.
     Set {
         /// The key.
@@ -70,7 +74,7 @@ impl CacheRequest {
     /// `set`, `set_if_absent`, `delete`, `expire`.
     pub fn op(&self) -> &'static str {
         match self {
-            CacheRequest::Get(_) => "get",
+            CacheRequest::Get(_) | CacheRequest::GetWithTtl(_) => "get",
             CacheRequest::GetMany(_) => "get_many",
             CacheRequest::Set { .. } => "set",
             CacheRequest::SetIfAbsent { .. } => "set_if_absent",
@@ -81,7 +85,10 @@ impl CacheRequest {
 
     /// Whether the request only reads.
     pub fn is_read(&self) -> bool {
-        matches!(self, CacheRequest::Get(_) | CacheRequest::GetMany(_))
+        matches!(
+            self,
+            CacheRequest::Get(_) | CacheRequest::GetMany(_) | CacheRequest::GetWithTtl(_)
+        )
     }
 
     /// Whether the request changes data (a write, a delete, an expiry):
@@ -108,6 +115,9 @@ pub enum CacheResponse {
     /// `GetMany`: one slot per key, `None` where absent (or, behind a
     /// fail-open layer, where the cache could not answer).
     Values(Vec<Option<Bytes>>),
+    /// `GetWithTtl`: the value and how long Redis keeps it from now
+    /// ([`Ttl::Never`] for a key without expiry), or `None` if absent.
+    ValueWithTtl(Option<(Bytes, Ttl)>),
     /// `Set`, `SetIfAbsent`: whether the value was written.
     Written(bool),
     /// `Delete`: how many of the keys existed.

@@ -77,6 +77,12 @@ pub(crate) fn breaker_left(name: &Arc<str>, state: &'static str) {
 /// `cache`, `op` (`get`, `set`, …) and `reason` (see
 /// [`Reason::as_str`](crate::cache::Reason::as_str)).
 pub const CACHE_FAIL_OPEN_TOTAL: &str = "fusebox_cache_fail_open_total";
+/// Counter: reads through a near cache, by outcome; labels `cache`,
+/// `outcome` (`l1_hit`: fresh from L1; `hit`: from Redis; `stale`: from L1
+/// while Redis failed; `miss`: no value). Registered when the cache is
+/// built, so a recorder must be installed before.
+pub const CACHE_READS_TOTAL: &str = "fusebox_cache_reads_total";
+
 /// Counter of pooled connections that failed to open, or were found
 /// broken at checkout, by `addr` and `reason`.
 pub const REDIS_CONNECT_ERRORS_TOTAL: &str = "fusebox_redis_connect_errors_total";

@@ -6,12 +6,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use tower::Layer;
 
-use super::handle::{Backend, Cache, Options};
+use super::handle::{Backend, Cache, NearParts, Options};
 use crate::breaker::{
     Breaker, CircuitBreakerLayer, Config as BreakerConfig, ConfigBuilder as BreakerBuilder,
 };
 use crate::cache::fail_open::FailOpenLayer;
 use crate::error::ConfigError;
+use crate::near::NearCache;
+
+mod near;
 use crate::redis::{RedisBackend, RedisConfig};
 use crate::request::FaultClassifier;
 use crate::request::Ttl;
@@ -34,8 +37,9 @@ pub struct CacheBuilder<B = RedisBackend> {
     settings: Settings,
     /// `None` until `redis`, `redis_url` or `backend` is called.
     backend: Option<Result<B, ConfigError>>,
-    /// The Redis a watchdog would watch: known for `redis`/`redis_url`.
-    client: Option<crate::redis::Target>,
+    /// The Redis a watchdog would watch, and a near cache track: known for
+    /// `redis`/`redis_url`.
+    client: Option<RedisConfig>,
 }
 
 /// Everything but the backend.
@@ -51,6 +55,7 @@ struct Settings {
     write_hold_down: Duration,
     breaker: Option<BreakerSettings>,
     watchdog: Option<WatchdogBuilder>,
+    near: Option<NearCache>,
 }
 
 /// Changes to the cache's breaker settings, from [`CacheBuilder::breaker`].
@@ -86,6 +91,7 @@ impl Default for Settings {
             write_hold_down: Duration::from_secs(5),
             breaker: None,
             watchdog: None,
+            near: None,
         }
     }
 }
@@ -194,6 +200,24 @@ impl<B> CacheBuilder<B> {
         self
     }
 
+    /// Puts a [near cache](NearCache) in front of Redis: an in-process L1,
+    /// bounded in bytes, kept consistent by Redis (RESP3 client tracking,
+    /// by default), whose entries are also served, stale, to the reads
+    /// Redis fails to answer. `get` reads L1 first and Redis for what is not
+    /// fresh there; `get_many` answers fresh L1 entries and asks Redis for
+    /// the rest; every change this cache makes removes its keys' entries.
+    /// Reads are counted by outcome ([`Cache::near_stats`],
+    /// [`CACHE_READS_TOTAL`](crate::telemetry::CACHE_READS_TOTAL)).
+    ///
+    /// Tracking needs a tokio runtime at build and the cache's own Redis
+    /// ([`redis`](Self::redis), [`redis_url`](Self::redis_url)) speaking
+    /// RESP3, or [`Invalidation::TrackingUrl`]; else the build is refused
+    /// (field `near_cache`), never silently stale. Defaults to none.
+    pub fn near_cache(mut self, near: NearCache) -> Self {
+        self.settings.near = Some(near);
+        self
+    }
+
     /// Builds the cache over any backend: a [`ClientBackend`] over your own
     /// redis client, a pool you have (`Bb8Backend`, `DeadpoolBackend`), or
     /// your own `Service<CacheRequest>`. Its errors must say why they
@@ -215,7 +239,7 @@ impl CacheBuilder<RedisBackend> {
     /// [`RedisConfig`] for the deadlines). Connects nothing: the cache
     /// builds at once with Redis down.
     pub fn redis(mut self, config: RedisConfig) -> Self {
-        self.client = Some(config.target.clone());
+        self.client = Some(config.clone());
         self.backend = Some(Ok(RedisBackend::new(config)));
         self
     }
@@ -256,7 +280,8 @@ impl<B: Backend> CacheBuilder<B> {
                 ))
             }
         };
-        let watchdog = match (&self.settings.watchdog, self.client) {
+        let near = self.settings.near_parts(self.client.as_ref())?;
+        let watchdog = match (&self.settings.watchdog, self.client.map(|c| c.target)) {
             (None, _) => None,
             (Some(_), None) => {
                 return Err(ConfigError::new(
@@ -283,7 +308,7 @@ impl<B: Backend> CacheBuilder<B> {
                 Some(Watchdog::spawn(builder.clone().config()?, client))
             }
         };
-        self.settings.stack(backend, watchdog)
+        self.settings.stack(backend, watchdog, near)
     }
 }
 
@@ -292,6 +317,7 @@ impl Settings {
         self,
         backend: B,
         watchdog: Option<Watchdog>,
+        near: NearParts,
     ) -> Result<Cache<B>, ConfigError> {
         let options = self.options()?;
         // Recovery follows Redis, not a growing back-off: a probe every
@@ -317,7 +343,7 @@ impl Settings {
                 .classifier(FaultClassifier)
                 .layer(backend),
         );
-        Ok(Cache::from_parts(svc, options, breaker, watchdog))
+        Ok(Cache::from_parts(svc, options, breaker, watchdog, near))
     }
 
     fn options(&self) -> Result<Options, ConfigError> {

@@ -17,6 +17,7 @@ use crate::redis::RedisBackend;
 use crate::request::{CacheRequest, CacheResponse, Fault, FaultClassifier, Reason, Ttl};
 
 mod load;
+mod near;
 mod write;
 
 use write::skipped;
@@ -111,7 +112,15 @@ struct Shared {
     watchdog: Option<crate::watchdog::Watchdog>,
     /// Keys being loaded by `get_or_load` right now, and nothing else.
     flights: Flights,
+    near: Option<Arc<crate::near::Near>>,
+    _tracking: Option<crate::near::tracking::TrackingTask>,
 }
+
+/// A cache's near cache and its tracking task, if it has them.
+pub(crate) type NearParts = (
+    Option<Arc<crate::near::Near>>,
+    Option<crate::near::tracking::TrackingTask>,
+);
 
 impl<B: Clone> Clone for Cache<B> {
     fn clone(&self) -> Self {
@@ -145,6 +154,7 @@ impl<B: Backend> Cache<B> {
         options: Options,
         breaker: Breaker,
         watchdog: Option<crate::watchdog::Watchdog>,
+        (near, tracking): NearParts,
     ) -> Self {
         let shards = (0..SHARDS)
             .map(|_| Shard(Mutex::new(svc.clone())))
@@ -157,6 +167,8 @@ impl<B: Backend> Cache<B> {
                 breaker,
                 watchdog,
                 flights: Flights::default(),
+                near,
+                _tracking: tracking,
             }),
         }
     }
@@ -183,6 +195,12 @@ impl<B: Backend> Cache<B> {
         self.shared.options.default_ttl
     }
 
+    /// What the [near cache](CacheBuilder::near_cache) has served and
+    /// holds, if there is one.
+    pub fn near_stats(&self) -> Option<crate::near::NearStats> {
+        self.shared.near.as_ref().map(|n| n.stats())
+    }
+
     /// The cache's name (its metrics label).
     pub fn name(&self) -> &str {
         &self.shared.options.name
@@ -193,6 +211,9 @@ impl<B: Backend> Cache<B> {
     /// [`CACHE_FAIL_OPEN_TOTAL`](crate::telemetry::CACHE_FAIL_OPEN_TOTAL)).
     pub async fn get(&self, key: impl AsRef<[u8]>) -> Option<Bytes> {
         let key = self.checked_key("get", key.as_ref())?;
+        if let Some(near) = &self.shared.near {
+            return self.near_get(near, key).await;
+        }
         match self.request(CacheRequest::Get(key)).await {
             CacheResponse::Value(v) => v,
             _ => None,
@@ -209,7 +230,13 @@ impl<B: Backend> Cache<B> {
             .into_iter()
             .map(|k| self.checked_key("get_many", k.as_ref()))
             .collect();
-        let sent: Vec<Bytes> = keys.iter().flatten().cloned().collect();
+        // Fresh L1 entries are answered here; the rest go.
+        let near = self.near_fresh(&keys);
+        let wanted = |i: usize| near.as_ref().is_none_or(|n| n[i].is_none());
+        let sent: Vec<Bytes> = (keys.iter().enumerate())
+            .filter(|&(i, _)| wanted(i))
+            .filter_map(|(_, k)| k.clone())
+            .collect();
         let n = sent.len();
         let mut values = match n {
             0 => Vec::new(),
@@ -219,8 +246,11 @@ impl<B: Backend> Cache<B> {
             },
         }
         .into_iter();
-        keys.iter()
-            .map(|k| k.as_ref().and_then(|_| values.next().flatten()))
+        (keys.iter().enumerate())
+            .map(|(i, k)| match near.as_ref().and_then(|n| n[i].clone()) {
+                Some(v) => Some(v),
+                None => k.as_ref().and_then(|_| values.next().flatten()),
+            })
             .collect()
     }
 
@@ -261,9 +291,31 @@ impl<B: Backend> Cache<B> {
         let Some(key) = self.checked_key("delete", key.as_ref()) else {
             return Write::Skipped(Reason::TooLarge);
         };
-        match self.request(CacheRequest::Delete(vec![key])).await {
-            CacheResponse::Deleted(0) => Write::Unchanged,
-            CacheResponse::Deleted(_) => Write::Done,
+        self.changed(CacheRequest::Delete(vec![key])).await
+    }
+
+    /// Sends a change, with the near cache's entries of its keys removed
+    /// before it is sent and again once it is answered: a read that
+    /// fetched the old value meanwhile does not keep it.
+    async fn changed(&self, request: CacheRequest) -> Write {
+        let keys: Vec<Bytes> = match &request {
+            _ if self.shared.near.is_none() => Vec::new(),
+            CacheRequest::Delete(keys) => keys.clone(),
+            CacheRequest::Set { key, .. }
+            | CacheRequest::SetIfAbsent { key, .. }
+            | CacheRequest::Expire { key, .. } => vec![key.clone()],
+            _ => Vec::new(),
+        };
+        self.near_changed(&keys);
+        let response = self.request(request).await;
+        self.near_changed(&keys);
+        match response {
+            CacheResponse::Deleted(0)
+            | CacheResponse::Written(false)
+            | CacheResponse::Expired(false) => Write::Unchanged,
+            CacheResponse::Deleted(_)
+            | CacheResponse::Written(true)
+            | CacheResponse::Expired(true) => Write::Done,
             other => skipped(other),
         }
     }
@@ -280,11 +332,7 @@ impl<B: Backend> Cache<B> {
         if keys.is_empty() {
             return Write::Unchanged;
         }
-        match self.request(CacheRequest::Delete(keys)).await {
-            CacheResponse::Deleted(0) => Write::Unchanged,
-            CacheResponse::Deleted(_) => Write::Done,
-            other => skipped(other),
-        }
+        self.changed(CacheRequest::Delete(keys)).await
     }
 
     /// Sets `key` to expire after `ttl` (clamped to the maximum TTL):
@@ -297,11 +345,7 @@ impl<B: Backend> Cache<B> {
         let Some(key) = self.checked_key("expire", key.as_ref()) else {
             return Write::Skipped(Reason::TooLarge);
         };
-        match self.request(CacheRequest::Expire { key, ttl }).await {
-            CacheResponse::Expired(true) => Write::Done,
-            CacheResponse::Expired(false) => Write::Unchanged,
-            other => skipped(other),
-        }
+        self.changed(CacheRequest::Expire { key, ttl }).await
     }
 
     /// The full key, unless it is over the cap (then counted, as `op`,

@@ -271,6 +271,7 @@ impl Service<CacheRequest> for ClusterBackend {
     fn call(&mut self, request: CacheRequest) -> ClusterFuture {
         let slot = match &request {
             CacheRequest::Get(key)
+            | CacheRequest::GetWithTtl(key)
             | CacheRequest::Set { key, .. }
             | CacheRequest::SetIfAbsent { key, .. }
             | CacheRequest::Expire { key, .. } => slot_of(key),

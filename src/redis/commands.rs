@@ -67,6 +67,22 @@ pub(super) async fn execute<C: ConnectionLike + Send>(
             let v: Option<Vec<u8>> = redis::cmd("GET").arg(&key[..]).query_async(conn).await?;
             CacheResponse::Value(v.map(Bytes::from))
         }
+        CacheRequest::GetWithTtl(key) => {
+            let (v, pttl): (Option<Vec<u8>>, i64) = redis::pipe()
+                .cmd("GET")
+                .arg(&key[..])
+                .cmd("PTTL")
+                .arg(&key[..])
+                .query_async(conn)
+                .await?;
+            // -1: no expiry; -2: gone since the GET (kept 0 ms).
+            let ttl = match u64::try_from(pttl) {
+                Ok(ms) => Ttl::After(Duration::from_millis(ms)),
+                Err(_) if pttl == -1 => Ttl::Never,
+                Err(_) => Ttl::After(Duration::ZERO),
+            };
+            CacheResponse::ValueWithTtl(v.map(|v| (Bytes::from(v), ttl)))
+        }
         CacheRequest::GetMany(keys) => {
             if keys.is_empty() {
                 return Ok(CacheResponse::Values(Vec::new()));

@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::Cache;
 use crate::flight::Coalesced;
+use crate::near::Outcome;
 use crate::request::Ttl;
 
 impl<B: super::Backend> Cache<B> {
@@ -18,6 +19,11 @@ impl<B: super::Backend> Cache<B> {
     /// call fails or is cancelled, one waiter loads in its place. Only keys
     /// being loaded right now are remembered. `load`'s errors are returned;
     /// cache errors never are (a failed store is counted and skipped).
+    ///
+    /// With a [near cache](super::CacheBuilder::near_cache), a `load` that
+    /// fails is answered with the value L1 last had for `key`, if it is
+    /// not more than [`stale_for`](crate::cache::NearCache::stale_for) past
+    /// its lifetime (counted `stale`), rather than with the error.
     pub async fn get_or_load<F, Fut, V, E>(
         &self,
         key: impl AsRef<[u8]>,
@@ -29,11 +35,37 @@ impl<B: super::Backend> Cache<B> {
         V: Into<Bytes>,
     {
         let key = key.as_ref();
-        if let Some(v) = self.get(key).await {
+        let Some(near) = self.shared.near.clone() else {
+            if let Some(v) = self.get(key).await {
+                return Ok(v);
+            }
+            return self
+                .load_through(key, || async { Ok(load().await?.into()) })
+                .await;
+        };
+        let Some(full) = self.checked_key("get", key) else {
+            return load().await.map(Into::into);
+        };
+        let read = self.near_read(&near, full).await;
+        if let Some(v) = read.value {
+            near.tally.count(read.outcome);
             return Ok(v);
         }
-        self.load_through(key, || async { Ok(load().await?.into()) })
-            .await
+        let loaded = self
+            .load_through(key, || async { Ok(load().await?.into()) })
+            .await;
+        // The loader failed: the value L1 had, if not too stale.
+        let now = tokio::time::Instant::now();
+        match (loaded, read.previous) {
+            (Err(_), Some(entry)) if near.servable_stale(&entry, now) => {
+                near.tally.count(Outcome::Stale);
+                Ok(entry.value)
+            }
+            (loaded, _) => {
+                near.tally.count(read.outcome);
+                loaded
+            }
+        }
     }
 
     /// The single flight behind `get_or_load`: runs `load` unless another

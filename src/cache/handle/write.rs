@@ -40,11 +40,7 @@ impl<B: Backend> Cache<B> {
         } else {
             CacheRequest::Set { key, value, ttl }
         };
-        match self.request(request).await {
-            CacheResponse::Written(true) => Write::Done,
-            CacheResponse::Written(false) => Write::Unchanged,
-            other => skipped(other),
-        }
+        self.changed(request).await
     }
 
     /// A zero TTL is the caller's mistake (a key that lives 0 ms), never

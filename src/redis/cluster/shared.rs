@@ -197,6 +197,7 @@ impl Shared {
             request => {
                 let slot = match &request {
                     CacheRequest::Get(key)
+                    | CacheRequest::GetWithTtl(key)
                     | CacheRequest::Set { key, .. }
                     | CacheRequest::SetIfAbsent { key, .. }
                     | CacheRequest::Expire { key, .. } => slot_of(key),

@@ -1,0 +1,245 @@
+//! The near cache: an in-process L1 in front of Redis, bounded in bytes,
+//! kept consistent by Redis itself, and kept through Redis outages.
+//!
+//! * **Store**: [quick_cache] (chosen by measurement, `benches/l1.rs`: 3–4×
+//!   moka's throughput, one and two threads), weighed in bytes.
+//! * **Freshness**: an entry is fresh until its lifetime ends — never later
+//!   than the key's TTL in Redis, read with the value — and, under
+//!   [`Invalidation::Tracking`], only while the tracking connection that
+//!   would have told us of a change is up (the *generation*, below).
+//! * **Invalidation**: RESP3 `CLIENT TRACKING … BCAST PREFIX <prefix>` on a
+//!   connection of its own ([`tracking`]): any client's change to a key
+//!   removes its entry. The cache's own changes remove it too, before they
+//!   are sent and when they are answered.
+//! * **Stale**: an entry that is no longer fresh stays, up to
+//!   [`NearCache::stale_for`] past its lifetime, for the reads that Redis
+//!   fails to answer.
+//!
+//! Two races are closed here. A read that fetched a value just before
+//! another client changed it must not store it after the invalidation
+//! arrived: each read takes a [`Ticket`] (a version of its key's bucket,
+//! bumped by every invalidation) before asking Redis, and stores only if
+//! the version has not moved (checked again after storing). And entries
+//! stored while invalidations could have been missed must never count as
+//! fresh: the generation is odd while tracking is up and is bumped when it
+//! goes down and again when it comes back, and an entry is fresh only in
+//! the generation it was fetched in.
+//!
+//! [quick_cache]: https://docs.rs/quick_cache
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::request::Ttl;
+
+mod settings;
+mod tally;
+pub(crate) mod tracking;
+
+pub use settings::{Invalidation, NearCache};
+pub use tally::NearStats;
+pub(crate) use tally::Outcome;
+
+/// Invalidation versions, one per bucket of keys (by hash).
+const BUCKETS: usize = 4096;
+
+/// Bytes counted for an entry beyond its key and value: the entry itself
+/// and the store's own bookkeeping for it.
+const ENTRY_OVERHEAD: u64 = 96;
+
+/// What a read finds in L1.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub(crate) value: Bytes,
+    fresh_until: Instant,
+    stale_until: Instant,
+    generation: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Weight;
+
+impl quick_cache::Weighter<Bytes, Entry> for Weight {
+    fn weight(&self, key: &Bytes, entry: &Entry) -> u64 {
+        (key.len() + entry.value.len()) as u64 + ENTRY_OVERHEAD
+    }
+}
+
+/// Taken before a read asks Redis; lets its answer be stored only if
+/// nothing invalidated the key meanwhile.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket {
+    at: Instant,
+    generation: u64,
+    bucket: usize,
+    version: u32,
+}
+
+/// The near cache of one [`Cache`](crate::cache::Cache).
+pub(crate) struct Near {
+    store: quick_cache::sync::Cache<Bytes, Entry, Weight>,
+    /// Odd while entries may be fresh (tracking up, or not tracked).
+    generation: AtomicU64,
+    buckets: Box<[AtomicU32]>,
+    lifetime: Duration,
+    stale_for: Duration,
+    pub(crate) tally: tally::Tally,
+}
+
+impl std::fmt::Debug for Near {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Near")
+            .field("entries", &self.store.len())
+            .field("bytes", &self.store.weight())
+            .field("fresh", &self.can_be_fresh())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Near {
+    /// An empty near cache: with `tracked`, nothing is fresh until
+    /// [`tracking`](Self::tracking) says the connection is up.
+    pub(crate) fn new(settings: &NearCache, name: &Arc<str>, tracked: bool) -> Self {
+        let items = (settings.max_bytes / 256).clamp(16, 1 << 24) as usize;
+        Near {
+            store: quick_cache::sync::Cache::with_weighter(items, settings.max_bytes, Weight),
+            generation: AtomicU64::new(if tracked { 0 } else { 1 }),
+            buckets: (0..BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+            lifetime: settings.lifetime,
+            stale_for: settings.stale_for,
+            tally: tally::Tally::new(name),
+        }
+    }
+
+    fn can_be_fresh(&self) -> bool {
+        self.generation.load(Ordering::Acquire) % 2 == 1
+    }
+
+    /// The entry at `key`, and whether it is fresh at `now`.
+    pub(crate) fn lookup(&self, key: &[u8], now: Instant) -> Option<(Entry, bool)> {
+        let entry = self.store.get(key)?;
+        let generation = self.generation.load(Ordering::Acquire);
+        let fresh =
+            now < entry.fresh_until && entry.generation == generation && generation % 2 == 1;
+        Some((entry, fresh))
+    }
+
+    /// Whether `entry` may be served while Redis fails, at `now`.
+    pub(crate) fn servable_stale(&self, entry: &Entry, now: Instant) -> bool {
+        !self.stale_for.is_zero() && now < entry.stale_until
+    }
+
+    /// What a read of `key` takes before asking Redis.
+    pub(crate) fn ticket(&self, key: &[u8]) -> Ticket {
+        let bucket = bucket_of(key);
+        Ticket {
+            // The version first: an invalidation after it is seen on
+            // storing, one before it is already applied.
+            version: self.buckets[bucket].load(Ordering::Acquire),
+            generation: self.generation.load(Ordering::Acquire),
+            at: Instant::now(),
+            bucket,
+        }
+    }
+
+    /// Stores what Redis answered for `key` under `ticket`: the value and
+    /// its remaining TTL, or `None` if the key is absent.
+    pub(crate) fn fill(&self, key: Bytes, answer: Option<(Bytes, Ttl)>, ticket: Ticket) {
+        let Some((value, ttl)) = answer else {
+            self.store.remove(&key[..]);
+            return;
+        };
+        let lifetime = match ttl {
+            Ttl::After(left) => left.min(self.lifetime),
+            Ttl::Never => self.lifetime,
+        };
+        if lifetime.is_zero() {
+            return;
+        }
+        let moved = || self.buckets[ticket.bucket].load(Ordering::Acquire) != ticket.version;
+        if moved() {
+            return;
+        }
+        let fresh_until = later(ticket.at, lifetime);
+        let entry = Entry {
+            value,
+            fresh_until,
+            stale_until: later(fresh_until, self.stale_for),
+            generation: ticket.generation,
+        };
+        self.store.insert(key.clone(), entry);
+        if moved() {
+            self.store.remove(&key[..]);
+        }
+    }
+
+    /// `key` changed (another client's write, or this cache's own): its
+    /// entry goes, and reads in flight for it will not store theirs.
+    pub(crate) fn invalidate(&self, key: &[u8]) {
+        self.buckets[bucket_of(key)].fetch_add(1, Ordering::AcqRel);
+        self.store.remove(key);
+        self.tally.invalidated();
+    }
+
+    /// Every key may have changed (`FLUSHALL`, `FLUSHDB`): nothing stays.
+    pub(crate) fn invalidate_all(&self) {
+        for bucket in self.buckets.iter() {
+            bucket.fetch_add(1, Ordering::AcqRel);
+        }
+        self.generation.fetch_add(2, Ordering::AcqRel);
+        self.store.clear();
+    }
+
+    /// The tracking connection is up (entries fetched from now on may be
+    /// fresh) or lost (none is fresh any more). Either way, entries of the
+    /// generation before are stale from now on.
+    pub(crate) fn tracking(&self, up: bool) {
+        let changed = self
+            .generation
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| {
+                (g % 2 == u64::from(!up)).then_some(g + 1)
+            });
+        if changed.is_ok() && !up {
+            self.tally.tracking_lost();
+        }
+    }
+
+    pub(crate) fn stats(&self) -> NearStats {
+        self.tally.stats(
+            self.store.len() as u64,
+            self.store.weight(),
+            self.can_be_fresh(),
+        )
+    }
+
+    /// The bytes the store holds for its entries and its tables, as the
+    /// store reckons them.
+    #[cfg(test)]
+    pub(crate) fn memory_used(&self) -> u64 {
+        let used = self.store.memory_used();
+        (used.entries + used.map) as u64
+    }
+}
+
+/// `at + d`, or as far as an `Instant` goes.
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// FNV-1a over the key, into a bucket index.
+fn bucket_of(key: &[u8]) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h as usize) % BUCKETS
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,182 @@
+//! The tracking connection: RESP3 `CLIENT TRACKING ON BCAST PREFIX
+//! <prefix>` on a connection of its own, whose invalidation pushes remove
+//! L1 entries as they arrive (in the connection's own task, with no hop
+//! through a channel).
+//!
+//! While it is up, the near cache's entries may be fresh; the moment it is
+//! lost — a disconnection pushed by redis-rs, or a `PING` unanswered within
+//! [`PING_DEADLINE`] — none is, and it is made again every [`RETRY`] until
+//! Redis takes it. The task stops when the cache is dropped.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
+use tokio::sync::Notify;
+
+use super::Near;
+use crate::redis::RedisConfig;
+
+/// How often the connection is checked with a `PING`.
+const PING_EVERY: Duration = Duration::from_millis(250);
+/// A `PING` unanswered this long means the connection is lost: the longest
+/// a silently dropped connection can leave entries counted fresh is this
+/// and [`PING_EVERY`].
+const PING_DEADLINE: Duration = Duration::from_millis(500);
+/// How long after a loss the connection is made again.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// The name the connection gives itself (`CLIENT LIST` shows it).
+pub(crate) const CLIENT_NAME: &str = "fusebox-tracking";
+
+/// Runs the tracking connection for `near` until `near` is dropped.
+pub(crate) async fn run(near: Weak<Near>, config: RedisConfig, prefix: Bytes, name: Arc<str>) {
+    let mut warned = false;
+    loop {
+        let lost = session(&near, &config, &prefix).await;
+        let Some(strong) = near.upgrade() else { return };
+        strong.tracking(false);
+        drop(strong);
+        match lost {
+            Ok(false) => return,
+            Ok(true) => {
+                tracing::warn!(
+                    target: "fusebox::cache", cache = &*name, addr = config.addr(),
+                    "near cache: tracking connection lost; L1 serves nothing fresh until it is back"
+                );
+                warned = false;
+            }
+            // Once per run of failures: a Redis down for minutes does not
+            // log every 200 ms.
+            Err(e) if !warned => {
+                tracing::warn!(
+                    target: "fusebox::cache", cache = &*name, addr = config.addr(), error = %e,
+                    "near cache: no tracking connection; L1 serves nothing fresh until there is one"
+                );
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(RETRY).await;
+        if near.strong_count() == 0 {
+            return;
+        }
+    }
+}
+
+/// One connection's life: `Ok(true)` if it was up and then lost,
+/// `Ok(false)` once the cache is gone, an error if it could not be made.
+async fn session(near: &Weak<Near>, config: &RedisConfig, prefix: &Bytes) -> Result<bool, String> {
+    let lost = Arc::new(Notify::new());
+    let pushes = {
+        let (near, lost) = (near.clone(), lost.clone());
+        move |push: PushInfo| {
+            pushed(&near, &lost, push);
+            Ok::<(), std::convert::Infallible>(())
+        }
+    };
+    let settings = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(PING_DEADLINE))
+        .set_push_sender(pushes);
+    let limit = config.connect_timeout.saturating_mul(2);
+    let connect = async {
+        let client = config.target.client().await.map_err(|e| e.to_string())?;
+        client
+            .get_multiplexed_async_connection_with_config(&settings)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let mut conn = tokio::time::timeout(limit, connect)
+        .await
+        .map_err(|_| "connect timed out".to_owned())??;
+    let mut tracking = redis::cmd("CLIENT");
+    tracking.arg("TRACKING").arg("ON").arg("BCAST");
+    if !prefix.is_empty() {
+        tracking.arg("PREFIX").arg(&prefix[..]);
+    }
+    let setup = async {
+        let () = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(CLIENT_NAME)
+            .query_async(&mut conn)
+            .await?;
+        tracking.query_async::<()>(&mut conn).await
+    };
+    match tokio::time::timeout(PING_DEADLINE, setup).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("CLIENT TRACKING refused: {e}")),
+        Err(_) => return Err("CLIENT TRACKING timed out".to_owned()),
+    }
+    match near.upgrade() {
+        Some(near) => near.tracking(true),
+        None => return Ok(false),
+    }
+    loop {
+        if tokio::time::timeout(PING_EVERY, lost.notified())
+            .await
+            .is_ok()
+        {
+            return Ok(true);
+        }
+        if near.strong_count() == 0 {
+            return Ok(false);
+        }
+        let ping = redis::cmd("PING");
+        let ping = ping.query_async::<()>(&mut conn);
+        if !matches!(tokio::time::timeout(PING_DEADLINE, ping).await, Ok(Ok(()))) {
+            return Ok(true);
+        }
+    }
+}
+
+/// One push from Redis, in the connection's task.
+fn pushed(near: &Weak<Near>, lost: &Notify, push: PushInfo) {
+    match push.kind {
+        PushKind::Invalidate => {
+            let Some(near) = near.upgrade() else { return };
+            match push.data.first() {
+                Some(Value::Array(keys)) => {
+                    for key in keys {
+                        if let Value::BulkString(key) = key {
+                            near.invalidate(key);
+                        }
+                    }
+                }
+                // A flush: every key may have changed.
+                _ => near.invalidate_all(),
+            }
+        }
+        PushKind::Disconnection => {
+            if let Some(near) = near.upgrade() {
+                near.tracking(false);
+            }
+            lost.notify_one();
+        }
+        _ => {}
+    }
+}
+
+/// Stops the tracking task when the last clone of its cache is dropped.
+#[derive(Debug)]
+pub(crate) struct TrackingTask(tokio::task::AbortHandle);
+
+impl TrackingTask {
+    /// Spawns the tracking connection of `near` (inside a tokio runtime).
+    pub(crate) fn spawn(
+        near: &Arc<Near>,
+        config: RedisConfig,
+        prefix: Bytes,
+        name: Arc<str>,
+    ) -> Self {
+        let task = tokio::spawn(run(Arc::downgrade(near), config, prefix, name));
+        TrackingTask(task.abort_handle())
+    }
+}
+
+impl Drop for TrackingTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
