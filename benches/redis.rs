@@ -1,7 +1,8 @@
 //! The whole fail-open stack against a real Redis, in one run with the
 //! clients it replaces: GET and SET throughput and p50/p99 latency with 64
 //! concurrent tasks; the same on a 3-primary Redis Cluster against a raw
-//! redis-rs cluster connection; and the cost of a `get` once Redis (or one
+//! redis-rs cluster connection; a hot key through the near cache, and how
+//! soon another client's write reaches it; and the cost of a `get` once Redis (or one
 //! shard) is down and its breaker open.
 //!
 //! `cargo bench -p fusebox-benches --bench redis`
@@ -11,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fusebox::cache::{Backend, Cache};
+use fusebox::cache::{Backend, Cache, NearCache};
 use fusebox::redis::{Bb8Backend, ClientBackend, ClusterBackend, DeadpoolBackend};
 use redis::AsyncCommands;
 
@@ -20,6 +21,10 @@ const OPS: usize = 200_000;
 const WARMUP: usize = 20_000;
 const ROUNDS: usize = 5;
 const VALUE: [u8; 100] = [b'v'; 100];
+/// The near cache's hot key.
+const HOT: &str = "hot";
+/// Invalidations timed.
+const INVALIDATIONS: usize = 1000;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Op {
@@ -107,7 +112,14 @@ struct Figures {
 
 /// `ops` operations spread over `TASKS` tasks; latencies of every one.
 async fn drive(client: &Client, op: Op, ops: usize) -> Figures {
-    let keys: Arc<Vec<String>> = Arc::new((0..1000).map(|i| format!("key:{i}")).collect());
+    let keys: Vec<String> = (0..1000).map(|i| format!("key:{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    drive_keys(client, op, ops, &keys).await
+}
+
+/// As [`drive`], over `keys`.
+async fn drive_keys(client: &Client, op: Op, ops: usize, keys: &[&str]) -> Figures {
+    let keys: Arc<Vec<String>> = Arc::new(keys.iter().map(|k| k.to_string()).collect());
     let per_task = ops / TASKS;
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(TASKS);
@@ -244,6 +256,7 @@ fn main() {
         table(&clients).await;
     });
     drop(server);
+    near(&rt);
     cluster(&rt);
     open_breaker_get();
 }
@@ -292,8 +305,13 @@ fn cluster(rt: &tokio::runtime::Runtime) {
         ])
         .await;
         // One shard's breaker open: what a `get` of its keys costs then.
-        let addr = backend.primary_of(b"key:1").expect("mapped");
-        backend.shard_breaker(&addr).expect("used").force_open();
+        // (Its breaker exists once the key was used: not when
+        // FUSEBOX_BENCH_ONLY left the cluster's clients out.)
+        let _ = cache.get("key:1").await;
+        let Some(breaker) = backend.primary_of(b"key:1").and_then(|a| backend.shard_breaker(&a)) else {
+            return println!("(the cluster's map was not loaded: no open-shard figure)");
+        };
+        breaker.force_open();
         let (best, n) = open_get_ns(&cache).await;
         println!();
         println!("Cluster, one shard's breaker open: `Cache::get` of its key = {best:.0} ns per call (best of 5 × {n})");
@@ -366,4 +384,92 @@ fn open_breaker_get() {
             "Redis down, breaker open: `Cache::get` = {best:.0} ns per call (best of 5 × {n})"
         );
     });
+}
+
+/// The near cache: a hot key's GET through it against a raw multiplexed
+/// connection (64 tasks, one key), and how long another client's write
+/// takes to stop the old value being served.
+fn near(rt: &tokio::runtime::Runtime) {
+    let server = match fusebox_testkit::RedisServer::try_start(&[]) {
+        Ok(server) => server,
+        Err(why) => return eprintln!("{why}"),
+    };
+    let url = server.url();
+    rt.block_on(async {
+        let near = Cache::builder()
+            .name("near")
+            .prefix("near:")
+            .near_cache(NearCache::new())
+            .redis_url(&url)
+            .build()
+            .unwrap();
+        let start = Instant::now();
+        while !near.near_stats().is_some_and(|s| s.fresh) {
+            assert!(start.elapsed() < Duration::from_secs(10), "no tracking");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        let () = raw.set(HOT, &VALUE[..]).await.unwrap();
+        let () = raw.set(format!("near:{HOT}"), &VALUE[..]).await.unwrap();
+        println!();
+        println!("A hot key (one key, {TASKS} tasks), through the near cache and raw:");
+        println!("| client | op | ops/s | p50 µs | p99 µs | failed |");
+        println!("|---|---|---|---|---|---|");
+        hot_table(&[
+            ("raw redis MultiplexedConnection (one, shared)", Client::Raw(raw.clone())),
+            ("fusebox Cache with NearCache (tracking on)", Client::Fusebox(near.clone())),
+        ])
+        .await;
+        let s = near.near_stats().unwrap();
+        println!("near cache after the runs: {} L1 hits, {} Redis hits, {} misses", s.l1_hits, s.hits, s.misses);
+
+        // Invalidation: another client writes; how long until the cache
+        // stops serving the old value (from sending the write).
+        let mut took = Vec::with_capacity(INVALIDATIONS);
+        for i in 0..INVALIDATIONS {
+            let old = near.get(HOT).await;
+            assert!(near.get(HOT).await == old);
+            let new = format!("v{i}");
+            let t = Instant::now();
+            let () = raw.set(format!("near:{HOT}"), &new).await.unwrap();
+            loop {
+                if near.get(HOT).await.as_deref() == Some(new.as_bytes()) {
+                    break;
+                }
+                assert!(t.elapsed() < Duration::from_secs(5), "never invalidated");
+                tokio::task::yield_now().await;
+            }
+            took.push(t.elapsed().as_nanos() as u64);
+        }
+        took.sort_unstable();
+        let pct = |p: f64| took[((took.len() - 1) as f64 * p) as usize] as f64 / 1e3;
+        println!(
+            "Invalidation (another client's SET until the new value is read, {INVALIDATIONS} times): p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        );
+    });
+    drop(server);
+}
+
+/// `hot` GETs of one key per client, in interleaved rounds.
+async fn hot_table(clients: &[(&str, Client)]) {
+    for (_, client) in clients {
+        drive_keys(client, Op::Get, WARMUP, &[HOT]).await;
+    }
+    let mut rounds: Vec<Vec<Figures>> = clients.iter().map(|_| Vec::new()).collect();
+    for _ in 0..ROUNDS {
+        for (i, (_, client)) in clients.iter().enumerate() {
+            rounds[i].push(drive_keys(client, Op::Get, OPS, &[HOT]).await);
+        }
+    }
+    for ((label, _), figures) in clients.iter().zip(rounds) {
+        let f = median(figures);
+        println!(
+            "| {label} | GET (hot key) | {:.0} | {:.1} | {:.1} | {} |",
+            f.ops_per_s, f.p50_us, f.p99_us, f.failed
+        );
+    }
 }

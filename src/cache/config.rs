@@ -211,7 +211,7 @@ impl<B> CacheBuilder<B> {
     ///
     /// Tracking needs a tokio runtime at build and the cache's own Redis
     /// ([`redis`](Self::redis), [`redis_url`](Self::redis_url)) speaking
-    /// RESP3, or [`Invalidation::TrackingUrl`]; else the build is refused
+    /// RESP3, or [`Invalidation::TrackingUrl`](crate::cache::Invalidation::TrackingUrl); else the build is refused
     /// (field `near_cache`), never silently stale. Defaults to none.
     pub fn near_cache(mut self, near: NearCache) -> Self {
         self.settings.near = Some(near);
