@@ -29,6 +29,16 @@ struct Flight {
     direct: AtomicBool,
 }
 
+impl Flight {
+    fn new() -> Self {
+        Flight {
+            done: watch::channel(false).0,
+            value: OnceLock::new(),
+            direct: AtomicBool::new(false),
+        }
+    }
+}
+
 /// The table of keys being loaded right now, and nothing else.
 #[derive(Default)]
 pub(crate) struct Flights(Mutex<HashMap<Bytes, Arc<Flight>>>);
@@ -64,11 +74,7 @@ impl Flights {
                 match flights.get(key) {
                     Some(f) => (f.clone(), false),
                     None => {
-                        let f = Arc::new(Flight {
-                            done: watch::channel(false).0,
-                            value: OnceLock::new(),
-                            direct: AtomicBool::new(false),
-                        });
+                        let f = Arc::new(Flight::new());
                         flights.insert(key.clone(), f.clone());
                         (f, true)
                     }
@@ -86,24 +92,70 @@ impl Flights {
                 // The leader failed or was cancelled: try to lead.
                 continue;
             }
-            // Lands (or is cancelled) with the flight removed and followers
-            // woken.
-            let guard = Landing {
-                flights: self,
-                key,
-                flight: &flight,
-            };
-            let (own, share) = load(work).await?;
-            match share {
-                Some((value, extra)) => {
-                    store(value.clone(), extra).await;
-                    let _ = flight.value.set(value);
-                }
-                None => flight.direct.store(true, Relaxed),
-            }
-            drop(guard);
+            let own = self.lead(key, &flight, || load(work), store).await?;
             return Ok(Coalesced::Led(own));
         }
+    }
+
+    /// Leads a refresh of `key` unless a flight for it is under way (then
+    /// `None` at once: the caller keeps what it has). As a leader of
+    /// [`coalesce`](Self::coalesce), callers arriving meanwhile share the
+    /// result.
+    pub(crate) async fn try_lead<T, X, E, F, Fut, S, SFut>(
+        &self,
+        key: &Bytes,
+        load: F,
+        store: S,
+    ) -> Option<Result<T, E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(T, Option<(Bytes, X)>), E>>,
+        S: FnOnce(Bytes, X) -> SFut,
+        SFut: Future<Output = ()>,
+    {
+        let flight = {
+            let mut flights = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if flights.contains_key(key) {
+                return None;
+            }
+            let f = Arc::new(Flight::new());
+            flights.insert(key.clone(), f.clone());
+            f
+        };
+        Some(self.lead(key, &flight, load, store).await)
+    }
+
+    /// Runs `load` as `flight`'s leader; stores and hands on what it may
+    /// share. Lands (or is cancelled) with the flight removed and the
+    /// followers woken.
+    async fn lead<T, X, E, F, Fut, S, SFut>(
+        &self,
+        key: &Bytes,
+        flight: &Arc<Flight>,
+        load: F,
+        store: S,
+    ) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(T, Option<(Bytes, X)>), E>>,
+        S: FnOnce(Bytes, X) -> SFut,
+        SFut: Future<Output = ()>,
+    {
+        let guard = Landing {
+            flights: self,
+            key,
+            flight,
+        };
+        let (own, share) = load().await?;
+        match share {
+            Some((value, extra)) => {
+                store(value.clone(), extra).await;
+                let _ = flight.value.set(value);
+            }
+            None => flight.direct.store(true, Relaxed),
+        }
+        drop(guard);
+        Ok(own)
     }
 
     /// How many callers wait on `key`'s flight (`None`: no flight).

@@ -14,12 +14,23 @@
 //! prefix. Redis fills and answers `OOM`: the cache sheds its writes and
 //! keeps serving reads. An operator restarts Redis: the breaker opens, the
 //! service keeps answering from its source of truth, the breaker closes,
-//! hits resume. Through all of it, clients see no error.
+//! hits resume. Later Redis goes down for 20 s (a host lost): the service
+//! renders from its source of truth meanwhile, or, with `--near`, keeps
+//! serving its pages from the near cache. Through all of it, clients see
+//! no error.
 //!
 //! With `--cluster` the same runs on a Redis Cluster of 3 primaries with a
 //! replica each: the leak fills one shard, the watchdog names that node,
 //! then one primary is killed mid-run: its keys miss while the others keep
 //! hitting, its replica is promoted, and hits resume.
+//!
+//! With `--near` the page cache has a near cache (an in-process L1 kept
+//! consistent by Redis' client tracking): while Redis is down, pages are
+//! served from it, stale, instead of from the source of truth.
+//!
+//! ```sh
+//! cargo run --release --example incident_replay --features http -- --near
+//! ```
 //!
 //! Time is compressed: the watchdog's leeway budget of 48 h becomes 48 s.
 //! Starts its own `redis-server` on a free port; without one, says how to
@@ -35,7 +46,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use fusebox::breaker::Breaker;
-use fusebox::cache::{Backend, Cache, Reason, Write};
+use fusebox::cache::{Backend, Cache, NearCache, NearStats, Reason, Write};
 use fusebox::http::HttpCacheLayer;
 use fusebox::watchdog::{Alert, Watchdog};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,13 +59,18 @@ const CLIENTS: usize = 12;
 const PRODUCTS: u64 = 1000;
 
 /// The phases of the replay, in order.
-const PHASES: [&str; 5] = [
+const PHASES: [&str; 7] = [
     "healthy",
     "filling",
     "full (OOM)",
     "redis restarted",
     "recovered",
+    "redis down (20 s)",
+    "back",
 ];
+
+/// How long Redis stays down in the replay.
+const DOWN_FOR: Duration = Duration::from_secs(20);
 
 struct Replay {
     start: Instant,
@@ -65,7 +81,13 @@ struct Replay {
     writes_shed: AtomicU64,
     first_alert: Mutex<Option<Duration>>,
     oom_at: Mutex<Option<Duration>>,
+    /// The near cache's figures as each phase began, and at the end.
+    near: Mutex<Vec<NearStats>>,
+    /// Where they are read from: the cache's near cache, if it has one.
+    near_source: Mutex<Option<NearSource>>,
 }
+
+type NearSource = Box<dyn Fn() -> Option<NearStats> + Send>;
 
 #[derive(Default, Clone)]
 struct PhaseStats {
@@ -73,6 +95,8 @@ struct PhaseStats {
     hits: u64,
     errors: u64,
     shed: u64,
+    /// Pages rendered by the source of truth.
+    loads: u64,
 }
 
 impl Replay {
@@ -85,6 +109,8 @@ impl Replay {
             writes_shed: AtomicU64::new(0),
             first_alert: Mutex::new(None),
             oom_at: Mutex::new(None),
+            near: Mutex::new(Vec::new()),
+            near_source: Mutex::new(None),
         })
     }
 
@@ -104,7 +130,16 @@ impl Replay {
         }
     }
 
+    /// Notes the near cache's figures at a phase's start (or the end).
+    fn mark_near(&self) {
+        let source = self.near_source.lock().unwrap();
+        if let Some(stats) = source.as_ref().and_then(|f| f()) {
+            self.near.lock().unwrap().push(stats);
+        }
+    }
+
     fn enter(&self, phase: usize) {
+        self.mark_near();
         self.phase.store(phase, Relaxed);
         println!("[{:>5.1} s] ── phase: {} ──", self.t(), self.phases[phase]);
     }
@@ -116,6 +151,10 @@ async fn product<B: Backend + Sync>(
     Path(id): Path<u64>,
 ) -> impl IntoResponse {
     tokio::time::sleep(Duration::from_millis(8)).await;
+    {
+        let phase = app.replay.phase.load(Relaxed);
+        app.replay.stats.lock().unwrap()[phase].loads += 1;
+    }
     let page = format!("<html>product {id}: {}</html>", "·".repeat(800));
     // A typical extra write: "recently viewed", 30 s.
     if let Write::Skipped(Reason::OutOfMemory) = app
@@ -402,17 +441,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let replay = Replay::new(&PHASES);
     println!("fusebox incident replay — Redis {MAXMEMORY}, noeviction, on port {port}; time compressed (48 h of leeway = 48 s)\n");
 
-    let cache = Cache::builder()
-        .name("pages")
-        // The breaker of the first runs: open 1 s, doubling up to 60 s.
-        .breaker(|b| {
-            b.open_for(Duration::from_secs(1))
-                .open_backoff(2.0, Duration::from_secs(60))
-                .open_jitter(0.1)
-        })
-        .watchdog(watchdog())
-        .redis_url(&url)
-        .build()?;
+    let near = std::env::args().any(|a| a == "--near");
+    // The cache's own breaker: open 0.4-0.5 s however long the outage, so
+    // hits resume within half a second of Redis answering again.
+    let mut builder = Cache::builder().name("pages").watchdog(watchdog());
+    if near {
+        // 32 MiB of L1, entries served stale for up to 10 minutes.
+        builder = builder.near_cache(NearCache::new());
+        println!("near cache on: L1 of 32 MiB, kept fresh by client tracking, stale for 10 min while Redis fails\n");
+    }
+    let cache = builder.redis_url(&url).build()?;
+    let source = cache.clone();
+    *replay.near_source.lock().unwrap() = Some(Box::new(move || source.near_stats()));
     let addr = serve(&cache, &replay).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -454,11 +494,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     redis.kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     redis.restart();
-    replay.say("Redis is back");
+    replay.say("Redis is back, empty");
     tokio::time::sleep(Duration::from_secs(4)).await;
     replay.enter(4);
     tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // Later, Redis goes down for longer: a host lost, say.
+    replay.enter(5);
+    replay.say(format!("Redis goes down for {} s", DOWN_FOR.as_secs()));
+    redis.kill();
+    tokio::time::sleep(DOWN_FOR).await;
+    redis.restart();
+    replay.enter(6);
+    replay.say("Redis is back, empty");
+    tokio::time::sleep(Duration::from_secs(6)).await;
     stop.store(true, Relaxed);
+    replay.mark_near();
     for c in clients {
         let _ = c.await;
     }
@@ -477,10 +528,11 @@ fn percentile(v: &mut [u64], p: f64) -> f64 {
 
 fn summary(replay: &Replay, phases: usize) {
     let stats = replay.stats.lock().unwrap().clone();
-    println!("\n| phase | requests | errors surfaced | cache hit ratio | p50 ms | p99 ms | writes shed |");
-    println!("|---|---|---|---|---|---|---|");
+    let near = replay.near.lock().unwrap().clone();
+    println!("\n| phase | requests | errors surfaced | cache hit ratio | p50 ms | p99 ms | writes shed | pages rendered | near cache: L1 fresh / stale |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let (mut total, mut errors) = (0, 0);
-    for (name, mut s) in replay.phases.iter().zip(stats).take(phases) {
+    for (i, (name, mut s)) in replay.phases.iter().zip(stats).enumerate().take(phases) {
         let n = s.latencies_us.len() as u64;
         total += n;
         errors += s.errors;
@@ -489,15 +541,31 @@ fn summary(replay: &Replay, phases: usize) {
         } else {
             s.hits as f64 / n as f64 * 100.0
         };
+        let rendered = if n == 0 {
+            0.0
+        } else {
+            s.loads as f64 / n as f64 * 100.0
+        };
+        let l1 = match (near.get(i), near.get(i + 1)) {
+            (Some(a), Some(b)) if b.reads() > a.reads() => {
+                let reads = (b.reads() - a.reads()) as f64;
+                format!(
+                    "{:.0} % / {:.0} %",
+                    (b.l1_hits - a.l1_hits) as f64 / reads * 100.0,
+                    (b.stale - a.stale) as f64 / reads * 100.0
+                )
+            }
+            _ => "off".to_owned(),
+        };
         println!(
-            "| {name} | {n} | {} | {ratio:.0} % | {:.1} | {:.1} | {} |",
+            "| {name} | {n} | {} | {ratio:.0} % | {:.1} | {:.1} | {} | {rendered:.0} % | {l1} |",
             s.errors,
             percentile(&mut s.latencies_us, 0.5),
             percentile(&mut s.latencies_us, 0.99),
             s.shed
         );
     }
-    println!("| **all** | **{total}** | **{errors}** | | | | |");
+    println!("| **all** | **{total}** | **{errors}** | | | | | | |");
     let first = *replay.first_alert.lock().unwrap();
     let oom = *replay.oom_at.lock().unwrap();
     match (first, oom) {

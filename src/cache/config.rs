@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tower::Layer;
 
-use super::handle::{Backend, Cache, NearParts, Options};
+use super::handle::{Backend, Cache, NearParts};
 use crate::breaker::{
     Breaker, CircuitBreakerLayer, Config as BreakerConfig, ConfigBuilder as BreakerBuilder,
 };
@@ -14,6 +13,7 @@ use crate::cache::fail_open::FailOpenLayer;
 use crate::error::ConfigError;
 use crate::near::NearCache;
 
+mod check;
 mod near;
 use crate::redis::{RedisBackend, RedisConfig};
 use crate::request::FaultClassifier;
@@ -50,6 +50,7 @@ struct Settings {
     default_ttl: Ttl,
     max_ttl: Duration,
     ttl_jitter: f64,
+    early_refresh: f64,
     max_value_size: usize,
     max_key_size: usize,
     write_hold_down: Duration,
@@ -86,6 +87,7 @@ impl Default for Settings {
             default_ttl: Ttl::After(Duration::from_secs(3600)),
             max_ttl: Duration::from_secs(7 * 24 * 3600),
             ttl_jitter: 0.0,
+            early_refresh: 0.0,
             max_value_size: 1 << 20,
             max_key_size: 8 << 10,
             write_hold_down: Duration::from_secs(5),
@@ -130,6 +132,21 @@ impl<B> CacheBuilder<B> {
     /// together do not expire together. Defaults to 0 (off).
     pub fn ttl_jitter(mut self, fraction: f64) -> Self {
         self.settings.ttl_jitter = fraction;
+        self
+    }
+
+    /// Stampede control at expiry: `get_or_load` refreshes a value in the
+    /// last `fraction` of the default TTL before Redis drops it, rather
+    /// than letting every caller miss at once when it does. A caller
+    /// there refreshes with a probability rising from 0 at the window's
+    /// start to 1 at expiry (so a fleet of processes spreads its refreshes),
+    /// and only if no load of the key is under way in this process; it
+    /// loads, stores with a full TTL, and returns the new value, while
+    /// every other caller gets the current one at once (as does the
+    /// refresher, if its load fails). Costs a `PTTL` with every
+    /// `get_or_load` read. Defaults to 0 (off); must be in [0, 1).
+    pub fn early_refresh(mut self, fraction: f64) -> Self {
+        self.settings.early_refresh = fraction;
         self
     }
 
@@ -344,67 +361,5 @@ impl Settings {
                 .layer(backend),
         );
         Ok(Cache::from_parts(svc, options, breaker, watchdog, near))
-    }
-
-    fn options(&self) -> Result<Options, ConfigError> {
-        if self.name.is_empty() {
-            return Err(ConfigError::new("cache", "name", "must not be empty"));
-        }
-        if let Ttl::After(d) = self.default_ttl {
-            if d < Duration::from_millis(1) {
-                return Err(ConfigError::new(
-                    "cache",
-                    "default_ttl",
-                    "must be at least 1 ms",
-                ));
-            }
-            if d > self.max_ttl {
-                return Err(ConfigError::new(
-                    "cache",
-                    "default_ttl",
-                    "must not exceed max_ttl",
-                ));
-            }
-        }
-        if self.max_ttl < Duration::from_millis(1) {
-            return Err(ConfigError::new(
-                "cache",
-                "max_ttl",
-                "must be at least 1 ms",
-            ));
-        }
-        if !(0.0..1.0).contains(&self.ttl_jitter) {
-            return Err(ConfigError::new("cache", "ttl_jitter", "must be in [0, 1)"));
-        }
-        if self.max_value_size == 0 || self.max_value_size > 512 << 20 {
-            return Err(ConfigError::new(
-                "cache",
-                "max_value_size",
-                "must be between 1 byte and 512 MiB (Redis' own limit)",
-            ));
-        }
-        if self.max_key_size == 0 || self.max_key_size > 512 << 20 {
-            return Err(ConfigError::new(
-                "cache",
-                "max_key_size",
-                "must be between 1 byte and 512 MiB (Redis' own limit)",
-            ));
-        }
-        if self.write_hold_down.is_zero() {
-            return Err(ConfigError::new(
-                "cache",
-                "write_hold_down",
-                "must be more than zero",
-            ));
-        }
-        Ok(Options {
-            name: Arc::from(self.name.as_str()),
-            prefix: Bytes::from(self.prefix.clone()),
-            default_ttl: self.default_ttl,
-            max_ttl: self.max_ttl,
-            ttl_jitter: self.ttl_jitter,
-            max_value_size: self.max_value_size,
-            max_key_size: self.max_key_size,
-        })
     }
 }

@@ -55,6 +55,9 @@ pub(crate) struct Options {
     pub(crate) default_ttl: Ttl,
     pub(crate) max_ttl: Duration,
     pub(crate) ttl_jitter: f64,
+    /// `get_or_load` refreshes a value this close to its expiry (a
+    /// fraction of the default TTL); 0 for never.
+    pub(crate) early_refresh: f64,
     pub(crate) max_value_size: usize,
     pub(crate) max_key_size: usize,
 }

@@ -57,7 +57,17 @@ pub(crate) struct Entry {
     pub(crate) value: Bytes,
     fresh_until: Instant,
     stale_until: Instant,
+    /// When Redis drops the key, as read with the value (`None`: never).
+    expires_at: Option<Instant>,
     generation: u64,
+}
+
+impl Entry {
+    /// How long Redis keeps the key from `now`, as read with the value
+    /// (`None`: no expiry).
+    pub(crate) fn ttl_left(&self, now: Instant) -> Option<std::time::Duration> {
+        self.expires_at.map(|at| at.saturating_duration_since(now))
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -153,9 +163,9 @@ impl Near {
             self.store.remove(&key[..]);
             return;
         };
-        let lifetime = match ttl {
-            Ttl::After(left) => left.min(self.lifetime),
-            Ttl::Never => self.lifetime,
+        let (lifetime, expires_at) = match ttl {
+            Ttl::After(left) => (left.min(self.lifetime), Some(later(ticket.at, left))),
+            Ttl::Never => (self.lifetime, None),
         };
         if lifetime.is_zero() {
             return;
@@ -169,6 +179,7 @@ impl Near {
             value,
             fresh_until,
             stale_until: later(fresh_until, self.stale_for),
+            expires_at,
             generation: ticket.generation,
         };
         self.store.insert(key.clone(), entry);
@@ -181,8 +192,9 @@ impl Near {
     /// entry goes, and reads in flight for it will not store theirs.
     pub(crate) fn invalidate(&self, key: &[u8]) {
         self.buckets[bucket_of(key)].fetch_add(1, Ordering::AcqRel);
-        self.store.remove(key);
-        self.tally.invalidated();
+        if self.store.remove(key).is_some() {
+            self.tally.invalidated();
+        }
     }
 
     /// Every key may have changed (`FLUSHALL`, `FLUSHDB`): nothing stays.

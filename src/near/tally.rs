@@ -36,7 +36,8 @@ pub struct NearStats {
     pub stale: u64,
     /// Reads answered with no value.
     pub misses: u64,
-    /// Entries removed because their key changed.
+    /// Entries removed because their key changed (by another client or
+    /// by this cache).
     pub invalidations: u64,
     /// Times the tracking connection was lost after it was up.
     pub tracking_lost: u64,

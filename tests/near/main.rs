@@ -116,22 +116,24 @@ async fn another_clients_set_and_del_remove_the_l1_copy() {
     assert!(stats(&cache).invalidations >= 2, "{:?}", stats(&cache));
     eprintln!("SET seen after {took:?}, DEL after {gone:?}");
 
-    // Keys outside the prefix are not tracked: no invalidation for them.
-    let before = stats(&cache).invalidations;
-    let () = redis::cmd("SET")
-        .arg("other:k")
-        .arg("x")
-        .query_async(&mut other)
-        .await
-        .unwrap();
+    // Written again and read into L1: the next change removes it again.
     let () = redis::cmd("SET")
         .arg("n:k")
         .arg("v3")
         .query_async(&mut other)
         .await
         .unwrap();
+    read_until(&cache, "k", Some("v3")).await;
+    in_l1(&cache, "k", "v3").await;
+    let before = stats(&cache).invalidations;
+    let () = redis::cmd("SET")
+        .arg("n:k")
+        .arg("v4")
+        .query_async(&mut other)
+        .await
+        .unwrap();
     until(&cache, "the n:k invalidation", |s| s.invalidations > before).await;
-    assert_eq!(stats(&cache).invalidations, before + 1);
+    assert_eq!(cache.get("k").await.as_deref(), Some(&b"v4"[..]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,4 +385,80 @@ fn tracking_needs_a_runtime_and_a_redis_to_track() {
         .build()
         .unwrap_err();
     assert!(e.to_string().contains("TrackingUrl"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_refresh_loads_a_hot_key_before_it_expires_once_at_a_time() {
+    let server = RedisServer::start(&[]);
+    let config = RedisConfig::builder(server.url())
+        .connect_timeout(DEADLINE)
+        .checkout_timeout(DEADLINE)
+        .response_timeout(DEADLINE)
+        .build()
+        .unwrap();
+    // A 1 s TTL, refreshed in its last half: with 8 callers reading all
+    // the time, the key never expires, and loads never overlap.
+    let cache = Cache::builder()
+        .prefix("early:")
+        .default_ttl(Duration::from_secs(1))
+        .early_refresh(0.5)
+        .redis(config)
+        .build()
+        .unwrap();
+    let loads = Arc::new(AtomicU64::new(0));
+    let loading = Arc::new(AtomicBool::new(false));
+    let overlapped = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let (cache, loads, loading, overlapped, stop) = (
+                cache.clone(),
+                loads.clone(),
+                loading.clone(),
+                overlapped.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let mut slow = 0u32;
+                while !stop.load(Relaxed) {
+                    let start = Instant::now();
+                    let v = cache
+                        .get_or_load("hot", || async {
+                            if loading.swap(true, Relaxed) {
+                                overlapped.store(true, Relaxed);
+                            }
+                            loads.fetch_add(1, Relaxed);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            loading.store(false, Relaxed);
+                            Ok::<_, std::io::Error>("page")
+                        })
+                        .await
+                        .unwrap();
+                    assert_eq!(v, "page");
+                    // Callers that waited on a load (the first one, or one
+                    // after expiry) took its 20 ms; the rest did not.
+                    slow += u32::from(start.elapsed() >= Duration::from_millis(20));
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                slow
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Relaxed);
+    let mut slow = 0;
+    for c in callers {
+        slow += c.await.unwrap();
+    }
+    let loads = loads.load(Relaxed);
+    assert!(!overlapped.load(Relaxed), "two loads at once");
+    // 3 s of a 1 s TTL refreshed in its last 0.5 s: one first load, then a
+    // refresh every 0.5-1 s.
+    assert!((3..=8).contains(&loads), "{loads} loads");
+    // Only the callers of the very first load waited (at most all 8); a
+    // refresh is made by the one caller that leads it, while the rest go
+    // on with the current value.
+    assert!(slow <= 8 + loads as u32, "{slow} callers waited for a load");
+    let ttl = server.cmd(&["PTTL", "early:hot"]);
+    assert!(!ttl.contains('-'), "the key is still there: {ttl}");
 }

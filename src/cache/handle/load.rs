@@ -6,9 +6,13 @@ use std::future::Future;
 use bytes::Bytes;
 
 use super::Cache;
+use std::time::Duration;
+
+use super::near::{ttl_left, NearRead};
+use super::write::unit_random;
 use crate::flight::Coalesced;
 use crate::near::Outcome;
-use crate::request::Ttl;
+use crate::request::{CacheRequest, CacheResponse, Ttl};
 
 impl<B: super::Backend> Cache<B> {
     /// The value at `key`; on a miss, runs `load`, stores its value with the
@@ -35,20 +39,33 @@ impl<B: super::Backend> Cache<B> {
         V: Into<Bytes>,
     {
         let key = key.as_ref();
-        let Some(near) = self.shared.near.clone() else {
+        let near = self.shared.near.clone();
+        let early = self.shared.options.early_refresh > 0.0;
+        if near.is_none() && !early {
             if let Some(v) = self.get(key).await {
                 return Ok(v);
             }
             return self
                 .load_through(key, || async { Ok(load().await?.into()) })
                 .await;
-        };
+        }
         let Some(full) = self.checked_key("get", key) else {
             return load().await.map(Into::into);
         };
-        let read = self.near_read(&near, full).await;
+        let read = match &near {
+            Some(near) => self.near_read(near, full).await,
+            None => self.read_with_ttl(full).await,
+        };
+        let count = |outcome| {
+            if let Some(near) = &near {
+                near.tally.count(outcome);
+            }
+        };
         if let Some(v) = read.value {
-            near.tally.count(read.outcome);
+            count(read.outcome);
+            if read.outcome != Outcome::Stale && self.refresh_due(read.left) {
+                return Ok(self.refresh(key, v, load).await);
+            }
             return Ok(v);
         }
         let loaded = self
@@ -56,15 +73,81 @@ impl<B: super::Backend> Cache<B> {
             .await;
         // The loader failed: the value L1 had, if not too stale.
         let now = tokio::time::Instant::now();
-        match (loaded, read.previous) {
-            (Err(_), Some(entry)) if near.servable_stale(&entry, now) => {
-                near.tally.count(Outcome::Stale);
+        match (loaded, read.previous, &near) {
+            (Err(_), Some(entry), Some(near)) if near.servable_stale(&entry, now) => {
+                count(Outcome::Stale);
                 Ok(entry.value)
             }
-            (loaded, _) => {
-                near.tally.count(read.outcome);
+            (loaded, _, _) => {
+                count(read.outcome);
                 loaded
             }
+        }
+    }
+
+    /// A read with its TTL, without a near cache.
+    async fn read_with_ttl(&self, full: Bytes) -> NearRead {
+        let (value, left) = match self.request(CacheRequest::GetWithTtl(full)).await {
+            CacheResponse::ValueWithTtl(Some((v, ttl))) => (Some(v), ttl_left(ttl)),
+            _ => (None, None),
+        };
+        let outcome = if value.is_some() {
+            Outcome::Hit
+        } else {
+            Outcome::Miss
+        };
+        NearRead {
+            value,
+            outcome,
+            previous: None,
+            left,
+        }
+    }
+
+    /// Whether a value Redis keeps `left` longer is due an early refresh:
+    /// never outside the window (the last `early_refresh` of the default
+    /// TTL), then with a probability rising linearly to 1 at expiry.
+    fn refresh_due(&self, left: Option<Duration>) -> bool {
+        let options = &self.shared.options;
+        let (Some(left), Ttl::After(ttl)) = (left, options.default_ttl) else {
+            return false;
+        };
+        let window = ttl.mul_f64(options.early_refresh);
+        if window.is_zero() || left >= window {
+            return false;
+        }
+        let due = 1.0 - left.as_secs_f64() / window.as_secs_f64();
+        unit_random() < due
+    }
+
+    /// Loads `key` again ahead of its expiry, unless a load of it is under
+    /// way; the new value, or `current` if it was not loaded.
+    async fn refresh<F, Fut, V, E>(&self, key: &[u8], current: Bytes, load: F) -> Bytes
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        V: Into<Bytes>,
+    {
+        let ttl = self.shared.options.default_ttl;
+        let full = self.key(key);
+        let stored = full.clone();
+        let refreshed = self
+            .shared
+            .flights
+            .try_lead(
+                &full,
+                || async {
+                    let value: Bytes = load().await?.into();
+                    Ok::<_, E>((value.clone(), Some((value, ttl))))
+                },
+                |value, ttl| async move {
+                    let _ = self.write_full(stored, value, ttl, false).await;
+                },
+            )
+            .await;
+        match refreshed {
+            Some(Ok(value)) => value,
+            _ => current,
         }
     }
 

@@ -21,17 +21,20 @@ impl<B: Backend> Cache<B> {
     pub(super) async fn near_read(&self, near: &Near, key: Bytes) -> NearRead {
         let now = Instant::now();
         let found = match near.lookup(&key, now) {
-            Some((entry, true)) => return NearRead::of(Some(entry.value), Outcome::L1Hit, None),
+            Some((entry, true)) => {
+                let left = entry.ttl_left(now);
+                return NearRead::of(Some(entry.value), Outcome::L1Hit, None).left(left);
+            }
             Some((entry, false)) => Some(entry),
             None => None,
         };
         let ticket = near.ticket(&key);
         match self.request(CacheRequest::GetWithTtl(key.clone())).await {
             CacheResponse::ValueWithTtl(answer) => {
-                let value = answer.as_ref().map(|(v, _)| v.clone());
+                let value = answer.clone();
                 near.fill(key, answer, ticket);
                 match value {
-                    Some(v) => NearRead::of(Some(v), Outcome::Hit, None),
+                    Some((v, ttl)) => NearRead::of(Some(v), Outcome::Hit, None).left(ttl_left(ttl)),
                     None => NearRead::of(None, Outcome::Miss, found),
                 }
             }
@@ -80,6 +83,17 @@ pub(super) struct NearRead {
     pub(super) value: Option<Bytes>,
     pub(super) outcome: Outcome,
     pub(super) previous: Option<crate::near::Entry>,
+    /// For a value: how long Redis keeps it (`None`: no expiry, or not
+    /// known).
+    pub(super) left: Option<std::time::Duration>,
+}
+
+/// How long a key read with `ttl` is kept.
+pub(super) fn ttl_left(ttl: crate::request::Ttl) -> Option<std::time::Duration> {
+    match ttl {
+        crate::request::Ttl::After(d) => Some(d),
+        crate::request::Ttl::Never => None,
+    }
 }
 
 impl NearRead {
@@ -88,6 +102,12 @@ impl NearRead {
             value,
             outcome,
             previous,
+            left: None,
         }
+    }
+
+    fn left(mut self, left: Option<std::time::Duration>) -> Self {
+        self.left = left;
+        self
     }
 }

@@ -58,7 +58,7 @@ impl<B: Backend> Cache<B> {
         if options.ttl_jitter == 0.0 {
             return Some(d);
         }
-        let unit = (random() >> 11) as f64 / (1u64 << 53) as f64;
+        let unit = unit_random();
         let cut = d.mul_f64(options.ttl_jitter * unit);
         Some((d - cut).max(Duration::from_millis(1)))
     }
@@ -70,6 +70,11 @@ pub(super) fn skipped(response: CacheResponse) -> Write {
         CacheResponse::Skipped(reason) | CacheResponse::Miss(reason) => Write::Skipped(reason),
         _ => Write::Skipped(Reason::Other),
     }
+}
+
+/// A random number in [0, 1).
+pub(super) fn unit_random() -> f64 {
+    (random() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A random `u64` without a dependency: `RandomState` is seeded per

@@ -1,0 +1,84 @@
+//! The checks of a [`CacheBuilder`](super::CacheBuilder)'s settings, and
+//! the options a cache keeps of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Settings;
+use crate::cache::handle::Options;
+use crate::error::ConfigError;
+use crate::request::Ttl;
+
+impl Settings {
+    pub(super) fn options(&self) -> Result<Options, ConfigError> {
+        if self.name.is_empty() {
+            return Err(ConfigError::new("cache", "name", "must not be empty"));
+        }
+        if let Ttl::After(d) = self.default_ttl {
+            if d < Duration::from_millis(1) {
+                return Err(ConfigError::new(
+                    "cache",
+                    "default_ttl",
+                    "must be at least 1 ms",
+                ));
+            }
+            if d > self.max_ttl {
+                return Err(ConfigError::new(
+                    "cache",
+                    "default_ttl",
+                    "must not exceed max_ttl",
+                ));
+            }
+        }
+        if self.max_ttl < Duration::from_millis(1) {
+            return Err(ConfigError::new(
+                "cache",
+                "max_ttl",
+                "must be at least 1 ms",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.ttl_jitter) {
+            return Err(ConfigError::new("cache", "ttl_jitter", "must be in [0, 1)"));
+        }
+        if !(0.0..1.0).contains(&self.early_refresh) {
+            return Err(ConfigError::new(
+                "cache",
+                "early_refresh",
+                "must be in [0, 1)",
+            ));
+        }
+        if self.max_value_size == 0 || self.max_value_size > 512 << 20 {
+            return Err(ConfigError::new(
+                "cache",
+                "max_value_size",
+                "must be between 1 byte and 512 MiB (Redis' own limit)",
+            ));
+        }
+        if self.max_key_size == 0 || self.max_key_size > 512 << 20 {
+            return Err(ConfigError::new(
+                "cache",
+                "max_key_size",
+                "must be between 1 byte and 512 MiB (Redis' own limit)",
+            ));
+        }
+        if self.write_hold_down.is_zero() {
+            return Err(ConfigError::new(
+                "cache",
+                "write_hold_down",
+                "must be more than zero",
+            ));
+        }
+        Ok(Options {
+            name: Arc::from(self.name.as_str()),
+            prefix: Bytes::from(self.prefix.clone()),
+            default_ttl: self.default_ttl,
+            max_ttl: self.max_ttl,
+            ttl_jitter: self.ttl_jitter,
+            early_refresh: self.early_refresh,
+            max_value_size: self.max_value_size,
+            max_key_size: self.max_key_size,
+        })
+    }
+}
