@@ -43,6 +43,8 @@
 //!   │        its private fail_open layer: errors → misses and skips,
 //!   │        write shedding
 //!   │
+//!   ├─ near        the near cache: an L1 bounded in bytes, invalidated by
+//!   │              RESP3 client tracking, stale entries for failures
 //!   ├─ watchdog    memory levels, growth forecast, leeway alerts, no-TTL keys
 //!   ├─ redis       RedisBackend (own connections), ClientBackend,
 //!   │              Bb8Backend, DeadpoolBackend, ClusterBackend (a breaker

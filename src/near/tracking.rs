@@ -97,11 +97,13 @@ async fn session(near: &Weak<Near>, config: &RedisConfig, prefix: &Bytes) -> Res
         tracking.arg("PREFIX").arg(&prefix[..]);
     }
     let setup = async {
-        let () = redis::cmd("CLIENT")
+        // The name is for operators (`CLIENT LIST`); a user not allowed to
+        // set it still tracks.
+        let _ = redis::cmd("CLIENT")
             .arg("SETNAME")
             .arg(CLIENT_NAME)
-            .query_async(&mut conn)
-            .await?;
+            .query_async::<()>(&mut conn)
+            .await;
         tracking.query_async::<()>(&mut conn).await
     };
     match tokio::time::timeout(PING_DEADLINE, setup).await {
