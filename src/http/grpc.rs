@@ -330,6 +330,7 @@ where
             headers: parts.headers.clone(),
             body: data.clone(),
             trailers: trailers.clone(),
+            lifetime: None,
         };
         (entry.encode(), Ttl::After(ttl))
     });

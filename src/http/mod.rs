@@ -46,8 +46,14 @@
 //!   [`heuristic_freshness`](HttpCacheLayer::heuristic_freshness) is set.
 //! * Only bodies of known length up to a cap (default 1 MiB) are buffered;
 //!   anything else streams through uncached.
+//! * **Stale responses** (RFC 5861): a response with
+//!   `stale-while-revalidate=N` is kept N seconds past its freshness, and
+//!   served from the cache meanwhile (marked `stale`) while one request at
+//!   a time per key revalidates it in the background; one with
+//!   `stale-if-error=N` is kept N seconds more and served (marked `stale`)
+//!   only when the handler fails meanwhile (an error or a 5xx).
 //! * A response header (default `x-cache`) says `hit` (from the cache, or
-//!   shared from a concurrent miss), `miss` or `bypass`
+//!   shared from a concurrent miss), `stale`, `miss` or `bypass`
 //!   (not a `GET`/`HEAD`, a per-caller request, or one with
 //!   `Cache-Control: no-cache`/`no-store`).
 //! * Concurrent misses for one key are coalesced: one request reaches the
@@ -83,13 +89,14 @@ mod entry;
 mod grpc;
 mod key;
 mod policy;
+mod stale;
 
 pub use body::CachedBody;
 pub use breaker::{
     GrpcBreakerLayer, GrpcErrors, HttpBreaker, HttpBreakerLayer, ResponseFuture as BreakerFuture,
     ServerErrors,
 };
-use entry::Entry;
+use entry::{Entry, Use};
 pub use grpc::{GrpcCache, GrpcCacheLayer};
 use key::Scope;
 use policy::buffer_if_cacheable;
@@ -196,7 +203,7 @@ impl<C> HttpCacheLayer<C> {
         self
     }
 
-    /// The response header saying `hit`, `miss` or `bypass`. Defaults to
+    /// The response header saying `hit`, `stale`, `miss` or `bypass`. Defaults to
     /// `x-cache`.
     pub fn status_header(mut self, name: HeaderName) -> Self {
         Arc::make_mut(&mut self.config).status_header = name;
@@ -295,13 +302,26 @@ where
         let res = inner.call(req).await?;
         return Ok(mark(res.map(CachedBody::inner), &config, "bypass"));
     };
-    if let Some(res) = lookup(&cache, "http", &key, head).await {
-        return Ok(mark(res, &config, "hit"));
+    // Fresh: a hit. Stale (RFC 5861): served while revalidated in the
+    // background, or kept for the case the handler fails.
+    let mut if_error = None;
+    if let Some(entry) = cached_entry(&cache, "http", &key).await {
+        match entry.lifetime.map_or(Use::Fresh, |l| l.at(entry::now_ms())) {
+            Use::Fresh => return Ok(mark(entry.into_response(head), &config, "hit")),
+            Use::Revalidate => {
+                if !head {
+                    stale::revalidate(inner, cache, config.clone(), req, key);
+                }
+                return Ok(mark(entry.into_response(head), &config, "stale"));
+            }
+            Use::IfError => if_error = Some(entry),
+            Use::Expired => {}
+        }
     }
     if head {
         // HEAD is answered from a cached GET, never stored itself.
-        let res = inner.call(req).await?;
-        return Ok(mark(res.map(CachedBody::inner), &config, "miss"));
+        let res = (inner.call(req).await).map(|r| mark(r.map(CachedBody::inner), &config, "miss"));
+        return stale::or_stale(res, if_error, &config, true);
     }
     // What the caching rules need of the request, kept past the call.
     let mut policy_req = Request::new(());
@@ -311,7 +331,7 @@ where
 
     let rules = &*config;
     let policy = &policy_req;
-    through_flight(
+    let res = through_flight(
         &cache,
         &key,
         &config.status_header,
@@ -322,7 +342,8 @@ where
         },
         |(mut inner, req)| async move { Ok(inner.call(req).await?.map(CachedBody::inner)) },
     )
-    .await
+    .await;
+    stale::or_stale(res, if_error, &config, false)
 }
 
 /// A cached response for `key`, if there is a valid one; an entry that does
@@ -336,6 +357,12 @@ async fn lookup<C, B>(
 where
     C: Backend,
 {
+    Some(cached_entry(cache, op, key).await?.into_response(head))
+}
+
+/// The cached entry for `key`, if there is a valid one; an entry that
+/// does not decode is counted and treated as a miss.
+async fn cached_entry<C: Backend>(cache: &Cache<C>, op: &'static str, key: &[u8]) -> Option<Entry> {
     let bytes = cache.get(key).await?;
     let entry = Entry::decode(&bytes);
     if entry.is_none() {
@@ -345,7 +372,7 @@ where
             Reason::Undecodable.as_str(),
         );
     }
-    Some(entry?.into_response(head))
+    entry
 }
 
 /// After a miss: the first caller for `key` runs `lead` with its request

@@ -10,6 +10,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower::BoxError;
 
+use super::entry::{now_ms, Lifetime};
 use super::{CachedBody, Config, Entry};
 use crate::cache::Ttl;
 
@@ -32,14 +33,25 @@ where
     match limited.collect().await {
         Ok(collected) => {
             let body = collected.to_bytes();
+            // Kept past its freshness for as long as it may be served
+            // stale (RFC 5861).
+            let (revalidate, if_error) = stale_windows(&parts.headers);
+            let lifetime = (!revalidate.is_zero() || !if_error.is_zero()).then(|| Lifetime {
+                stored: now_ms(),
+                fresh: millis(ttl),
+                revalidate: millis(revalidate),
+                if_error: millis(if_error),
+            });
+            let kept = ttl.saturating_add(revalidate.max(if_error));
             let entry = Entry {
                 status: parts.status,
                 headers: parts.headers.clone(),
                 body: body.clone(),
                 trailers: None,
+                lifetime,
             };
             let res = Response::from_parts(parts, CachedBody::full(body));
-            (res, Some((entry.encode(), Ttl::After(ttl))))
+            (res, Some((entry.encode(), Ttl::After(kept))))
         }
         // The body failed (or lied about its length): the client sees the
         // failure; nothing is stored.
@@ -78,6 +90,36 @@ fn cacheable_for<B: Body>(
     }
     let ttl = policy.time_to_live(now);
     (ttl >= Duration::from_millis(1)).then_some(ttl)
+}
+
+/// The `stale-while-revalidate` and `stale-if-error` windows of a
+/// response's `Cache-Control` (RFC 5861); zero where absent or invalid.
+pub(super) fn stale_windows(headers: &HeaderMap) -> (Duration, Duration) {
+    let (mut revalidate, mut if_error) = (Duration::ZERO, Duration::ZERO);
+    let directives = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    for directive in directives {
+        let Some((name, value)) = directive.split_once('=') else {
+            continue;
+        };
+        let Ok(secs) = value.trim().trim_matches('"').parse::<u64>() else {
+            continue;
+        };
+        let window = Duration::from_secs(secs);
+        match name.trim().to_ascii_lowercase().as_str() {
+            "stale-while-revalidate" => revalidate = window,
+            "stale-if-error" => if_error = window,
+            _ => {}
+        }
+    }
+    (revalidate, if_error)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A response's head, for the caching rules (they never read the body).

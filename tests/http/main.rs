@@ -3,6 +3,7 @@
 
 #[path = "../cache/common.rs"]
 mod common;
+mod stale;
 
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;

@@ -129,21 +129,11 @@ impl<B: super::Backend> Cache<B> {
         V: Into<Bytes>,
     {
         let ttl = self.shared.options.default_ttl;
-        let full = self.key(key);
-        let stored = full.clone();
         let refreshed = self
-            .shared
-            .flights
-            .try_lead(
-                &full,
-                || async {
-                    let value: Bytes = load().await?.into();
-                    Ok::<_, E>((value.clone(), Some((value, ttl))))
-                },
-                |value, ttl| async move {
-                    let _ = self.write_full(stored, value, ttl, false).await;
-                },
-            )
+            .try_refresh(key, || async {
+                let value: Bytes = load().await?.into();
+                Ok::<_, E>((value.clone(), Some((value, ttl))))
+            })
             .await;
         match refreshed {
             Some(Ok(value)) => value,
@@ -171,6 +161,28 @@ impl<B: super::Backend> Cache<B> {
             // under the same key): load, without storing over it.
             Coalesced::Direct(load) => load().await,
         }
+    }
+
+    /// Runs `load` for `key` and stores what it may share, unless a load of
+    /// `key` is under way (then `None` at once). Callers that miss `key`
+    /// meanwhile share the result.
+    pub(crate) async fn try_refresh<T, F, Fut, E>(
+        &self,
+        key: &[u8],
+        load: F,
+    ) -> Option<Result<T, E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(T, Option<(Bytes, Ttl)>), E>>,
+    {
+        let full = self.key(key);
+        let stored = full.clone();
+        self.shared
+            .flights
+            .try_lead(&full, load, |value, ttl| async move {
+                let _ = self.write_full(stored, value, ttl, false).await;
+            })
+            .await
     }
 
     /// Single flight: the first caller for `key` runs `load` with `work`;

@@ -1,0 +1,65 @@
+//! RFC 5861 for the response cache: an entry past its freshness is served
+//! stale while `stale-while-revalidate` allows (and revalidated in the
+//! background, once per key at a time), or only when the handler fails
+//! while `stale-if-error` allows.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tower::{BoxError, Service};
+
+use super::policy::buffer_if_cacheable;
+use super::{mark, CachedBody, Config, Entry};
+use crate::cache::{Backend, Cache};
+
+/// Sends `req` to `inner` in the background and stores what it answers
+/// (if it may be stored) under `key`, unless a load of `key` is under way.
+/// The caller has been answered with the stale copy already.
+pub(super) fn revalidate<S, C, ReqBody, ResBody>(
+    mut inner: S,
+    cache: Cache<C>,
+    config: Arc<Config>,
+    req: Request<ReqBody>,
+    key: Vec<u8>,
+) where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+    C: Backend + Sync,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let mut policy = Request::new(());
+    *policy.method_mut() = req.method().clone();
+    *policy.uri_mut() = req.uri().clone();
+    *policy.headers_mut() = req.headers().clone();
+    runtime.spawn(async move {
+        let _ = cache
+            .try_refresh(&key, || async {
+                let res = inner.call(req).await.map_err(drop)?;
+                let (_, share) = buffer_if_cacheable(&config, &policy, res).await;
+                Ok::<_, ()>(((), share))
+            })
+            .await;
+    });
+}
+
+/// The handler's answer, or — if it failed (an error, or a 5xx) and a
+/// `stale-if-error` copy is at hand — that copy, marked `stale`.
+pub(super) fn or_stale<B, E>(
+    res: Result<Response<CachedBody<B>>, E>,
+    stale: Option<Entry>,
+    config: &Config,
+    head: bool,
+) -> Result<Response<CachedBody<B>>, E> {
+    let Some(entry) = stale else { return res };
+    match &res {
+        Ok(r) if !r.status().is_server_error() => res,
+        _ => Ok(mark(entry.into_response(head), config, "stale")),
+    }
+}
