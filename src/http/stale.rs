@@ -15,8 +15,10 @@ use super::{mark, CachedBody, Config, Entry};
 use crate::cache::{Backend, Cache};
 
 /// Sends `req` to `inner` in the background and stores what it answers
-/// (if it may be stored) under `key`, unless a load of `key` is under way.
-/// The caller has been answered with the stale copy already.
+/// (if it may be stored) under `key`, unless a load of `key` is under way,
+/// or the cache is failing (its breaker open: the new copy could not be
+/// stored, and every request would render again). The caller has been
+/// answered with the stale copy already.
 pub(super) fn revalidate<S, C, ReqBody, ResBody>(
     mut inner: S,
     cache: Cache<C>,
@@ -34,6 +36,13 @@ pub(super) fn revalidate<S, C, ReqBody, ResBody>(
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
+    use crate::breaker::State;
+    if matches!(
+        cache.breaker().state(),
+        State::Open | State::HalfOpen | State::ForcedOpen
+    ) {
+        return;
+    }
     let mut policy = Request::new(());
     *policy.method_mut() = req.method().clone();
     *policy.uri_mut() = req.uri().clone();

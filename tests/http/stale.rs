@@ -127,3 +127,57 @@ async fn stale_if_error_serves_stale_only_when_the_handler_fails() {
     // Without stale-if-error, the failure is the answer.
     assert_eq!(fetch(addr, "GET", "/plain", "").await.0, 500);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_near_cache_and_redis_down_stale_pages_are_served_without_rendering() {
+    use fusebox::cache::NearCache;
+    let mut server = RedisServer::start(&[]);
+    let origin = Origin::default();
+    let cache = Cache::builder()
+        .name("stale-near")
+        .near_cache(NearCache::new())
+        .redis_url(server.url())
+        .build()
+        .unwrap();
+    let tracking = eventually(Duration::from_secs(5), || async {
+        cache.near_stats().is_some_and(|s| s.fresh)
+    });
+    assert!(tracking.await);
+    let app = Router::new()
+        .route(
+            "/swr",
+            get(|s| page(s, "public, max-age=1, stale-while-revalidate=30")),
+        )
+        .with_state(origin.clone())
+        .layer(HttpCacheLayer::new(cache.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    assert_eq!(fetch(addr, "GET", "/swr", "").await.1, "miss");
+    let in_l1 = eventually(Duration::from_secs(5), || async {
+        fetch(addr, "GET", "/swr", "").await.1 == "hit"
+            && cache.near_stats().is_some_and(|s| s.l1_hits > 0)
+    });
+    assert!(in_l1.await, "the page is in L1");
+    server.kill();
+    let open = eventually(Duration::from_secs(5), || async {
+        let _ = cache.get("anything").await;
+        cache.breaker().state().is_rejecting()
+    });
+    assert!(open.await, "the breaker opens");
+    past_max_age().await;
+    let renders = origin.renders.load(SeqCst);
+    for _ in 0..5 {
+        assert_eq!(
+            fetch(addr, "GET", "/swr", "").await,
+            (200, "stale".into(), "render 1".into())
+        );
+    }
+    assert_eq!(
+        origin.renders.load(SeqCst),
+        renders,
+        "no revalidation while Redis is down"
+    );
+    assert!(cache.near_stats().unwrap().stale >= 5);
+}
