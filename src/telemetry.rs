@@ -83,6 +83,20 @@ pub const CACHE_FAIL_OPEN_TOTAL: &str = "fusebox_cache_fail_open_total";
 /// built, so a recorder must be installed before.
 pub const CACHE_READS_TOTAL: &str = "fusebox_cache_reads_total";
 
+/// Counter of purges of HTTP responses (every stored variant of one URL),
+/// by `cache`, `trigger` (`purge`: asked for; `unsafe_method`: after a
+/// `POST`, `PUT`, `DELETE`… answered without error) and `result`
+/// (`done`, or `skipped`: not written, the old responses may still be
+/// served).
+pub const HTTP_PURGES_TOTAL: &str = "fusebox_http_purges_total";
+
+#[cfg(feature = "http")]
+pub(crate) fn http_purge(name: &Arc<str>, trigger: &'static str, done: bool) {
+    let result = if done { "done" } else { "skipped" };
+    counter!(HTTP_PURGES_TOTAL, "cache" => name.clone(), "trigger" => trigger, "result" => result)
+        .increment(1);
+}
+
 /// Counter of pooled connections that failed to open, or were found
 /// broken at checkout, by `addr` and `reason`.
 pub const REDIS_CONNECT_ERRORS_TOTAL: &str = "fusebox_redis_connect_errors_total";

@@ -204,6 +204,12 @@ impl<B: Backend> Cache<B> {
         self.shared.near.as_ref().map(|n| n.stats())
     }
 
+    /// Whether the cache has a near cache.
+    #[cfg(feature = "http")]
+    pub(crate) fn has_near(&self) -> bool {
+        self.shared.near.is_some()
+    }
+
     /// The cache's name (its metrics label).
     pub fn name(&self) -> &str {
         &self.shared.options.name

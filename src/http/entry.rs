@@ -5,6 +5,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 
+use super::directives::Directives;
 use super::CachedBody;
 
 /// A cached response: status, headers, body, and trailers (gRPC).
@@ -14,16 +15,22 @@ pub(super) struct Entry {
     pub(super) headers: HeaderMap,
     pub(super) body: Bytes,
     pub(super) trailers: Option<HeaderMap>,
-    /// For a response that may be served stale (RFC 5861): when it was
-    /// stored and for how long it is fresh, then servable stale. `None`:
-    /// fresh for as long as the cache keeps it.
-    pub(super) lifetime: Option<Lifetime>,
+    /// How old it is and how long it may be served.
+    pub(super) lifetime: Lifetime,
 }
 
-/// An entry's lifetimes, in milliseconds (`stored`: since the Unix epoch).
+/// An entry's times, in milliseconds (`requested` and `stored`: since the
+/// Unix epoch), after RFC 9111 §4.2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Lifetime {
+    /// When the request that fetched it was sent: a purge at or after this
+    /// moment makes the entry unusable.
+    pub(super) requested: u64,
+    /// When the response was received (its `response_time`).
     pub(super) stored: u64,
+    /// Its corrected initial age (§4.2.3): what it was already old then.
+    pub(super) age: u64,
+    /// Its freshness lifetime (§4.2.1).
     pub(super) fresh: u64,
     /// `stale-while-revalidate`: served stale while it is revalidated.
     pub(super) revalidate: u64,
@@ -45,36 +52,77 @@ pub(super) enum Use {
 }
 
 impl Lifetime {
-    /// What the entry may be used for at `now` (ms since the epoch; a
-    /// clock that went back counts as no time passed).
+    /// A lifetime that starts `now`, fresh for `fresh` ms, never stale.
+    pub(super) fn fresh_for(now: u64, fresh: u64) -> Self {
+        Lifetime {
+            requested: now,
+            stored: now,
+            age: 0,
+            fresh,
+            revalidate: 0,
+            if_error: 0,
+        }
+    }
+
+    /// Its current age at `now` (ms since the epoch; a clock that went
+    /// back counts as no time passed).
+    pub(super) fn age_at(&self, now: u64) -> u64 {
+        self.age.saturating_add(now.saturating_sub(self.stored))
+    }
+
+    /// What the entry may be used for at `now`: fresh while its age is
+    /// under its freshness lifetime, then within each stale window.
     pub(super) fn at(&self, now: u64) -> Use {
-        let age = now.saturating_sub(self.stored);
-        let stale = age.saturating_sub(self.fresh);
-        if age <= self.fresh {
-            Use::Fresh
-        } else if stale <= self.revalidate {
+        let age = self.age_at(now);
+        let Some(stale) = age.checked_sub(self.fresh) else {
+            return Use::Fresh;
+        };
+        if stale < self.revalidate {
             Use::Revalidate
-        } else if stale <= self.if_error {
+        } else if stale < self.if_error {
             Use::IfError
         } else {
             Use::Expired
         }
     }
+
+    /// [`at`](Self::at) for a request that may bound the age it accepts
+    /// (`max-age`) or ask for time left (`min-fresh`): a fresh entry that
+    /// does not satisfy them is not served, and neither is a stale one.
+    pub(super) fn for_request(&self, now: u64, request: &Directives) -> Use {
+        let age = self.age_at(now);
+        let too_old = request.max_age.is_some_and(|d| age > d.millis());
+        let too_short = request
+            .min_fresh
+            .is_some_and(|d| self.fresh.saturating_sub(age) < d.millis());
+        if too_old || too_short {
+            return Use::Expired;
+        }
+        self.at(now)
+    }
+
+    /// How long Redis keeps the entry: while fresh, then while it may be
+    /// served stale (ms).
+    pub(super) fn kept(&self) -> u64 {
+        let left = self.fresh.saturating_sub(self.age);
+        left.saturating_add(self.revalidate.max(self.if_error))
+    }
 }
 
-/// Now, in ms since the Unix epoch.
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+/// The entry format: the magic, the six [`Lifetime`] figures, the status,
+/// the headers, the body, the trailers. Entries of earlier formats (which
+/// did not all carry their age and lifetime) are not read: a miss, and
+/// overwritten by the next store.
+const MAGIC: &[u8; 4] = b"FBH3";
 
-const MAGIC: &[u8; 4] = b"FBH1";
-/// An entry with a [`Lifetime`]: the four figures follow the magic.
-const MAGIC_STALE: &[u8; 4] = b"FBH2";
+/// At most this many header lines are read from an entry: more is not a
+/// response this layer stored (and more than `HeaderMap` can hold would
+/// panic it).
+const MAX_HEADERS: u32 = 1024;
 
-/// Headers that describe one connection, never stored.
-fn hop_by_hop(name: &HeaderName) -> bool {
+/// Headers that describe one connection or one hop, never stored (RFC 9111
+/// §3.1, RFC 9110 §7.6.1), and `Age`, which a hit computes afresh.
+fn not_stored(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -84,53 +132,64 @@ fn hop_by_hop(name: &HeaderName) -> bool {
             | "proxy-connection"
             | "te"
             | "trailer"
+            | "proxy-authenticate"
+            | "proxy-authentication-info"
+            | "proxy-authorization"
+            | "age"
     )
+}
+
+/// The header names a message's `Connection` lines name: hop-by-hop too.
+fn connection_names(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect()
 }
 
 impl Entry {
     pub(super) fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(self.body.len() + 256);
-        match self.lifetime {
-            None => out.put_slice(MAGIC),
-            Some(l) => {
-                out.put_slice(MAGIC_STALE);
-                for figure in [l.stored, l.fresh, l.revalidate, l.if_error] {
-                    out.put_u64(figure);
-                }
-            }
+        out.put_slice(MAGIC);
+        let l = self.lifetime;
+        for figure in [
+            l.requested,
+            l.stored,
+            l.age,
+            l.fresh,
+            l.revalidate,
+            l.if_error,
+        ] {
+            out.put_u64(figure);
         }
         out.put_u16(self.status.as_u16());
-        put_headers(&mut out, &self.headers);
+        put_headers(&mut out, &self.headers, &connection_names(&self.headers));
         out.put_u64(self.body.len() as u64);
         out.put_slice(&self.body);
         match &self.trailers {
             None => out.put_u32(u32::MAX),
-            Some(trailers) => put_headers(&mut out, trailers),
+            Some(trailers) => put_headers(&mut out, trailers, &[]),
         }
         out.freeze()
     }
 
-    /// `None` for anything that is not a whole, valid entry.
+    /// `None` for anything that is not a whole, valid entry of this
+    /// format, whatever the bytes.
     pub(super) fn decode(bytes: &Bytes) -> Option<Entry> {
         let mut b = bytes.clone();
-        if b.remaining() < 4 {
+        if take(&mut b, 4)?.as_ref() != MAGIC {
             return None;
         }
-        let lifetime = match &b[..4] {
-            m if m == MAGIC => {
-                b.advance(4);
-                None
-            }
-            m if m == MAGIC_STALE => {
-                b.advance(4);
-                Some(Lifetime {
-                    stored: take_u64(&mut b)?,
-                    fresh: take_u64(&mut b)?,
-                    revalidate: take_u64(&mut b)?,
-                    if_error: take_u64(&mut b)?,
-                })
-            }
-            _ => return None,
+        let lifetime = Lifetime {
+            requested: take_u64(&mut b)?,
+            stored: take_u64(&mut b)?,
+            age: take_u64(&mut b)?,
+            fresh: take_u64(&mut b)?,
+            revalidate: take_u64(&mut b)?,
+            if_error: take_u64(&mut b)?,
         };
         let status = StatusCode::from_u16(take_u16(&mut b)?).ok()?;
         let count = take_u32(&mut b)?;
@@ -150,17 +209,37 @@ impl Entry {
         })
     }
 
-    pub(super) fn into_response<B>(self, head: bool) -> Response<CachedBody<B>> {
-        let body = if head { Bytes::new() } else { self.body };
+    /// The stored response as served at `now`: with its current `Age`
+    /// (RFC 9111 §4.2.3: the stored age plus the time it spent stored), and
+    /// for `HEAD` the headers of the `GET` (its `Content-Length` too) with
+    /// no body.
+    pub(super) fn into_response<B>(self, head: bool, now: u64) -> Response<CachedBody<B>> {
+        let age = self.lifetime.age_at(now) / 1000;
+        let mut headers = self.headers;
+        headers.insert(http::header::AGE, HeaderValue::from(age));
+        let body = if head {
+            if !headers.contains_key(http::header::CONTENT_LENGTH) {
+                headers.insert(
+                    http::header::CONTENT_LENGTH,
+                    HeaderValue::from(self.body.len()),
+                );
+            }
+            Bytes::new()
+        } else {
+            self.body
+        };
         let mut res = Response::new(CachedBody::with_trailers(body, self.trailers));
         *res.status_mut() = self.status;
-        *res.headers_mut() = self.headers;
+        *res.headers_mut() = headers;
         res
     }
 }
 
-fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
-    let kept: Vec<_> = headers.iter().filter(|(n, _)| !hop_by_hop(n)).collect();
+fn put_headers(out: &mut BytesMut, headers: &HeaderMap, hop: &[HeaderName]) {
+    let kept: Vec<_> = headers
+        .iter()
+        .filter(|(n, _)| !not_stored(n) && !hop.contains(n))
+        .collect();
     out.put_u32(kept.len() as u32);
     for (name, value) in kept {
         out.put_u32(name.as_str().len() as u32);
@@ -171,13 +250,16 @@ fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
 }
 
 fn take_headers(b: &mut Bytes, count: u32) -> Option<HeaderMap> {
+    if count > MAX_HEADERS {
+        return None;
+    }
     let mut headers = HeaderMap::new();
     for _ in 0..count {
         let n = take_u32(b)? as usize;
         let name = HeaderName::from_bytes(&take(b, n)?).ok()?;
         let n = take_u32(b)? as usize;
         let value = HeaderValue::from_maybe_shared(take(b, n)?).ok()?;
-        headers.append(name, value);
+        headers.try_append(name, value).ok()?;
     }
     Some(headers)
 }
@@ -199,80 +281,4 @@ fn take(b: &mut Bytes, n: usize) -> Option<Bytes> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http::header;
-
-    #[test]
-    fn entries_round_trip_and_garbage_is_refused() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-        headers.append("x-multi", HeaderValue::from_static("a"));
-        headers.append("x-multi", HeaderValue::from_static("b"));
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-status", HeaderValue::from_static("0"));
-        let e = Entry {
-            status: StatusCode::OK,
-            headers,
-            body: Bytes::from_static(b"<html>"),
-            trailers: Some(trailers),
-            lifetime: None,
-        };
-        let bytes = e.encode();
-        let back = Entry::decode(&bytes).unwrap();
-        assert_eq!(back.body, e.body);
-        assert_eq!(back.trailers, e.trailers);
-        assert_eq!(back.headers.get_all("x-multi").iter().count(), 2);
-        assert!(
-            !back.headers.contains_key(header::CONNECTION),
-            "hop-by-hop dropped"
-        );
-        for cut in 0..bytes.len() {
-            assert!(Entry::decode(&bytes.slice(..cut)).is_none());
-        }
-        assert!(Entry::decode(&Bytes::from_static(b"garbage")).is_none());
-        let mut extra = bytes.to_vec();
-        extra.push(0);
-        assert!(Entry::decode(&Bytes::from(extra)).is_none());
-
-        let lifetime = Lifetime {
-            stored: 1_000,
-            fresh: 10,
-            revalidate: 20,
-            if_error: 40,
-        };
-        let stale = Entry {
-            lifetime: Some(lifetime),
-            ..back
-        };
-        let bytes = stale.encode();
-        assert_eq!(Entry::decode(&bytes), Some(stale));
-        for cut in 0..bytes.len() {
-            assert!(Entry::decode(&bytes.slice(..cut)).is_none());
-        }
-    }
-
-    #[test]
-    fn a_lifetime_says_fresh_then_revalidate_then_if_error_then_expired() {
-        let l = Lifetime {
-            stored: 1_000,
-            fresh: 10,
-            revalidate: 20,
-            if_error: 40,
-        };
-        assert_eq!(l.at(0), Use::Fresh, "a clock gone back");
-        assert_eq!(l.at(1_010), Use::Fresh);
-        assert_eq!(l.at(1_030), Use::Revalidate);
-        assert_eq!(l.at(1_031), Use::IfError);
-        assert_eq!(l.at(1_050), Use::IfError);
-        assert_eq!(l.at(1_051), Use::Expired);
-        let max = Lifetime {
-            stored: u64::MAX,
-            fresh: u64::MAX,
-            revalidate: u64::MAX,
-            if_error: u64::MAX,
-        };
-        assert_eq!(max.at(u64::MAX), Use::Fresh);
-    }
-}
+mod tests;

@@ -26,8 +26,11 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower::{BoxError, Layer, Service};
 
+use super::directives::{millis, now_ms};
+use super::entry::{Lifetime, Use};
 use super::key::{self, Scope};
-use super::{lookup, mark_with, through_flight, CachedBody, Entry, ResponseFuture};
+use super::serve::{cached_entry, through_flight};
+use super::{mark_with, CachedBody, Entry, ResponseFuture};
 use crate::cache::{Backend, Cache, Ttl};
 use crate::redis::RedisBackend;
 
@@ -255,8 +258,13 @@ where
         ));
     };
     let header = &config.status_header;
-    if let Some(res) = lookup(&cache, "grpc", &key, false).await {
-        return Ok(mark_with(res, header, "hit"));
+    // A reply past its method's TTL is never served, even if the cache
+    // still holds it (a near cache's copy while Redis is down).
+    if let Some(entry) = cached_entry(&cache, "grpc", &key, None).await {
+        let now = now_ms();
+        if entry.lifetime.at(now) == Use::Fresh {
+            return Ok(mark_with(entry.into_response(false, now), header, "hit"));
+        }
     }
     through_flight(
         &cache,
@@ -330,7 +338,7 @@ where
             headers: parts.headers.clone(),
             body: data.clone(),
             trailers: trailers.clone(),
-            lifetime: None,
+            lifetime: Lifetime::fresh_for(now_ms(), millis(ttl)),
         };
         (entry.encode(), Ttl::After(ttl))
     });

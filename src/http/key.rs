@@ -161,12 +161,21 @@ pub(super) fn finish(plain: Vec<u8>, readable: usize, hash: bool) -> Vec<u8> {
 /// Prefix of the layer's keys (inside the cache's own prefix).
 const PREFIX: &[u8] = b"http:";
 
-/// The key of a cacheable request; `None` when it must bypass the cache
+/// The keys of a cacheable request: its entry, and its URL's purge
+/// marker.
+pub(super) struct Keys {
+    /// The entry: host, target and the keyed headers.
+    pub(super) entry: Vec<u8>,
+    /// The marker every variant of the URL is checked against.
+    pub(super) purge: Vec<u8>,
+}
+
+/// The keys of a cacheable request; `None` when it must bypass the cache
 /// (it does not ask for a stored answer, carries a credential not in the
 /// key, or names two hosts).
-pub(super) fn request<B>(scope: &Scope, req: &http::Request<B>) -> Option<Vec<u8>> {
+pub(super) fn request<B>(scope: &Scope, req: &http::Request<B>) -> Option<Keys> {
     let headers = req.headers();
-    if refuses_stored(headers) || scope.is_personal(headers) {
+    if super::directives::request_refuses_stored(headers) || scope.is_personal(headers) {
         return None;
     }
     let host = authority(req.uri(), headers)?;
@@ -177,27 +186,33 @@ pub(super) fn request<B>(scope: &Scope, req: &http::Request<B>) -> Option<Vec<u8
         plain.extend_from_slice(scheme.to_ascii_lowercase().as_bytes());
         plain.push(b':');
     }
+    push_url(&mut plain, &host, req.uri().path(), req.uri().query());
+    let secret = scope.push_lines(&mut plain, headers);
+    Some(Keys {
+        entry: finish(plain, PREFIX.len(), secret),
+        purge: purge(&host, req.uri().path(), req.uri().query()),
+    })
+}
+
+/// The purge marker of a URL (any scheme, every variant): the time of its
+/// last invalidation; entries fetched by a request sent before it are not
+/// used.
+pub(super) fn purge(host: &str, path: &str, query: Option<&str>) -> Vec<u8> {
+    let mut plain = Vec::with_capacity(64);
+    plain.extend_from_slice(PREFIX);
+    plain.extend_from_slice(b"purge ");
+    push_url(&mut plain, &host.to_ascii_lowercase(), path, query);
+    finish(plain, PREFIX.len(), false)
+}
+
+fn push_url(plain: &mut Vec<u8>, host: &str, path: &str, query: Option<&str>) {
     plain.extend_from_slice(b"//");
     plain.extend_from_slice(host.as_bytes());
-    plain.extend_from_slice(req.uri().path().as_bytes());
-    if let Some(q) = req.uri().query() {
+    plain.extend_from_slice(path.as_bytes());
+    if let Some(q) = query {
         plain.push(b'?');
         plain.extend_from_slice(q.as_bytes());
     }
-    let secret = scope.push_lines(&mut plain, headers);
-    Some(finish(plain, PREFIX.len(), secret))
-}
-
-/// The client asks for a fresh answer (`no-cache`, `no-store`).
-fn refuses_stored(headers: &HeaderMap) -> bool {
-    let no_cache = |v: &http::HeaderValue| {
-        v.to_str().is_ok_and(|s| {
-            let s = s.to_ascii_lowercase();
-            s.contains("no-cache") || s.contains("no-store")
-        })
-    };
-    headers.get_all(header::CACHE_CONTROL).iter().any(no_cache)
-        || headers.get_all(header::PRAGMA).iter().any(no_cache)
 }
 
 #[cfg(test)]

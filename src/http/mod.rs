@@ -35,15 +35,20 @@
 //!   reaches the handler and its response is not stored, unless that header
 //!   is in the key (`vary(["cookie"])`: one entry per cookie) or the layer
 //!   is declared [`public`](HttpCacheLayer::public).
-//! * **Whether, and how long**, follows the response's `Cache-Control`
-//!   (`no-store`, `private`, `max-age`, `s-maxage`, `Expires`…), decided by
-//!   the [`http-cache-semantics`](https://docs.rs/http-cache-semantics) crate
-//!   from the point of view of a shared cache. Responses that set cookies,
-//!   that say `Vary: *`, or that vary on a request header not in the key
-//!   (`Vary: Accept-Encoding` with no `vary(["accept-encoding"])`) are not
-//!   stored. A response without an explicit lifetime (only a
-//!   `Last-Modified`) is not stored unless
-//!   [`heuristic_freshness`](HttpCacheLayer::heuristic_freshness) is set.
+//! * **Whether, and how long**, follows the response's `Cache-Control`,
+//!   `Expires`, `Date` and `Age`, read as a shared cache must (RFC 9111;
+//!   the rules below). Responses that set cookies, that say `Vary: *`, or
+//!   that vary on a request header not in the key (`Vary: Accept-Encoding`
+//!   with no `vary(["accept-encoding"])`) are not stored. A response
+//!   without an explicit lifetime (only a `Last-Modified`) is not stored
+//!   unless [`heuristic_freshness`](HttpCacheLayer::heuristic_freshness)
+//!   is set.
+//! * **Unsafe methods invalidate**: after a `POST`, `PUT`, `DELETE`,
+//!   `PATCH` (any method but `GET`, `HEAD`, `OPTIONS`, `TRACE`) answered
+//!   2xx or 3xx, no response stored before for its URL, or for the
+//!   `Location` and `Content-Location` it names on the same host, is
+//!   served again: every variant, before the caller has the answer.
+//!   [`HttpCacheLayer::purge`] does the same for a URL you name.
 //! * Only bodies of known length up to a cap (default 1 MiB) are buffered;
 //!   anything else streams through uncached.
 //! * **Stale responses** (RFC 5861): a response with
@@ -66,29 +71,62 @@
 //! A handler that reads a request header the key does not hold (a tenant
 //! header, say) must have it named in `vary`, or responses made for one
 //! value are served to requests with another.
+//!
+//! # The rules, and what is not implemented
+//!
+//! The layer is a shared cache in the sense of RFC 9111, in front of one
+//! origin (the inner service). When in doubt, it does not serve.
+//!
+//! | rule | what the layer does | tested by (`tests/http/`) |
+//! |---|---|---|
+//! | §5.2 directive names in any case, quoted arguments, first of repeated directives | `Private`, `NO-STORE`, `S-Maxage=0`, `private="set-cookie"` all obeyed, in responses and requests | `directive_names_are_obeyed_in_any_case` |
+//! | §3, §3.5 storing | only `200` to `GET`; never `no-store`, `private` (any form), `no-cache` (it would need a validation on every use), a `Set-Cookie`; a request with `Authorization` only if `public`, `s-maxage` or `must-revalidate` | `hits_misses_bypasses_and_cache_control`, `two_users_never_share_a_response` |
+//! | §4.2.1 freshness lifetime | `s-maxage`, else `max-age`, else `Expires` − `Date`; an invalid number or `Expires` means already stale (§5.3); heuristic only when asked | `hits_carry_their_current_age_and_old_responses_are_not_fresh`, `last_modified_alone_is_not_a_lifetime_unless_asked_for` |
+//! | §4.2.3 age, §5.1 `Age` | a hit carries `Age`: the stored response's corrected initial age (its `Age`, the time from `Date`, the handler's time) plus the time stored; a response already older than its lifetime is not fresh | `hits_carry_their_current_age_and_old_responses_are_not_fresh` |
+//! | §5.2.1 request directives | `no-cache`, `no-store`, `Pragma: no-cache`: bypass; `max-age`, `min-fresh`: a stored response that does not meet them is not served | `directive_names_are_obeyed_in_any_case`, `a_hung_background_revalidation_holds_no_caller` |
+//! | §3.1 hop-by-hop headers | `Connection`, the headers it names, `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`, `Proxy-*` are not stored | `hop_by_hop_headers_are_not_replayed_and_head_has_the_gets_headers` |
+//! | §4.3.5 `HEAD` | answered from a stored `GET` with its headers (`Content-Length` too), no body | same |
+//! | §4.4 invalidation | unsafe methods answered 2xx/3xx invalidate the target, `Location` and `Content-Location` on the same host | `unsafe_methods_invalidate_every_variant_and_the_urls_they_name` |
+//! | §4.2.4 serving stale | never where `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache` say so; otherwise only within RFC 5861's windows below, labelled `stale` | `directives_that_forbid_stale_win_over_stale_windows`, `with_a_near_cache_and_redis_down_no_expired_page_is_a_hit` |
+//! | RFC 5861 `stale-while-revalidate` | served stale while one background revalidation per key runs, bounded by [`revalidation_timeout`](HttpCacheLayer::revalidation_timeout); no request waits on it | `stale_while_revalidate_serves_stale_and_revalidates_once_in_the_background`, `a_hung_background_revalidation_holds_no_caller` |
+//! | RFC 5861 `stale-if-error` | served stale only when the handler errs or answers 5xx | `stale_if_error_serves_stale_only_when_the_handler_fails` |
+//!
+//! Not implemented (yet): validation with `If-None-Match` /
+//! `If-Modified-Since` and `304` (§4.3), so `no-cache` responses are not
+//! stored and a stale response is never revalidated in the foreground;
+//! statuses other than `200` and partial content (`206`); storing
+//! variants for `Vary` headers outside the key; request `max-stale` and
+//! `only-if-cached`; `CDN-Cache-Control` (RFC 9213).
+//!
+//! Entries are checked on every read, so bytes in Redis that are not an
+//! entry this version wrote (another version's, or anything else) are a
+//! counted miss (reason `undecodable`), never a panic.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
-use http::{Method, Request, Response};
+use http::header::HeaderName;
+use http::{Request, Response};
 use http_body::Body;
 use tower::{BoxError, Layer, Service};
 
-use crate::cache::{Backend, Cache, Reason, Ttl};
-use crate::flight::Coalesced;
+use crate::cache::{Backend, Cache, Write};
 use crate::redis::RedisBackend;
 
 mod body;
 mod breaker;
+mod directives;
 mod entry;
 mod grpc;
+mod invalidate;
 mod key;
 mod policy;
+mod serve;
 mod stale;
 
 pub use body::CachedBody;
@@ -96,10 +134,10 @@ pub use breaker::{
     GrpcBreakerLayer, GrpcErrors, HttpBreaker, HttpBreakerLayer, ResponseFuture as BreakerFuture,
     ServerErrors,
 };
-use entry::{Entry, Use};
+use entry::Entry;
 pub use grpc::{GrpcCache, GrpcCacheLayer};
 use key::Scope;
-use policy::buffer_if_cacheable;
+use serve::{mark, mark_with};
 
 /// Adds response caching to an HTTP service; see the [module docs](self).
 pub struct HttpCacheLayer<C = RedisBackend> {
@@ -132,6 +170,8 @@ struct Config {
     /// The fraction of the time since `Last-Modified` a response without an
     /// explicit lifetime is kept for; 0 stores none.
     heuristic: f32,
+    /// How long a background revalidation may take.
+    revalidation_timeout: Duration,
 }
 
 impl<C> HttpCacheLayer<C> {
@@ -145,6 +185,7 @@ impl<C> HttpCacheLayer<C> {
                 max_body: 1 << 20,
                 status_header: HeaderName::from_static("x-cache"),
                 heuristic: 0.0,
+                revalidation_timeout: Duration::from_secs(10),
             }),
         }
     }
@@ -208,6 +249,38 @@ impl<C> HttpCacheLayer<C> {
     pub fn status_header(mut self, name: HeaderName) -> Self {
         Arc::make_mut(&mut self.config).status_header = name;
         self
+    }
+
+    /// How long a background revalidation (`stale-while-revalidate`) may
+    /// take before it is abandoned; none waits behind it meanwhile, and the
+    /// next stale hit may start another once it is. `Duration::ZERO`: stale
+    /// copies are served but never revalidated in the background (misses
+    /// past the window still render). Defaults to 10 s.
+    pub fn revalidation_timeout(mut self, timeout: Duration) -> Self {
+        Arc::make_mut(&mut self.config).revalidation_timeout = timeout;
+        self
+    }
+}
+
+impl<C: Backend + Sync> HttpCacheLayer<C> {
+    /// Removes every stored response for `target` (a path and query,
+    /// `/page/1?lang=fr`) on `host`: every variant (each `vary` value,
+    /// each forwarded header, each scheme), in one write, counted in
+    /// [`HTTP_PURGES_TOTAL`](crate::telemetry::HTTP_PURGES_TOTAL) with
+    /// trigger `purge`. [`Write::Done`] once no such response can be
+    /// served again; [`Write::Skipped`] if the cache could not take the
+    /// write (then they still may, until they expire).
+    ///
+    /// A purge is a time: it holds against entries fetched by requests
+    /// sent before it, so servers sharing a cache need clocks that agree
+    /// (NTP) to within the time a page takes to render.
+    pub async fn purge(&self, host: &str, target: &str) -> Write {
+        let target = target.split('#').next().unwrap_or_default();
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        invalidate::purge(&self.cache, host, path, query, "purge").await
     }
 }
 
@@ -276,144 +349,6 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let (cache, config) = (self.cache.clone(), self.config.clone());
-        Box::pin(respond(inner, cache, config, req))
+        Box::pin(serve::respond(inner, cache, config, req))
     }
-}
-
-async fn respond<S, C, ReqBody, ResBody>(
-    mut inner: S,
-    cache: Cache<C>,
-    config: Arc<Config>,
-    req: Request<ReqBody>,
-) -> Result<Response<CachedBody<ResBody>>, S::Error>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    ReqBody: Send + 'static,
-    ResBody: Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
-    C: Backend + Sync,
-{
-    let head = req.method() == Method::HEAD;
-    let key = (req.method() == Method::GET || head)
-        .then(|| key::request(&config.scope, &req))
-        .flatten();
-    let Some(key) = key else {
-        let res = inner.call(req).await?;
-        return Ok(mark(res.map(CachedBody::inner), &config, "bypass"));
-    };
-    // Fresh: a hit. Stale (RFC 5861): served while revalidated in the
-    // background, or kept for the case the handler fails.
-    let mut if_error = None;
-    if let Some(entry) = cached_entry(&cache, "http", &key).await {
-        match entry.lifetime.map_or(Use::Fresh, |l| l.at(entry::now_ms())) {
-            Use::Fresh => return Ok(mark(entry.into_response(head), &config, "hit")),
-            Use::Revalidate => {
-                if !head {
-                    stale::revalidate(inner, cache, config.clone(), req, key);
-                }
-                return Ok(mark(entry.into_response(head), &config, "stale"));
-            }
-            Use::IfError => if_error = Some(entry),
-            Use::Expired => {}
-        }
-    }
-    if head {
-        // HEAD is answered from a cached GET, never stored itself.
-        let res = (inner.call(req).await).map(|r| mark(r.map(CachedBody::inner), &config, "miss"));
-        return stale::or_stale(res, if_error, &config, true);
-    }
-    // What the caching rules need of the request, kept past the call.
-    let mut policy_req = Request::new(());
-    *policy_req.method_mut() = req.method().clone();
-    *policy_req.uri_mut() = req.uri().clone();
-    *policy_req.headers_mut() = req.headers().clone();
-
-    let rules = &*config;
-    let policy = &policy_req;
-    let res = through_flight(
-        &cache,
-        &key,
-        &config.status_header,
-        (inner, req),
-        move |(mut inner, req)| async move {
-            let res = inner.call(req).await?;
-            Ok(buffer_if_cacheable(rules, policy, res).await)
-        },
-        |(mut inner, req)| async move { Ok(inner.call(req).await?.map(CachedBody::inner)) },
-    )
-    .await;
-    stale::or_stale(res, if_error, &config, false)
-}
-
-/// A cached response for `key`, if there is a valid one; an entry that does
-/// not decode is counted and treated as a miss.
-async fn lookup<C, B>(
-    cache: &Cache<C>,
-    op: &'static str,
-    key: &[u8],
-    head: bool,
-) -> Option<Response<CachedBody<B>>>
-where
-    C: Backend,
-{
-    Some(cached_entry(cache, op, key).await?.into_response(head))
-}
-
-/// The cached entry for `key`, if there is a valid one; an entry that
-/// does not decode is counted and treated as a miss.
-async fn cached_entry<C: Backend>(cache: &Cache<C>, op: &'static str, key: &[u8]) -> Option<Entry> {
-    let bytes = cache.get(key).await?;
-    let entry = Entry::decode(&bytes);
-    if entry.is_none() {
-        crate::telemetry::cache_fail_open(
-            &Arc::from(cache.name()),
-            op,
-            Reason::Undecodable.as_str(),
-        );
-    }
-    entry
-}
-
-/// After a miss: the first caller for `key` runs `lead` with its request
-/// through the cache's single flight (storing what it may share); callers
-/// arriving meanwhile get that shared response, or, when it could not be
-/// shared, run `direct` with their own request.
-async fn through_flight<C, P, B, E, L, LFut, D, DFut>(
-    cache: &Cache<C>,
-    key: &[u8],
-    header: &HeaderName,
-    pending: P,
-    lead: L,
-    direct: D,
-) -> Result<Response<CachedBody<B>>, E>
-where
-    C: Backend,
-    L: FnOnce(P) -> LFut,
-    LFut: Future<Output = Result<(Response<CachedBody<B>>, Option<(Bytes, Ttl)>), E>>,
-    D: FnOnce(P) -> DFut,
-    DFut: Future<Output = Result<Response<CachedBody<B>>, E>>,
-{
-    // The request goes to the service once: through the flight if this
-    // caller leads, directly if the leader's answer was not shareable (or
-    // was not an entry: a user's own value under the same key).
-    let pending = match cache.coalesce(key, pending, lead).await? {
-        Coalesced::Led(res) => return Ok(mark_with(res, header, "miss")),
-        Coalesced::Shared(bytes, pending) => match Entry::decode(&bytes) {
-            Some(entry) => return Ok(mark_with(entry.into_response(false), header, "hit")),
-            None => pending,
-        },
-        Coalesced::Direct(pending) => pending,
-    };
-    Ok(mark_with(direct(pending).await?, header, "miss"))
-}
-
-fn mark<B>(res: Response<B>, config: &Config, status: &'static str) -> Response<B> {
-    mark_with(res, &config.status_header, status)
-}
-
-fn mark_with<B>(mut res: Response<B>, header: &HeaderName, status: &'static str) -> Response<B> {
-    res.headers_mut()
-        .insert(header.clone(), HeaderValue::from_static(status));
-    res
 }

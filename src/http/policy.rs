@@ -1,8 +1,6 @@
 //! Whether, and for how long, a response may be stored (RFC 9111, from a
 //! shared cache's point of view), and buffering the ones that may.
 
-use std::time::{Duration, SystemTime};
-
 use bytes::Bytes;
 use http::header;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -10,22 +8,39 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower::BoxError;
 
-use super::entry::{now_ms, Lifetime};
+use super::directives::{self, Directives};
+use super::entry::Lifetime;
 use super::{CachedBody, Config, Entry};
 use crate::cache::Ttl;
 
 /// The leader's response, and, if it may be cached, its encoded entry and
-/// TTL.
+/// TTL. `requested` is when the request was sent to the handler (ms since
+/// the epoch).
 pub(super) async fn buffer_if_cacheable<B>(
     config: &Config,
     req: &Request<()>,
+    requested: u64,
     res: Response<B>,
 ) -> (Response<CachedBody<B>>, Option<(Bytes, Ttl)>)
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let Some(ttl) = cacheable_for(config, req, &res) else {
+    let received = directives::now_ms();
+    let length = res.body().size_hint().exact();
+    let lifetime = length
+        .filter(|&n| n <= config.max_body as u64)
+        .and_then(|_| {
+            lifetime_of(
+                config,
+                req,
+                res.status(),
+                res.headers(),
+                requested,
+                received,
+            )
+        });
+    let Some(lifetime) = lifetime else {
         return (res.map(CachedBody::inner), None);
     };
     let (parts, body) = res.into_parts();
@@ -33,16 +48,6 @@ where
     match limited.collect().await {
         Ok(collected) => {
             let body = collected.to_bytes();
-            // Kept past its freshness for as long as it may be served
-            // stale (RFC 5861).
-            let (revalidate, if_error) = stale_windows(&parts.headers);
-            let lifetime = (!revalidate.is_zero() || !if_error.is_zero()).then(|| Lifetime {
-                stored: now_ms(),
-                fresh: millis(ttl),
-                revalidate: millis(revalidate),
-                if_error: millis(if_error),
-            });
-            let kept = ttl.saturating_add(revalidate.max(if_error));
             let entry = Entry {
                 status: parts.status,
                 headers: parts.headers.clone(),
@@ -50,8 +55,9 @@ where
                 trailers: None,
                 lifetime,
             };
+            let ttl = Ttl::After(std::time::Duration::from_millis(lifetime.kept()));
             let res = Response::from_parts(parts, CachedBody::full(body));
-            (res, Some((entry.encode(), Ttl::After(kept))))
+            (res, Some((entry.encode(), ttl)))
         }
         // The body failed (or lied about its length): the client sees the
         // failure; nothing is stored.
@@ -59,77 +65,79 @@ where
     }
 }
 
-/// How long the response may be cached, if at all.
-fn cacheable_for<B: Body>(
+/// The lifetime to store a response with, if it may be stored at all by a
+/// shared cache (RFC 9111 §3, §4.2); `received` is when it arrived.
+pub(super) fn lifetime_of(
     config: &Config,
     req: &Request<()>,
-    res: &Response<B>,
-) -> Option<Duration> {
-    let headers = res.headers();
-    if res.status() != StatusCode::OK
+    status: StatusCode,
+    headers: &HeaderMap,
+    requested: u64,
+    received: u64,
+) -> Option<Lifetime> {
+    if status != StatusCode::OK
         || headers.contains_key(header::SET_COOKIE)
         || !config.scope.covers_vary(headers)
     {
         return None;
     }
-    let length = res.body().size_hint().exact()?;
-    if length > config.max_body as u64 {
+    let cc = Directives::of(headers);
+    // `no-cache` would need a validation on every use, which this layer
+    // does not do yet: not stored. Qualified `private`/`no-cache` count
+    // whole (the safe reading).
+    if cc.no_store || cc.private || cc.no_cache || Directives::of(req.headers()).no_store {
         return None;
     }
-    let now = SystemTime::now();
-    let options = http_cache_semantics::CacheOptions {
-        shared: true,
-        cache_heuristic: config.heuristic,
-        immutable_min_time_to_live: Duration::ZERO,
-        ignore_cargo_cult: false,
+    // §3.5: a response to a request with credentials only if it says so.
+    if req.headers().contains_key(header::AUTHORIZATION)
+        && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
+    {
+        return None;
+    }
+    // A missing or invalid `Date` is the time the response arrived.
+    let date = directives::date(headers, &header::DATE)
+        .flatten()
+        .unwrap_or(received);
+    let fresh = freshness(config, &cc, headers, date)?;
+    // §4.2.3, in ms. `Date` has a resolution of one second: a response
+    // dated this second is not yet old.
+    let apparent = (received / 1000).saturating_sub(date / 1000) * 1000;
+    let corrected = directives::age(headers)
+        .unwrap_or(0)
+        .saturating_mul(1000)
+        .saturating_add(received.saturating_sub(requested));
+    let window = |d: Option<directives::Delta>| d.map_or(0, directives::Delta::millis);
+    let (revalidate, if_error) = match cc.allows_stale() {
+        true => (window(cc.stale_while_revalidate), window(cc.stale_if_error)),
+        false => (0, 0),
     };
-    let policy =
-        http_cache_semantics::CachePolicy::new_options(req, &ResponseHead(res), now, options);
-    if !policy.is_storable() {
-        return None;
-    }
-    let ttl = policy.time_to_live(now);
-    (ttl >= Duration::from_millis(1)).then_some(ttl)
+    let lifetime = Lifetime {
+        requested,
+        stored: received,
+        age: apparent.max(corrected),
+        fresh,
+        revalidate,
+        if_error,
+    };
+    (lifetime.kept() > 0).then_some(lifetime)
 }
 
-/// The `stale-while-revalidate` and `stale-if-error` windows of a
-/// response's `Cache-Control` (RFC 5861); zero where absent or invalid.
-pub(super) fn stale_windows(headers: &HeaderMap) -> (Duration, Duration) {
-    let (mut revalidate, mut if_error) = (Duration::ZERO, Duration::ZERO);
-    let directives = headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','));
-    for directive in directives {
-        let Some((name, value)) = directive.split_once('=') else {
-            continue;
-        };
-        let Ok(secs) = value.trim().trim_matches('"').parse::<u64>() else {
-            continue;
-        };
-        let window = Duration::from_secs(secs);
-        match name.trim().to_ascii_lowercase().as_str() {
-            "stale-while-revalidate" => revalidate = window,
-            "stale-if-error" => if_error = window,
-            _ => {}
+/// The freshness lifetime in ms (§4.2.1): `s-maxage`, else `max-age`,
+/// else `Expires` minus `Date` (an invalid `Expires` is already expired,
+/// §5.3), else the heuristic share of the time since `Last-Modified` when
+/// it is on; `None` when there is none.
+fn freshness(config: &Config, cc: &Directives, headers: &HeaderMap, date: u64) -> Option<u64> {
+    if let Some(delta) = cc.s_maxage.or(cc.max_age) {
+        return Some(delta.millis());
+    }
+    if let Some(expires) = directives::date(headers, &header::EXPIRES) {
+        return Some(expires.map_or(0, |e| e.saturating_sub(date)));
+    }
+    if config.heuristic > 0.0 {
+        if let Some(Some(modified)) = directives::date(headers, &header::LAST_MODIFIED) {
+            let since = date.saturating_sub(modified) as f64;
+            return Some((since * f64::from(config.heuristic)) as u64);
         }
     }
-    (revalidate, if_error)
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A response's head, for the caching rules (they never read the body).
-struct ResponseHead<'a, B>(&'a Response<B>);
-
-impl<B> http_cache_semantics::ResponseLike for ResponseHead<'_, B> {
-    fn status(&self) -> StatusCode {
-        self.0.status()
-    }
-    fn headers(&self) -> &HeaderMap {
-        self.0.headers()
-    }
+    None
 }

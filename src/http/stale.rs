@@ -7,18 +7,23 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
+
 use http_body::Body;
 use tower::{BoxError, Service};
 
+use super::directives::now_ms;
 use super::policy::buffer_if_cacheable;
+use super::serve::policy_request;
 use super::{mark, CachedBody, Config, Entry};
 use crate::cache::{Backend, Cache};
 
 /// Sends `req` to `inner` in the background and stores what it answers
-/// (if it may be stored) under `key`, unless a load of `key` is under way,
-/// or the cache is failing (its breaker open: the new copy could not be
-/// stored, and every request would render again). The caller has been
-/// answered with the stale copy already.
+/// (if it may be stored) under `key`, unless a revalidation of `key` is
+/// under way, or the cache is failing (its breaker open: the new copy could
+/// not be stored, and every request would render again). The caller has
+/// been answered with the stale copy already. A revalidation is abandoned
+/// after the layer's `revalidation_timeout`; none waits on it meanwhile
+/// (its flight is apart from the misses' own).
 pub(super) fn revalidate<S, C, ReqBody, ResBody>(
     mut inner: S,
     cache: Cache<C>,
@@ -43,18 +48,18 @@ pub(super) fn revalidate<S, C, ReqBody, ResBody>(
     ) {
         return;
     }
-    let mut policy = Request::new(());
-    *policy.method_mut() = req.method().clone();
-    *policy.uri_mut() = req.uri().clone();
-    *policy.headers_mut() = req.headers().clone();
+    if config.revalidation_timeout.is_zero() {
+        return;
+    }
+    let policy = policy_request(&req);
     runtime.spawn(async move {
-        let _ = cache
-            .try_refresh(&key, || async {
-                let res = inner.call(req).await.map_err(drop)?;
-                let (_, share) = buffer_if_cacheable(&config, &policy, res).await;
-                Ok::<_, ()>(((), share))
-            })
-            .await;
+        let refresh = cache.try_refresh_apart(&key, || async {
+            let requested = now_ms();
+            let res = inner.call(req).await.map_err(drop)?;
+            let (_, share) = buffer_if_cacheable(&config, &policy, requested, res).await;
+            Ok::<_, ()>(((), share))
+        });
+        let _ = tokio::time::timeout(config.revalidation_timeout, refresh).await;
     });
 }
 
@@ -69,6 +74,6 @@ pub(super) fn or_stale<B, E>(
     let Some(entry) = stale else { return res };
     match &res {
         Ok(r) if !r.status().is_server_error() => res,
-        _ => Ok(mark(entry.into_response(head), config, "stale")),
+        _ => Ok(mark(entry.into_response(head, now_ms()), config, "stale")),
     }
 }

@@ -3,6 +3,7 @@
 
 #[path = "../cache/common.rs"]
 mod common;
+mod rfc9111;
 mod stale;
 
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};

@@ -176,10 +176,42 @@ impl<B: super::Backend> Cache<B> {
         Fut: Future<Output = Result<(T, Option<(Bytes, Ttl)>), E>>,
     {
         let full = self.key(key);
-        let stored = full.clone();
+        self.refresh_in_flight(full.clone(), full, load).await
+    }
+
+    /// [`try_refresh`](Self::try_refresh) in a flight apart from the
+    /// misses' (keyed `key` + `\0refresh`): it runs once per key at a time,
+    /// but no miss waits on it, however long it takes.
+    #[cfg(feature = "http")]
+    pub(crate) async fn try_refresh_apart<T, F, Fut, E>(
+        &self,
+        key: &[u8],
+        load: F,
+    ) -> Option<Result<T, E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(T, Option<(Bytes, Ttl)>), E>>,
+    {
+        let stored = self.key(key);
+        let mut flight = stored.to_vec();
+        flight.extend_from_slice(b"\0refresh");
+        self.refresh_in_flight(Bytes::from(flight), stored, load)
+            .await
+    }
+
+    async fn refresh_in_flight<T, F, Fut, E>(
+        &self,
+        flight: Bytes,
+        stored: Bytes,
+        load: F,
+    ) -> Option<Result<T, E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(T, Option<(Bytes, Ttl)>), E>>,
+    {
         self.shared
             .flights
-            .try_lead(&full, load, |value, ttl| async move {
+            .try_lead(&flight, load, |value, ttl| async move {
                 let _ = self.write_full(stored, value, ttl, false).await;
             })
             .await

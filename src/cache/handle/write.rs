@@ -15,6 +15,16 @@ impl<B: Backend> Cache<B> {
         self.write_full(self.key(key), value, ttl, if_absent).await
     }
 
+    /// Writes `value` at `key` for exactly the maximum TTL, never
+    /// jittered: for a marker that must outlive every value written before
+    /// it (the HTTP layer's purge markers).
+    #[cfg(feature = "http")]
+    pub(crate) async fn set_for_max_ttl(&self, key: &[u8], value: Bytes, if_absent: bool) -> Write {
+        let ttl = Ttl::After(self.shared.options.max_ttl);
+        self.write_resolved(self.key(key), value, ttl, if_absent)
+            .await
+    }
+
     pub(crate) async fn write_full(
         &self,
         key: Bytes,
@@ -22,12 +32,6 @@ impl<B: Backend> Cache<B> {
         ttl: Ttl,
         if_absent: bool,
     ) -> Write {
-        let options = &self.shared.options;
-        if value.len() > options.max_value_size || key.len() > options.max_key_size {
-            let op = if if_absent { "set_if_absent" } else { "set" };
-            crate::telemetry::cache_fail_open(&options.name, op, Reason::TooLarge.as_str());
-            return Write::Skipped(Reason::TooLarge);
-        }
         if ttl == Ttl::After(Duration::ZERO) {
             return self.zero_ttl(if if_absent { "set_if_absent" } else { "set" });
         }
@@ -35,6 +39,17 @@ impl<B: Backend> Cache<B> {
             Some(d) => Ttl::After(d),
             None => Ttl::Never,
         };
+        self.write_resolved(key, value, ttl, if_absent).await
+    }
+
+    /// A write whose TTL is final (clamped, jittered, not zero).
+    async fn write_resolved(&self, key: Bytes, value: Bytes, ttl: Ttl, if_absent: bool) -> Write {
+        let options = &self.shared.options;
+        if value.len() > options.max_value_size || key.len() > options.max_key_size {
+            let op = if if_absent { "set_if_absent" } else { "set" };
+            crate::telemetry::cache_fail_open(&options.name, op, Reason::TooLarge.as_str());
+            return Write::Skipped(Reason::TooLarge);
+        }
         let request = if if_absent {
             CacheRequest::SetIfAbsent { key, value, ttl }
         } else {

@@ -1,0 +1,225 @@
+//! One request through the HTTP response cache: the lookup (entry and
+//! purge marker), what a stored entry may be used for, and the single
+//! flight of misses.
+
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Request, Response};
+use http_body::Body;
+use tower::{BoxError, Service};
+
+use super::directives::{now_ms, Directives};
+use super::entry::Use;
+use super::policy::buffer_if_cacheable;
+use super::{invalidate, key, stale, CachedBody, Config, Entry};
+use crate::cache::{Backend, Cache, Reason, Ttl};
+use crate::flight::Coalesced;
+
+pub(super) async fn respond<S, C, ReqBody, ResBody>(
+    mut inner: S,
+    cache: Cache<C>,
+    config: Arc<Config>,
+    req: Request<ReqBody>,
+) -> Result<Response<CachedBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+    C: Backend + Sync,
+{
+    if !is_safe(req.method()) {
+        return invalidate::after_unsafe(inner, &cache, &config, req).await;
+    }
+    let head = req.method() == Method::HEAD;
+    let keys = (req.method() == Method::GET || head)
+        .then(|| key::request(&config.scope, &req))
+        .flatten();
+    let Some(keys) = keys else {
+        let res = inner.call(req).await?;
+        return Ok(mark(res.map(CachedBody::inner), &config, "bypass"));
+    };
+    // Fresh: a hit. Stale (RFC 5861, where RFC 9111 allows it): served
+    // while revalidated in the background, or kept for the case the
+    // handler fails.
+    let mut if_error = None;
+    if let Some(entry) = cached_entry(&cache, "http", &keys.entry, Some(&keys.purge)).await {
+        let now = now_ms();
+        match entry
+            .lifetime
+            .for_request(now, &Directives::of(req.headers()))
+        {
+            Use::Fresh => return Ok(mark(entry.into_response(head, now), &config, "hit")),
+            Use::Revalidate => {
+                if !head {
+                    stale::revalidate(inner, cache, config.clone(), req, keys.entry);
+                }
+                return Ok(mark(entry.into_response(head, now), &config, "stale"));
+            }
+            Use::IfError => if_error = Some(entry),
+            Use::Expired => {}
+        }
+    }
+    if head {
+        // HEAD is answered from a cached GET, never stored itself.
+        let res = (inner.call(req).await).map(|r| mark(r.map(CachedBody::inner), &config, "miss"));
+        return stale::or_stale(res, if_error, &config, true);
+    }
+    let policy = policy_request(&req);
+    let rules = &*config;
+    let (policy, cache_ref, purge) = (&policy, &cache, &keys.purge);
+    let res = through_flight(
+        &cache,
+        &keys.entry,
+        &config.status_header,
+        (inner, req),
+        move |(mut inner, req)| async move {
+            let requested = now_ms();
+            let res = inner.call(req).await?;
+            let (res, share) = buffer_if_cacheable(rules, policy, requested, res).await;
+            if share.is_some() {
+                invalidate::mark_unpurged(cache_ref, purge).await;
+            }
+            Ok((res, share))
+        },
+        |(mut inner, req)| async move { Ok(inner.call(req).await?.map(CachedBody::inner)) },
+    )
+    .await;
+    stale::or_stale(res, if_error, &config, false)
+}
+
+/// Methods that do not change what they target (RFC 9110 §9.2.1); any
+/// other invalidates (RFC 9111 §4.4).
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// What the caching rules need of a request, kept past the call.
+pub(super) fn policy_request<B>(req: &Request<B>) -> Request<()> {
+    let mut policy = Request::new(());
+    *policy.method_mut() = req.method().clone();
+    *policy.uri_mut() = req.uri().clone();
+    *policy.headers_mut() = req.headers().clone();
+    policy
+}
+
+/// The cached entry for `key`, if there is a valid one that no purge of
+/// its URL (the marker at `purge`) came after; an entry that does not
+/// decode is counted and treated as a miss.
+pub(super) async fn cached_entry<C: Backend>(
+    cache: &Cache<C>,
+    op: &'static str,
+    key: &[u8],
+    purge: Option<&[u8]>,
+) -> Option<Entry> {
+    let (bytes, marker) = match purge {
+        // Both in one round trip's time.
+        Some(purge) => join(cache.get(key), cache.get(purge)).await,
+        None => (cache.get(key).await, None),
+    };
+    let entry = Entry::decode(&bytes?);
+    if entry.is_none() {
+        crate::telemetry::cache_fail_open(
+            &Arc::from(cache.name()),
+            op,
+            Reason::Undecodable.as_str(),
+        );
+    }
+    let entry = entry?;
+    if let Some(marker) = marker {
+        // A marker that does not read as a time purges everything.
+        let purged = std::str::from_utf8(&marker)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(u64::MAX);
+        if entry.lifetime.requested <= purged {
+            return None;
+        }
+    }
+    Some(entry)
+}
+
+/// Both futures' outputs, polled together.
+async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    let (mut ra, mut rb) = (None, None);
+    poll_fn(|cx| {
+        if ra.is_none() {
+            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                ra = Some(v);
+            }
+        }
+        if rb.is_none() {
+            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                rb = Some(v);
+            }
+        }
+        match (ra.take(), rb.take()) {
+            (Some(x), Some(y)) => Poll::Ready((x, y)),
+            (x, y) => {
+                (ra, rb) = (x, y);
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+/// After a miss: the first caller for `key` runs `lead` with its request
+/// through the cache's single flight (storing what it may share); callers
+/// arriving meanwhile get that shared response, or, when it could not be
+/// shared, run `direct` with their own request.
+pub(super) async fn through_flight<C, P, B, E, L, LFut, D, DFut>(
+    cache: &Cache<C>,
+    key: &[u8],
+    header: &HeaderName,
+    pending: P,
+    lead: L,
+    direct: D,
+) -> Result<Response<CachedBody<B>>, E>
+where
+    C: Backend,
+    L: FnOnce(P) -> LFut,
+    LFut: Future<Output = Result<(Response<CachedBody<B>>, Option<(Bytes, Ttl)>), E>>,
+    D: FnOnce(P) -> DFut,
+    DFut: Future<Output = Result<Response<CachedBody<B>>, E>>,
+{
+    // The request goes to the service once: through the flight if this
+    // caller leads, directly if the leader's answer was not shareable (or
+    // was not an entry: a user's own value under the same key).
+    let pending = match cache.coalesce(key, pending, lead).await? {
+        Coalesced::Led(res) => return Ok(mark_with(res, header, "miss")),
+        Coalesced::Shared(bytes, pending) => match Entry::decode(&bytes) {
+            Some(entry) => {
+                let res = entry.into_response(false, now_ms());
+                return Ok(mark_with(res, header, "hit"));
+            }
+            None => pending,
+        },
+        Coalesced::Direct(pending) => pending,
+    };
+    Ok(mark_with(direct(pending).await?, header, "miss"))
+}
+
+pub(super) fn mark<B>(res: Response<B>, config: &Config, status: &'static str) -> Response<B> {
+    mark_with(res, &config.status_header, status)
+}
+
+pub(super) fn mark_with<B>(
+    mut res: Response<B>,
+    header: &HeaderName,
+    status: &'static str,
+) -> Response<B> {
+    res.headers_mut()
+        .insert(header.clone(), HeaderValue::from_static(status));
+    res
+}
