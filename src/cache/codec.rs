@@ -195,3 +195,34 @@ impl<C, B: Backend> Typed<C, B> {
         }
     }
 }
+
+#[cfg(all(test, feature = "serde", feature = "prost"))]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize, serde::Serialize)]
+    struct Page {
+        title: String,
+        views: u64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Reply {
+        #[prost(string, tag = "1")]
+        message: String,
+        #[prost(uint64, repeated, tag = "2")]
+        ids: Vec<u64>,
+    }
+
+    proptest::proptest! {
+        /// Values read from Redis are untrusted: each codec decodes them
+        /// or says it cannot, never panics.
+        #[test]
+        fn any_bytes_decode_or_are_refused(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let bytes = Bytes::from(bytes);
+            let _ = Codec::<Page>::decode(&Json, bytes.clone());
+            let _ = Codec::<serde_json::Value>::decode(&Json, bytes.clone());
+            let _ = Codec::<Reply>::decode(&Prost, bytes);
+        }
+    }
+}

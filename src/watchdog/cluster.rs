@@ -296,4 +296,17 @@ f6 :0@0 master,noaddr - 0 0 0 disconnected 100
             ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
         );
     }
+
+    proptest::proptest! {
+        /// `CLUSTER NODES` text is untrusted: any text gives a list, never
+        /// a panic.
+        #[test]
+        fn any_nodes_text_parses_without_panicking(
+            text in "[ -~\\n]{0,400}",
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let _ = parse_primaries(&text);
+            let _ = parse_primaries(&String::from_utf8_lossy(&noise));
+        }
+    }
 }

@@ -455,3 +455,30 @@ async fn a_client_breaker_trips_on_unavailable_and_answers_unavailable_itself() 
     assert_eq!(say_hello(&mut grpc, "y").await.0.unwrap(), "hello y");
     assert_eq!(breaker.state(), State::Closed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_near_cache_and_redis_down_a_reply_past_its_ttl_is_no_hit() {
+    let mut redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("grpc-near")
+        .redis_url(redis.url())
+        .near_cache(fusebox::cache::NearCache::new())
+        .build()
+        .unwrap();
+    let greeter = Greeter::default();
+    let layer = GrpcCacheLayer::new(cache, rebuild).method(SAY_HELLO, Duration::from_secs(1));
+    let (addr, _server) = serve_with(layer, greeter.clone()).await;
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    assert_eq!(say_hello(&mut grpc, "a").await.1, "miss");
+    assert_eq!(say_hello(&mut grpc, "a").await.1, "hit");
+    redis.kill();
+    // Past the method's TTL of 1 s, with L1 still holding the reply.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let calls = greeter.calls.load(SeqCst);
+    let (reply, x) = say_hello(&mut grpc, "a").await;
+    assert_eq!((reply.unwrap().as_str(), x.as_str()), ("hello a", "miss"));
+    assert_eq!(greeter.calls.load(SeqCst), calls + 1);
+}

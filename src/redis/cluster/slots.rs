@@ -157,4 +157,31 @@ mod tests {
         assert_eq!(addr(&gap, 31), None);
         assert_eq!(addr(&SlotMap::default(), 1), None);
     }
+
+    /// `CLUSTER SLOTS` replies are untrusted bytes: any reply parses to a
+    /// map or `None`, never a panic.
+    fn reply() -> impl proptest::strategy::Strategy<Value = redis::Value> {
+        use proptest::prelude::*;
+        use redis::Value;
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            any::<i64>().prop_map(Value::Int),
+            (0i64..17_000).prop_map(Value::Int),
+            proptest::collection::vec(any::<u8>(), 0..12).prop_map(Value::BulkString),
+            "[a-z0-9.:]{0,12}".prop_map(Value::SimpleString),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            proptest::collection::vec(inner, 0..6).prop_map(Value::Array)
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_reply_parses_or_is_refused_without_panicking(reply in reply()) {
+            if let Some(map) = parse_slots(&reply) {
+                let empty = SlotMap::default();
+                proptest::prop_assert_eq!(empty.same_as(&map), map.is_empty());
+            }
+        }
+    }
 }
