@@ -116,7 +116,7 @@ struct Shared {
     /// Keys being loaded by `get_or_load` right now, and nothing else.
     flights: Flights,
     near: Option<Arc<crate::near::Near>>,
-    _tracking: Option<crate::near::tracking::TrackingTask>,
+    tracking: Option<crate::near::tracking::TrackingTask>,
 }
 
 /// A cache's near cache and its tracking task, if it has them.
@@ -171,7 +171,7 @@ impl<B: Backend> Cache<B> {
                 watchdog,
                 flights: Flights::default(),
                 near,
-                _tracking: tracking,
+                tracking,
             }),
         }
     }

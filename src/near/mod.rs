@@ -15,6 +15,13 @@
 //!   [`NearCache::stale_for`] past its lifetime, for the reads that Redis
 //!   fails to answer.
 //!
+//! Freshness needs evidence: under tracking, an entry is fresh only while
+//! the tracking connection has answered recently (a *lease*, renewed by
+//! every answer to its `PING`, [`tracking::LEASE`] long). A tracking task
+//! that stops silently — dropped with the runtime it was spawned on —
+//! leaves nothing fresh once its lease runs out, and the next read that
+//! goes to Redis starts it again on its own runtime.
+//!
 //! Two races are closed here. A read that fetched a value just before
 //! another client changed it must not store it after the invalidation
 //! arrived: each read takes a [`Ticket`] (a version of its key's bucket,
@@ -94,6 +101,11 @@ pub(crate) struct Near {
     store: quick_cache::sync::Cache<Bytes, Entry, Weight>,
     /// Odd while entries may be fresh (tracking up, or not tracked).
     generation: AtomicU64,
+    /// Entries may be fresh only before this moment (ns since `epoch`):
+    /// pushed on by each answer on the tracking connection; `u64::MAX`
+    /// when not tracked.
+    alive_until: AtomicU64,
+    epoch: Instant,
     buckets: Box<[AtomicU32]>,
     lifetime: Duration,
     stale_for: Duration,
@@ -118,6 +130,8 @@ impl Near {
         Near {
             store: quick_cache::sync::Cache::with_weighter(items, settings.max_bytes, Weight),
             generation: AtomicU64::new(if tracked { 0 } else { 1 }),
+            alive_until: AtomicU64::new(if tracked { 0 } else { u64::MAX }),
+            epoch: Instant::now(),
             buckets: (0..BUCKETS).map(|_| AtomicU32::new(0)).collect(),
             lifetime: settings.lifetime,
             stale_for: settings.stale_for,
@@ -126,15 +140,42 @@ impl Near {
     }
 
     fn can_be_fresh(&self) -> bool {
-        self.generation.load(Ordering::Acquire) % 2 == 1
+        self.generation.load(Ordering::Acquire) % 2 == 1 && self.alive_at(Instant::now())
+    }
+
+    /// Whether the tracking connection's lease holds at `now`.
+    fn alive_at(&self, now: Instant) -> bool {
+        self.since_epoch(now) < self.alive_until.load(Ordering::Acquire)
+    }
+
+    fn since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The tracking connection answered at `at`: entries may be fresh
+    /// until `lease` after it.
+    pub(crate) fn renew(&self, at: Instant, lease: Duration) {
+        let until = self
+            .since_epoch(at)
+            .saturating_add(u64::try_from(lease.as_nanos()).unwrap_or(u64::MAX));
+        self.alive_until.fetch_max(until, Ordering::AcqRel);
+    }
+
+    /// Whether entries can be fresh now only for want of a tracking answer
+    /// (the lease ran out while the generation says up): the tracking task
+    /// may have stopped with its runtime.
+    pub(crate) fn lease_lapsed(&self) -> bool {
+        self.generation.load(Ordering::Acquire) % 2 == 1 && !self.alive_at(Instant::now())
     }
 
     /// The entry at `key`, and whether it is fresh at `now`.
     pub(crate) fn lookup(&self, key: &[u8], now: Instant) -> Option<(Entry, bool)> {
         let entry = self.store.get(key)?;
         let generation = self.generation.load(Ordering::Acquire);
-        let fresh =
-            now < entry.fresh_until && entry.generation == generation && generation % 2 == 1;
+        let fresh = now < entry.fresh_until
+            && entry.generation == generation
+            && generation % 2 == 1
+            && self.alive_at(now);
         Some((entry, fresh))
     }
 
@@ -215,6 +256,9 @@ impl Near {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| {
                 (g % 2 == u64::from(!up)).then_some(g + 1)
             });
+        if !up {
+            self.alive_until.store(0, Ordering::Release);
+        }
         if changed.is_ok() && !up {
             self.tally.tracking_lost();
         }

@@ -99,7 +99,12 @@ impl NearCache {
     /// How long past its lifetime an entry may still be served, counted as
     /// `stale`, to reads that Redis fails to answer (breaker open, deadline
     /// passed, connection refused): stale-if-error. Never while Redis
-    /// answers. Defaults to 10 minutes; zero turns it off.
+    /// answers, and never to a read this process shed itself (reason
+    /// `overloaded`: too many calls in flight on the connection): Redis is
+    /// healthy then, the fresh answer is one call away, and a stale entry
+    /// may predate an invalidation lost with a tracking connection, so the
+    /// read is a miss like any other. Defaults to 10 minutes; zero turns it
+    /// off.
     pub fn stale_for(mut self, stale_for: Duration) -> Self {
         self.stale_for = stale_for;
         self

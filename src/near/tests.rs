@@ -4,6 +4,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::{advance, Instant};
 
+use super::tracking::LEASE;
 use super::{Near, NearCache};
 use crate::request::Ttl;
 
@@ -69,12 +70,14 @@ async fn nothing_is_fresh_while_tracking_is_down_nor_after_it_comes_back() {
     let near = near(true);
     fill(&near, "before", "v", Ttl::Never);
     assert_eq!(fresh(&near, "before"), Some(false), "not tracked yet");
+    near.renew(Instant::now(), LEASE);
     near.tracking(true);
     fill(&near, "up", "v", Ttl::Never);
     assert_eq!(fresh(&near, "up"), Some(true));
     near.tracking(false);
     assert_eq!(fresh(&near, "up"), Some(false));
     fill(&near, "down", "v", Ttl::Never);
+    near.renew(Instant::now(), LEASE);
     near.tracking(true);
     near.tracking(true); // said twice: no change
     assert_eq!(
@@ -93,6 +96,36 @@ async fn nothing_is_fresh_while_tracking_is_down_nor_after_it_comes_back() {
         Some(true),
         "a flush keeps tracking up"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn entries_are_fresh_only_while_the_tracking_lease_holds() {
+    let near = near(true);
+    near.renew(Instant::now(), LEASE);
+    near.tracking(true);
+    fill(&near, "k", "v", Ttl::Never);
+    assert_eq!(fresh(&near, "k"), Some(true));
+    assert!(near.stats().fresh && !near.lease_lapsed());
+    // No answer on the tracking connection for a lease: a task that died
+    // says nothing, and nothing is fresh.
+    advance(LEASE).await;
+    assert_eq!(fresh(&near, "k"), Some(false));
+    assert!(!near.stats().fresh && near.lease_lapsed());
+    // An answer renews it: the same generation, so the entry is fresh
+    // again (invalidations were delivered all along).
+    near.renew(Instant::now(), LEASE);
+    assert_eq!(fresh(&near, "k"), Some(true));
+    // A renewal never shortens the lease.
+    near.renew(Instant::now() - Duration::from_millis(900), LEASE);
+    advance(Duration::from_millis(500)).await;
+    assert_eq!(fresh(&near, "k"), Some(true));
+    // A loss ends it at once.
+    near.tracking(false);
+    assert!(!near.lease_lapsed(), "down, not lapsed");
+    near.renew(Instant::now(), Duration::MAX);
+    near.tracking(true);
+    advance(Duration::from_secs(365 * 24 * 3600)).await;
+    assert!(near.stats().fresh, "a lease of Duration::MAX saturates");
 }
 
 #[tokio::test(start_paused = true)]

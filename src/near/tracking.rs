@@ -26,6 +26,10 @@ const PING_EVERY: Duration = Duration::from_millis(250);
 const PING_DEADLINE: Duration = Duration::from_millis(500);
 /// How long after a loss the connection is made again.
 const RETRY: Duration = Duration::from_millis(200);
+/// How long an answer on the tracking connection lets entries be fresh: a
+/// `PING` interval and deadline, and room for a late timer. The longest a
+/// tracking task that died unnoticed leaves entries fresh.
+pub(crate) const LEASE: Duration = Duration::from_millis(1000);
 
 /// The name the connection gives itself (`CLIENT LIST` shows it).
 pub(crate) const CLIENT_NAME: &str = "fusebox-tracking";
@@ -112,7 +116,10 @@ async fn session(near: &Weak<Near>, config: &RedisConfig, prefix: &Bytes) -> Res
         Err(_) => return Err("CLIENT TRACKING timed out".to_owned()),
     }
     match near.upgrade() {
-        Some(near) => near.tracking(true),
+        Some(near) => {
+            near.renew(tokio::time::Instant::now(), LEASE);
+            near.tracking(true);
+        }
         None => return Ok(false),
     }
     loop {
@@ -127,8 +134,20 @@ async fn session(near: &Weak<Near>, config: &RedisConfig, prefix: &Bytes) -> Res
         }
         let ping = redis::cmd("PING");
         let ping = ping.query_async::<()>(&mut conn);
-        if !matches!(tokio::time::timeout(PING_DEADLINE, ping).await, Ok(Ok(()))) {
+        let answered = match tokio::time::timeout(PING_DEADLINE, ping).await {
+            Ok(Ok(())) => true,
+            // An error reply is an answer: the connection is alive (under
+            // `MISCONF`, Redis refuses `PING` while it serves reads and
+            // sends invalidations).
+            Ok(Err(e)) => e.code().is_some(),
+            Err(_) => false,
+        };
+        if !answered {
             return Ok(true);
+        }
+        match near.upgrade() {
+            Some(near) => near.renew(tokio::time::Instant::now(), LEASE),
+            None => return Ok(false),
         }
     }
 }
@@ -160,9 +179,24 @@ fn pushed(near: &Weak<Near>, lost: &Notify, push: PushInfo) {
     }
 }
 
-/// Stops the tracking task when the last clone of its cache is dropped.
-#[derive(Debug)]
-pub(crate) struct TrackingTask(tokio::task::AbortHandle);
+/// The tracking task of a cache: stopped when the last clone of the cache
+/// is dropped, and started again on the current runtime by
+/// [`revive`](Self::revive) if it stopped with the runtime it ran on.
+pub(crate) struct TrackingTask {
+    handle: std::sync::Mutex<tokio::task::AbortHandle>,
+    near: Weak<Near>,
+    config: RedisConfig,
+    prefix: Bytes,
+    name: Arc<str>,
+}
+
+impl std::fmt::Debug for TrackingTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackingTask")
+            .field("addr", &self.config.addr())
+            .finish_non_exhaustive()
+    }
+}
 
 impl TrackingTask {
     /// Spawns the tracking connection of `near` (inside a tokio runtime).
@@ -172,13 +206,53 @@ impl TrackingTask {
         prefix: Bytes,
         name: Arc<str>,
     ) -> Self {
-        let task = tokio::spawn(run(Arc::downgrade(near), config, prefix, name));
-        TrackingTask(task.abort_handle())
+        let near = Arc::downgrade(near);
+        let task = tokio::spawn(run(
+            near.clone(),
+            config.clone(),
+            prefix.clone(),
+            name.clone(),
+        ));
+        TrackingTask {
+            handle: std::sync::Mutex::new(task.abort_handle()),
+            near,
+            config,
+            prefix,
+            name,
+        }
+    }
+
+    /// Starts the task again on the current runtime if it has stopped (the
+    /// runtime it was spawned on ended). Cheap when it runs: one `try_lock`.
+    pub(crate) fn revive(&self) {
+        let Ok(mut handle) = self.handle.try_lock() else {
+            return;
+        };
+        if !handle.is_finished() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        tracing::info!(
+            target: "fusebox::cache", cache = &*self.name, addr = self.config.addr(),
+            "near cache: the tracking task had stopped with its runtime; started again"
+        );
+        let task = run(
+            self.near.clone(),
+            self.config.clone(),
+            self.prefix.clone(),
+            self.name.clone(),
+        );
+        *handle = runtime.spawn(task).abort_handle();
     }
 }
 
 impl Drop for TrackingTask {
     fn drop(&mut self) {
-        self.0.abort();
+        self.handle
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .abort();
     }
 }

@@ -11,6 +11,8 @@ use fusebox::cache::{Cache, Invalidation, NearCache, NearStats, Write};
 use fusebox::redis::{RedisBackend, RedisConfig};
 use fusebox_testkit::RedisServer;
 
+mod trust;
+
 /// Every deadline, roomy for a loaded 2-core machine.
 const DEADLINE: Duration = Duration::from_millis(200);
 /// The longest any awaited condition may take.

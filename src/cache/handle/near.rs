@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use super::{Backend, Cache};
 use crate::near::{Near, Outcome};
-use crate::request::{CacheRequest, CacheResponse};
+use crate::request::{CacheRequest, CacheResponse, Reason};
 
 impl<B: Backend> Cache<B> {
     /// `get` of a full key through `near`, counted.
@@ -28,6 +28,7 @@ impl<B: Backend> Cache<B> {
             Some((entry, false)) => Some(entry),
             None => None,
         };
+        self.revive_tracking(near);
         let ticket = near.ticket(&key);
         match self.request(CacheRequest::GetWithTtl(key.clone())).await {
             CacheResponse::ValueWithTtl(answer) => {
@@ -38,6 +39,12 @@ impl<B: Backend> Cache<B> {
                     None => NearRead::of(None, Outcome::Miss, found),
                 }
             }
+            // Shed by this process (Redis is not failing: the answer is one
+            // call away) or refused unsent: a miss, never a stale value,
+            // which may predate an invalidation that tracking missed.
+            CacheResponse::Miss(Reason::Overloaded | Reason::Rejected | Reason::TooLarge) => {
+                NearRead::of(None, Outcome::Miss, found)
+            }
             // Redis did not answer: what L1 has, if not too old.
             _ => {
                 let found = found.filter(|e| near.servable_stale(e, Instant::now()));
@@ -45,6 +52,17 @@ impl<B: Backend> Cache<B> {
                     Some(entry) => NearRead::of(Some(entry.value), Outcome::Stale, None),
                     None => NearRead::of(None, Outcome::Miss, None),
                 }
+            }
+        }
+    }
+
+    /// On a read that goes to Redis anyway: if the tracking lease ran out
+    /// while the generation says up, the tracking task may have stopped
+    /// with its runtime; start it again here.
+    fn revive_tracking(&self, near: &Near) {
+        if near.lease_lapsed() {
+            if let Some(task) = &self.shared.tracking {
+                task.revive();
             }
         }
     }

@@ -1,0 +1,138 @@
+//! Freshness needs evidence: a tracking task that died with its runtime, a
+//! `PING` refused under `MISCONF`, and a read shed by this process.
+
+use std::time::Duration;
+
+use fusebox::cache::{NearCache, Write};
+use fusebox::redis::RedisConfig;
+use fusebox_testkit::RedisServer;
+
+use super::{in_l1, near_cache, raw, read_until, send, stats, until, DEADLINE};
+
+#[test]
+fn a_cache_whose_tracking_runtime_ended_serves_nothing_fresh_until_it_tracks_again() {
+    let server = RedisServer::start(&[]);
+    // Built, filled and used in a runtime that then ends (an init runtime,
+    // a test's, a worker's): its tracking task ends with it, silently.
+    let init = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = init.block_on(async {
+        let cache = near_cache(&server, NearCache::new());
+        until(&cache, "tracking", |s| s.fresh).await;
+        assert_eq!(cache.set("k", "old").await, Write::Done);
+        in_l1(&cache, "k", "old").await;
+        cache
+    });
+    drop(init);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut other = raw(&server).await;
+        send(&mut other, &["SET", "n:k", "new"]).await;
+        // No one heard that SET. Without a tracking answer for a lease,
+        // nothing is fresh, and the read goes to Redis.
+        until(&cache, "the lease to run out", |s| !s.fresh).await;
+        // (The backend's connections ended with that runtime too: until
+        // it has a new one, a read may get the old value labelled stale,
+        // never as a fresh L1 hit.)
+        let l1_hits = stats(&cache).l1_hits;
+        let took = read_until(&cache, "k", Some("new")).await;
+        assert_eq!(stats(&cache).l1_hits, l1_hits, "{:?}", stats(&cache));
+        eprintln!("the new value read after {took:?}");
+        // That read started tracking again, on this runtime.
+        until(&cache, "tracking on this runtime", |s| s.fresh).await;
+        in_l1(&cache, "k", "new").await;
+        send(&mut other, &["SET", "n:k", "newer"]).await;
+        read_until(&cache, "k", Some("newer")).await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_ping_under_misconf_is_an_answer_not_a_lost_connection() {
+    let server = RedisServer::start(&["--save", "3600 1", "--enable-protected-configs", "yes"]);
+    let cache = near_cache(&server, NearCache::new());
+    until(&cache, "tracking", |s| s.fresh).await;
+    assert_eq!(cache.set("k", "v").await, Write::Done);
+    in_l1(&cache, "k", "v").await;
+    // A save that cannot write its file: MISCONF for writes, and PING.
+    server.cmd(&["CONFIG", "SET", "dir", "/proc"]);
+    server.cmd(&["BGSAVE"]);
+    let start = std::time::Instant::now();
+    while !server
+        .cmd(&["INFO", "persistence"])
+        .contains("rdb_last_bgsave_status:err")
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "the save failed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(server.cmd(&["PING"]).contains("MISCONF"), "PING is refused");
+    // Eight PING rounds (250 ms each) under MISCONF: tracking stays up,
+    // and reads keep coming from L1.
+    let before = stats(&cache);
+    let mut from_l1 = 0;
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        let l1 = stats(&cache).l1_hits;
+        assert_eq!(cache.get("k").await.as_deref(), Some(&b"v"[..]));
+        from_l1 += u64::from(stats(&cache).l1_hits > l1);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = stats(&cache);
+    assert_eq!(after.tracking_lost, before.tracking_lost, "{after:?}");
+    assert!(after.fresh, "{after:?}");
+    assert!(from_l1 > 0, "{after:?}");
+    // Invalidations still arrive: another client's change is seen.
+    server.cmd(&["CONFIG", "SET", "stop-writes-on-bgsave-error", "no"]);
+    let mut other = raw(&server).await;
+    send(&mut other, &["SET", "n:k", "w"]).await;
+    read_until(&cache, "k", Some("w")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_this_process_shed_is_a_miss_never_a_stale_value() {
+    let server = RedisServer::start(&[]);
+    // One call in flight at a time: concurrent reads beyond it are shed
+    // here (reason overloaded) while Redis is healthy.
+    let config = RedisConfig::builder(server.url())
+        .connect_timeout(DEADLINE)
+        .checkout_timeout(DEADLINE)
+        .response_timeout(DEADLINE)
+        .max_in_flight(1)
+        .build()
+        .unwrap();
+    let cache = fusebox::cache::Cache::builder()
+        .name("near-shed")
+        .prefix("n:")
+        .near_cache(NearCache::new().lifetime(Duration::from_millis(20)))
+        .redis(config)
+        .build()
+        .unwrap();
+    until(&cache, "tracking", |s| s.fresh).await;
+    assert_eq!(cache.set("k", "v").await, Write::Done);
+    in_l1(&cache, "k", "v").await;
+    let mut shed = 0;
+    for _ in 0..20 {
+        // Past the 20 ms lifetime: in L1, no longer fresh.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let reads: Vec<_> = (0..32)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.get("k").await })
+            })
+            .collect();
+        for read in reads {
+            match read.await.unwrap() {
+                Some(v) => assert_eq!(v, "v"),
+                None => shed += 1,
+            }
+        }
+    }
+    let s = stats(&cache);
+    assert!(shed > 0, "some reads were shed: {s:?}");
+    assert_eq!(s.stale, 0, "a shed read was served a stale value: {s:?}");
+}
