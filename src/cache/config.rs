@@ -15,6 +15,7 @@ use crate::near::NearCache;
 
 mod check;
 mod near;
+pub(crate) mod prefixes;
 use crate::redis::{RedisBackend, RedisConfig};
 use crate::request::FaultClassifier;
 use crate::request::Ttl;
@@ -106,8 +107,17 @@ impl<B> CacheBuilder<B> {
         self
     }
 
-    /// Prepended to every key, so that services sharing a Redis cannot
-    /// collide. Defaults to none.
+    /// Prepended to every key, so that caches sharing a Redis keep to keys
+    /// of their own. Two prefixes collide when one begins the other
+    /// (`app:` and `app:v2:`: the first cache's key `v2:x` is the second's
+    /// `x`); the empty prefix (the default) begins every other. `build`
+    /// refuses a prefix that nests with a live cache's of this process on
+    /// the same Redis (address and database, as given with
+    /// [`redis`](Self::redis) or [`redis_url`](Self::redis_url)); equal
+    /// prefixes are one namespace, shared on purpose. Caches in other
+    /// processes, or over a [`backend`](Self::backend) of your own, are not
+    /// seen: give every service a prefix that ends in a separator and
+    /// begins no other's. Defaults to none.
     pub fn prefix(mut self, prefix: impl AsRef<[u8]>) -> Self {
         self.settings.prefix = prefix.as_ref().to_vec();
         self
@@ -297,6 +307,14 @@ impl<B: Backend> CacheBuilder<B> {
                 ))
             }
         };
+        let claim = match &self.client {
+            Some(redis) => Some(prefixes::claim(
+                redis.identity(),
+                &self.settings.prefix,
+                &self.settings.name,
+            )?),
+            None => None,
+        };
         let near = self.settings.near_parts(self.client.as_ref())?;
         let watchdog = match (&self.settings.watchdog, self.client.map(|c| c.target)) {
             (None, _) => None,
@@ -325,7 +343,9 @@ impl<B: Backend> CacheBuilder<B> {
                 Some(Watchdog::spawn(builder.clone().config()?, client))
             }
         };
-        self.settings.stack(backend, watchdog, near)
+        let mut cache = self.settings.stack(backend, watchdog, near)?;
+        cache.hold_prefix(claim);
+        Ok(cache)
     }
 }
 

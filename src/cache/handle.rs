@@ -20,7 +20,6 @@ mod load;
 mod near;
 mod write;
 
-use write::skipped;
 #[cfg(test)]
 mod tests;
 use crate::flight::Flights;
@@ -117,6 +116,8 @@ struct Shared {
     flights: Flights,
     near: Option<Arc<crate::near::Near>>,
     tracking: Option<crate::near::tracking::TrackingTask>,
+    /// This cache's prefix on its Redis, while it lives.
+    prefix: Option<crate::cache::config::prefixes::PrefixClaim>,
 }
 
 /// A cache's near cache and its tracking task, if it has them.
@@ -172,7 +173,19 @@ impl<B: Backend> Cache<B> {
                 flights: Flights::default(),
                 near,
                 tracking,
+                prefix: None,
             }),
+        }
+    }
+
+    /// Keeps `claim` for as long as the cache lives (called on a cache
+    /// just built, the only handle to it).
+    pub(crate) fn hold_prefix(
+        &mut self,
+        claim: Option<crate::cache::config::prefixes::PrefixClaim>,
+    ) {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.prefix = claim;
         }
     }
 
@@ -301,32 +314,6 @@ impl<B: Backend> Cache<B> {
             return Write::Skipped(Reason::TooLarge);
         };
         self.changed(CacheRequest::Delete(vec![key])).await
-    }
-
-    /// Sends a change, with the near cache's entries of its keys removed
-    /// before it is sent and again once it is answered: a read that
-    /// fetched the old value meanwhile does not keep it.
-    async fn changed(&self, request: CacheRequest) -> Write {
-        let keys: Vec<Bytes> = match &request {
-            _ if self.shared.near.is_none() => Vec::new(),
-            CacheRequest::Delete(keys) => keys.clone(),
-            CacheRequest::Set { key, .. }
-            | CacheRequest::SetIfAbsent { key, .. }
-            | CacheRequest::Expire { key, .. } => vec![key.clone()],
-            _ => Vec::new(),
-        };
-        self.near_changed(&keys);
-        let response = self.request(request).await;
-        self.near_changed(&keys);
-        match response {
-            CacheResponse::Deleted(0)
-            | CacheResponse::Written(false)
-            | CacheResponse::Expired(false) => Write::Unchanged,
-            CacheResponse::Deleted(_)
-            | CacheResponse::Written(true)
-            | CacheResponse::Expired(true) => Write::Done,
-            other => skipped(other),
-        }
     }
 
     /// Deletes every key of `keys` in one call (on a cluster, one per

@@ -10,7 +10,11 @@
 //! * **Invalidation**: RESP3 `CLIENT TRACKING … BCAST PREFIX <prefix>` on a
 //!   connection of its own ([`tracking`]): any client's change to a key
 //!   removes its entry. The cache's own changes remove it too, before they
-//!   are sent and when they are answered.
+//!   are sent and when they are answered. Not seen: `SWAPDB` (Redis 7.0
+//!   sends no invalidation for it; `FLUSHDB`/`FLUSHALL` clear L1): after
+//!   a swap, the old database's values are served from L1 for at most
+//!   their lifetime ([`NearCache::lifetime`], 60 s by default): lower it where
+//!   databases are swapped under a running cache.
 //! * **Stale**: an entry that is no longer fresh stays, up to
 //!   [`NearCache::stale_for`] past its lifetime, for the reads that Redis
 //!   fails to answer.

@@ -61,6 +61,12 @@ impl RedisConfig {
         &self.addr
     }
 
+    /// Which Redis and database this is, for telling caches on the same
+    /// one apart: the address and the database number.
+    pub(crate) fn identity(&self) -> String {
+        format!("{}/{}", self.addr, self.target.settings().db())
+    }
+
     /// The longest a call can take: checking a connection out, then the
     /// response.
     pub fn call_deadline(&self) -> Duration {

@@ -3,6 +3,7 @@
 
 mod client;
 mod common;
+mod edges;
 mod faults;
 mod healthy;
 mod load;

@@ -136,3 +136,41 @@ async fn a_read_this_process_shed_is_a_miss_never_a_stale_value() {
     assert!(shed > 0, "some reads were shed: {s:?}");
     assert_eq!(s.stale, 0, "a shed read was served a stale value: {s:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapdb_sends_no_invalidation_so_l1_is_bounded_by_its_lifetime() {
+    let server = RedisServer::start(&[]);
+    let lifetime = Duration::from_millis(300);
+    let cache = near_cache(&server, NearCache::new().lifetime(lifetime));
+    // Database 1 holds the key's other value before L1 holds this one (a
+    // write there would invalidate it: tracking names keys, not databases).
+    let mut other = raw(&server).await;
+    let _: () = redis::pipe()
+        .cmd("SELECT")
+        .arg(1)
+        .cmd("SET")
+        .arg("n:k")
+        .arg("db1")
+        .ignore()
+        .ignore()
+        .query_async(&mut other)
+        .await
+        .unwrap();
+    until(&cache, "tracking", |s| s.fresh).await;
+    assert_eq!(cache.set("k", "db0").await, Write::Done);
+    in_l1(&cache, "k", "db0").await;
+    let invalidations = stats(&cache).invalidations;
+    send(&mut other, &["SWAPDB", "0", "1"]).await;
+    let swapped_at = std::time::Instant::now();
+    let first = cache.get("k").await;
+    // Redis sends nothing for the swap: L1 serves the old value until its
+    // lifetime ends (bounded here by the wait's patience, 10 s, against
+    // the default lifetime of 60 s).
+    read_until(&cache, "k", Some("db1")).await;
+    eprintln!(
+        "right after SWAPDB: {first:?}; the swapped value read after {:?} (lifetime {lifetime:?}); invalidations {} -> {}",
+        swapped_at.elapsed(),
+        invalidations,
+        stats(&cache).invalidations
+    );
+}

@@ -58,6 +58,32 @@ impl<B: Backend> Cache<B> {
         self.changed(request).await
     }
 
+    /// Sends a change, with the near cache's entries of its keys removed
+    /// before it is sent and again once it is answered: a read that
+    /// fetched the old value meanwhile does not keep it.
+    pub(super) async fn changed(&self, request: CacheRequest) -> Write {
+        let keys: Vec<Bytes> = match &request {
+            _ if self.shared.near.is_none() => Vec::new(),
+            CacheRequest::Delete(keys) => keys.clone(),
+            CacheRequest::Set { key, .. }
+            | CacheRequest::SetIfAbsent { key, .. }
+            | CacheRequest::Expire { key, .. } => vec![key.clone()],
+            _ => Vec::new(),
+        };
+        self.near_changed(&keys);
+        let response = self.request(request).await;
+        self.near_changed(&keys);
+        match response {
+            CacheResponse::Deleted(0)
+            | CacheResponse::Written(false)
+            | CacheResponse::Expired(false) => Write::Unchanged,
+            CacheResponse::Deleted(_)
+            | CacheResponse::Written(true)
+            | CacheResponse::Expired(true) => Write::Done,
+            other => skipped(other),
+        }
+    }
+
     /// A zero TTL is the caller's mistake (a key that lives 0 ms), never
     /// sent: skipped, counted and answered as such, not `Done`.
     pub(super) fn zero_ttl(&self, op: &'static str) -> Write {
