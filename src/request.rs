@@ -122,6 +122,17 @@ pub enum CacheResponse {
     Written(bool),
     /// `Delete`: how many of the keys existed.
     Deleted(u64),
+    /// `Delete` of keys on several shards, some of which failed: how many
+    /// of the keys the others deleted, the positions (among the request's
+    /// keys) of those not deleted, and why. A failure, never a success.
+    DeletedExcept {
+        /// How many of the keys the shards that answered deleted.
+        deleted: u64,
+        /// The positions of the keys whose delete was not done.
+        skipped: Vec<usize>,
+        /// Why (the first failed shard's reason).
+        reason: Reason,
+    },
     /// `Expire`: whether the key existed.
     Expired(bool),
     /// A read answered as a miss because the cache could not answer it

@@ -176,11 +176,16 @@ impl<B> CacheBuilder<B> {
         self
     }
 
-    /// How long writes are shed (answered `Skipped` at once, with the
-    /// refusal's reason) after Redis refused one while it may still serve
-    /// reads: `OOM` (writes that grow memory), `READONLY`, `MISCONF` or a
-    /// write that timed out (every change). Reads go on meanwhile. Any
-    /// duration works; `Duration::MAX` sheds for good once refused.
+    /// How long writes are shed at most (answered `Skipped` at once, with
+    /// the refusal's reason) after Redis refused one while it still serves
+    /// reads: `OOM` (writes that grow memory), `READONLY`, `MISCONF` (every
+    /// change), or a write pause: writes timing out while reads are
+    /// answered (timeouts of reads and writes alike, a stall of the process
+    /// or the network, hold nothing down). Reads go on meanwhile. While it
+    /// holds, one write every 250 ms (or every hold-down, if shorter) is
+    /// sent as a probe, and the first one answered ends it: writes resume
+    /// within about 250 ms of Redis taking them. Zero turns it off; any
+    /// duration works (`Duration::MAX`: shed until a probe is answered).
     /// Defaults to 5 s.
     pub fn write_hold_down(mut self, d: Duration) -> Self {
         self.settings.write_hold_down = d;

@@ -28,6 +28,18 @@ use crate::flight::Flights;
 /// circuit breaker over `B`.
 pub(crate) type Stack<B> = FailOpen<CircuitBreaker<B, FaultClassifier>>;
 
+/// What [`Cache::delete_many_detailed`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deletion {
+    /// What [`Cache::delete_many`] answers: `Skipped` if the delete of any
+    /// key was not done.
+    pub write: Write,
+    /// The positions, among the keys given, of those whose delete was not
+    /// done (too large to send, or their shard failed): their old values
+    /// may still be served.
+    pub skipped: Vec<usize>,
+}
+
 /// What became of a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Write {
@@ -260,14 +272,23 @@ impl<B: Backend> Cache<B> {
             .filter_map(|(_, k)| k.clone())
             .collect();
         let n = sent.len();
-        let mut values = match n {
+        let values = match n {
             0 => Vec::new(),
             _ => match self.request(CacheRequest::GetMany(sent)).await {
                 CacheResponse::Values(v) if v.len() == n => v,
                 _ => vec![None; n],
             },
+        };
+        // What Redis answered (or failed to) counts like a `get`'s read.
+        if let Some(near) = &self.shared.near {
+            for v in &values {
+                near.tally.count(match v {
+                    Some(_) => crate::near::Outcome::Hit,
+                    None => crate::near::Outcome::Miss,
+                });
+            }
         }
-        .into_iter();
+        let mut values = values.into_iter();
         (keys.iter().enumerate())
             .map(|(i, k)| match near.as_ref().and_then(|n| n[i].clone()) {
                 Some(v) => Some(v),
@@ -314,21 +335,6 @@ impl<B: Backend> Cache<B> {
             return Write::Skipped(Reason::TooLarge);
         };
         self.changed(CacheRequest::Delete(vec![key])).await
-    }
-
-    /// Deletes every key of `keys` in one call (on a cluster, one per
-    /// slot): [`Write::Done`] if any was deleted, [`Write::Unchanged`] if
-    /// none existed. Keys over the cap are not sent (counted, reason
-    /// `too_large`).
-    pub async fn delete_many<K: AsRef<[u8]>>(&self, keys: impl IntoIterator<Item = K>) -> Write {
-        let keys: Vec<Bytes> = keys
-            .into_iter()
-            .filter_map(|k| self.checked_key("delete", k.as_ref()))
-            .collect();
-        if keys.is_empty() {
-            return Write::Unchanged;
-        }
-        self.changed(CacheRequest::Delete(keys)).await
     }
 
     /// Sets `key` to expire after `ttl` (clamped to the maximum TTL):

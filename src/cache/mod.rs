@@ -67,4 +67,4 @@ pub use codec::Json;
 pub use codec::Prost;
 pub use codec::{Codec, Typed};
 pub use config::CacheBuilder;
-pub use handle::{Backend, Cache, Write};
+pub use handle::{Backend, Cache, Deletion, Write};

@@ -21,7 +21,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
 use tower::Service;
 
 use super::error::RedisError;
@@ -108,7 +107,7 @@ pub struct ClusterBackend {
 struct Shared {
     client: ClusterClient,
     deadline: Duration,
-    conn: OnceLock<ClusterConnection>,
+    conn: OnceLock<call::Conns>,
     /// Held while connecting; the last failed attempt, for pacing.
     connecting: tokio::sync::Mutex<Option<(tokio::time::Instant, RedisError)>>,
     map: RwLock<Arc<SlotMap>>,

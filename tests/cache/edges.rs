@@ -1,9 +1,13 @@
 //! The edges of one Redis: prefixes that would collide, and the counts a
 //! cache keeps.
 
-use fusebox::cache::{Cache, Write};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::common::RedisServer;
+use fusebox::cache::{Cache, Reason, Write};
+
+use crate::common::{eventually, roomy, RedisServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nesting_prefixes_on_one_redis_are_refused_and_the_docs_promise_holds() {
@@ -34,4 +38,103 @@ async fn nesting_prefixes_on_one_redis_are_refused_and_the_docs_promise_holds() 
     drop(app);
     let v2 = build("app-v2", "app:v2:", 0).expect("app: is gone");
     drop((v2, other_db, sibling));
+}
+
+/// Readers and writers that run until `stop`: what the writers saw.
+fn load(cache: &Cache, stop: &Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<Vec<Write>>> {
+    let mut tasks = Vec::new();
+    for t in 0..6 {
+        let (cache, stop) = (cache.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut writes = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(SeqCst) {
+                if t % 2 == 0 {
+                    writes.push(cache.set(format!("w:{t}:{i}"), "v").await);
+                } else {
+                    cache.get(format!("w:0:{i}")).await;
+                }
+                i += 1;
+                tokio::task::yield_now().await;
+            }
+            writes
+        }));
+    }
+    tasks
+}
+
+/// How long after `from` a write is done again (bounded by `limit`).
+async fn writes_back(cache: &Cache, from: Instant, limit: Duration) -> Duration {
+    let back = eventually(limit, || async {
+        cache.set("probe", "v").await == Write::Done
+    });
+    assert!(back.await, "writes back within {limit:?}");
+    from.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_of_redis_reads_and_writes_alike_holds_no_write_down() {
+    let mut redis = RedisServer::start(&[]);
+    // The default hold-down (5 s): writes must not wait it out.
+    let cache = Cache::builder()
+        .name("stall")
+        .redis(roomy(&redis.url()))
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = load(&cache, &stop);
+    // Longer than the response deadline (300 ms): everything in flight
+    // times out together, reads as much as writes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.pause();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.resume();
+    let resumed = Instant::now();
+    let took = writes_back(&cache, resumed, Duration::from_secs(3)).await;
+    stop.store(true, SeqCst);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    eprintln!("writes back {took:?} after the stall");
+    // Nothing held down: the next writes are done too.
+    for i in 0..20 {
+        assert_eq!(cache.set(format!("after:{i}"), "v").await, Write::Done);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_resume_within_a_second_of_redis_taking_them_again() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("pause-then-writes")
+        .redis(roomy(&redis.url()))
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = load(&cache, &stop);
+    redis.cmd(&["CLIENT", "PAUSE", "60000", "WRITE"]);
+    // Held down: most writes are shed at once, not after the deadline.
+    let held = eventually(Duration::from_secs(5), || async {
+        cache.set("held", "v").await == Write::Skipped(Reason::WriteTimeout)
+    });
+    assert!(held.await, "a write pause holds writes down");
+    redis.cmd(&["CLIENT", "UNPAUSE"]);
+    let unpaused = Instant::now();
+    // The default hold-down is 5 s; a probe ends it as soon as Redis
+    // takes writes.
+    let took = writes_back(&cache, unpaused, Duration::from_secs(2)).await;
+    stop.store(true, SeqCst);
+    let mut writes = Vec::new();
+    for t in tasks {
+        writes.extend(t.await.unwrap());
+    }
+    let shed = writes
+        .iter()
+        .filter(|w| **w == Write::Skipped(Reason::WriteTimeout))
+        .count();
+    assert!(shed > 0, "{writes:?}");
+    eprintln!(
+        "writes back {took:?} after UNPAUSE; {shed} of {} writes held down",
+        writes.len()
+    );
 }

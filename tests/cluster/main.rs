@@ -12,6 +12,7 @@ use fusebox::redis::ClusterBackend;
 use fusebox_testkit::RedisCluster;
 
 mod coverage;
+mod edges;
 mod watchdog;
 
 const DEADLINE: Duration = Duration::from_millis(200);

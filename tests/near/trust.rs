@@ -174,3 +174,22 @@ async fn swapdb_sends_no_invalidation_so_l1_is_bounded_by_its_lifetime() {
         stats(&cache).invalidations
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_many_counts_what_redis_answered_as_well_as_l1() {
+    let server = RedisServer::start(&[]);
+    let cache = near_cache(&server, NearCache::new());
+    until(&cache, "tracking", |s| s.fresh).await;
+    assert_eq!(cache.set("a", "1").await, Write::Done);
+    assert_eq!(cache.set("b", "2").await, Write::Done);
+    in_l1(&cache, "a", "1").await;
+    let before = stats(&cache);
+    // `a` from L1 (or from Redis, had a late invalidation of this cache's
+    // own SET taken it); `b` and the absent `c` from Redis.
+    let got = cache.get_many(["a", "b", "c"]).await;
+    assert_eq!(got, [Some("1".into()), Some("2".into()), None]);
+    let after = stats(&cache);
+    let l1 = after.l1_hits - before.l1_hits;
+    assert_eq!(l1 + after.hits - before.hits, 2, "{after:?}");
+    assert_eq!(after.misses - before.misses, 1, "{after:?}");
+}

@@ -12,8 +12,9 @@
 //!   shed locally for the [hold-down](FailOpenLayer::hold_down) period,
 //!   counted with the reason of the refusal, while reads go on: after `OOM`
 //!   the writes that may grow memory (`Set`, `SetIfAbsent`; deletes go on);
-//!   after `READONLY`, `MISCONF` or a write that timed out, every change
-//!   (writes, deletes, expiries).
+//!   after `READONLY`, `MISCONF` or a write pause (writes timing out while
+//!   reads are answered), every change (writes, deletes, expiries). A probe
+//!   write every 250 ms ends it once answered ([`crate::hold`]).
 //! * Each fallback increments
 //!   [`CACHE_FAIL_OPEN_TOTAL`](crate::telemetry::CACHE_FAIL_OPEN_TOTAL); a
 //!   `WARN` event of target `fusebox::cache` summarises them at most once per
@@ -134,10 +135,12 @@ impl Shared {
     /// hold-down), rather than this layer's (a write shed during the
     /// hold-down must not extend it) or one shard's, held down by the
     /// shard itself ([contained](Fault::contained)).
-    fn fell_back(&self, op: &'static str, reason: Reason, answered: bool) {
+    fn fell_back(&self, op: &'static str, reason: Reason, answered: Option<Fallback>) {
         crate::telemetry::cache_fail_open(&self.name, op, reason.as_str());
-        if answered {
-            self.hold.answered(reason);
+        match answered {
+            Some(call) if reason == Reason::WriteTimeout => self.hold.change_timed_out(call.sent),
+            Some(_) => self.hold.answered(reason),
+            None => {}
         }
         self.unlogged.fetch_add(1, Relaxed);
         let now = self.nanos();
@@ -225,14 +228,19 @@ where
             None => self.shared.shed(&request),
         };
         if let Some(reason) = early {
-            self.shared.fell_back(op, reason, false);
+            self.shared.fell_back(op, reason, None);
             return ResponseFuture {
                 state: State::Done {
                     response: Some(Fallback::of(&request).response(reason)),
                 },
             };
         }
-        let fallback = Fallback::of(&request);
+        let mut fallback = Fallback::of(&request);
+        if request.is_mutation() {
+            // When it was sent: a write timeout starts the hold-down only
+            // if reads were answered while it waited.
+            fallback.sent = self.shared.hold.nanos();
+        }
         ResponseFuture {
             state: State::Call {
                 future: self.inner.call(request),
@@ -243,12 +251,17 @@ where
     }
 }
 
-/// Enough of a request to answer it without the cache.
+/// Enough of a request to answer it without the cache, and to tell the
+/// hold-down what its answer says.
 #[derive(Clone, Copy, Debug)]
 struct Fallback {
     op: &'static str,
     /// For `GetMany`, how many keys.
     keys: Option<usize>,
+    /// A change (`Some(grows)`: whether it may grow memory), or a read.
+    change: Option<bool>,
+    /// For a change, when it was sent (the hold-down's clock).
+    sent: u64,
 }
 
 impl Fallback {
@@ -260,6 +273,8 @@ impl Fallback {
         Fallback {
             op: request.op(),
             keys,
+            change: request.is_mutation().then(|| request.is_write()),
+            sent: 0,
         }
     }
 
@@ -308,10 +323,17 @@ where
                 fallback,
                 shared,
             } => Poll::Ready(Ok(match ready!(future.poll(cx)) {
-                Ok(response) => response,
+                Ok(response) => {
+                    match fallback.change {
+                        Some(grows) => shared.hold.change_answered(grows),
+                        None => shared.hold.read_answered(),
+                    }
+                    response
+                }
                 Err(e) => {
                     let reason = e.reason();
-                    shared.fell_back(fallback.op, reason, !e.contained());
+                    let answered = (!e.contained()).then_some(*fallback);
+                    shared.fell_back(fallback.op, reason, answered);
                     fallback.response(reason)
                 }
             })),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Backend, Cache, Write};
+use super::{Backend, Cache, Deletion, Write};
 use crate::request::{CacheRequest, CacheResponse, Reason, Ttl};
 
 impl<B: Backend> Cache<B> {
@@ -62,6 +62,11 @@ impl<B: Backend> Cache<B> {
     /// before it is sent and again once it is answered: a read that
     /// fetched the old value meanwhile does not keep it.
     pub(super) async fn changed(&self, request: CacheRequest) -> Write {
+        written(self.changed_answer(request).await)
+    }
+
+    /// [`changed`](Self::changed), with the answer as it came.
+    async fn changed_answer(&self, request: CacheRequest) -> CacheResponse {
         let keys: Vec<Bytes> = match &request {
             _ if self.shared.near.is_none() => Vec::new(),
             CacheRequest::Delete(keys) => keys.clone(),
@@ -73,15 +78,70 @@ impl<B: Backend> Cache<B> {
         self.near_changed(&keys);
         let response = self.request(request).await;
         self.near_changed(&keys);
-        match response {
-            CacheResponse::Deleted(0)
-            | CacheResponse::Written(false)
-            | CacheResponse::Expired(false) => Write::Unchanged,
-            CacheResponse::Deleted(_)
-            | CacheResponse::Written(true)
-            | CacheResponse::Expired(true) => Write::Done,
-            other => skipped(other),
+        response
+    }
+
+    /// Deletes every key of `keys` in one call (on a cluster, one per
+    /// slot): [`Write::Done`] if any was deleted, [`Write::Unchanged`] if
+    /// none existed, [`Write::Skipped`] if the delete of any key was not
+    /// done — a failed invalidation never reads as success, in part or in
+    /// whole. Keys over the cap are not sent (counted, reason
+    /// `too_large`). [`delete_many_detailed`](Self::delete_many_detailed)
+    /// says which keys were skipped.
+    pub async fn delete_many<K: AsRef<[u8]>>(&self, keys: impl IntoIterator<Item = K>) -> Write {
+        self.delete_many_detailed(keys).await.write
+    }
+
+    /// [`delete_many`](Self::delete_many), saying which keys' deletes were
+    /// not done.
+    pub async fn delete_many_detailed<K: AsRef<[u8]>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Deletion {
+        let mut skipped = Vec::new();
+        let mut sent = Vec::new();
+        let mut positions = Vec::new();
+        for (i, key) in keys.into_iter().enumerate() {
+            match self.checked_key("delete", key.as_ref()) {
+                Some(full) => {
+                    sent.push(full);
+                    positions.push(i);
+                }
+                None => skipped.push(i),
+            }
         }
+        let too_large = (!skipped.is_empty()).then_some(Reason::TooLarge);
+        if sent.is_empty() {
+            let write = too_large.map_or(Write::Unchanged, Write::Skipped);
+            return Deletion { write, skipped };
+        }
+        let (write, failed) = match self.changed_answer(CacheRequest::Delete(sent)).await {
+            CacheResponse::DeletedExcept {
+                skipped: failed,
+                reason,
+                ..
+            } => {
+                let name = &self.shared.options.name;
+                crate::telemetry::cache_fail_open(name, "delete", reason.as_str());
+                (Write::Skipped(reason), failed)
+            }
+            answer => {
+                let write = written(answer);
+                let failed = match write {
+                    Write::Skipped(_) => (0..positions.len()).collect(),
+                    _ => Vec::new(),
+                };
+                (write, failed)
+            }
+        };
+        skipped.extend(failed.into_iter().filter_map(|i| positions.get(i).copied()));
+        skipped.sort_unstable();
+        let write = match (write, too_large) {
+            (Write::Skipped(reason), _) => Write::Skipped(reason),
+            (_, Some(reason)) => Write::Skipped(reason),
+            (write, None) => write,
+        };
+        Deletion { write, skipped }
     }
 
     /// A zero TTL is the caller's mistake (a key that lives 0 ms), never
@@ -105,10 +165,18 @@ impl<B: Backend> Cache<B> {
     }
 }
 
-/// A write's answer that is not the expected kind: a fail-open skip.
-pub(super) fn skipped(response: CacheResponse) -> Write {
+/// What a change's answer says became of it.
+fn written(response: CacheResponse) -> Write {
     match response {
-        CacheResponse::Skipped(reason) | CacheResponse::Miss(reason) => Write::Skipped(reason),
+        CacheResponse::Deleted(0)
+        | CacheResponse::Written(false)
+        | CacheResponse::Expired(false) => Write::Unchanged,
+        CacheResponse::Deleted(_) | CacheResponse::Written(true) | CacheResponse::Expired(true) => {
+            Write::Done
+        }
+        CacheResponse::Skipped(reason)
+        | CacheResponse::Miss(reason)
+        | CacheResponse::DeletedExcept { reason, .. } => Write::Skipped(reason),
         _ => Write::Skipped(Reason::Other),
     }
 }

@@ -38,8 +38,12 @@ impl Primary {
 
     /// `error`, as the shard's: a refusal of writes starts its hold-down.
     pub(super) fn failed(&self, error: crate::breaker::Error<RedisError>) -> ShardError {
+        // (A write timeout was weighed by the call itself, which knows
+        // when it was sent.)
         if let crate::breaker::Error::Inner(e) = &error {
-            self.circuit.hold.answered(e.reason());
+            if e.reason() != Reason::WriteTimeout {
+                self.circuit.hold.answered(e.reason());
+            }
         }
         ShardError {
             shard: self.addr.clone(),
@@ -67,11 +71,18 @@ impl Primary {
     }
 }
 
-/// The call under a shard's breaker: the cluster connection, bounded by
+/// A backend's two cluster connections: one for reads, one for changes.
+#[derive(Clone)]
+pub(super) struct Conns {
+    pub(super) reads: ClusterConnection,
+    pub(super) writes: ClusterConnection,
+}
+
+/// The call under a shard's breaker: the cluster connections, bounded by
 /// the deadline; the primary it is meant for.
 #[derive(Clone)]
 pub(super) struct ShardCall {
-    pub(super) conn: ClusterConnection,
+    pub(super) conns: Conns,
     pub(super) deadline: Duration,
     pub(super) primary: Arc<Primary>,
 }
@@ -89,9 +100,19 @@ impl Service<CacheRequest> for ShardCall {
     }
 
     fn call(&mut self, request: CacheRequest) -> CallFuture {
-        let (mut conn, deadline, primary) =
-            (self.conn.clone(), self.deadline, self.primary.clone());
-        Box::pin(within(deadline, async move {
+        // Changes on a connection of their own: a write pause (or a hung
+        // write) on a primary does not hold the reads queued behind it.
+        let mut conn = match request.is_mutation() {
+            true => self.conns.writes.clone(),
+            false => self.conns.reads.clone(),
+        };
+        let (deadline, primary) = (self.deadline, self.primary.clone());
+        // What the answer tells the shard's write hold-down: a read or a
+        // change answered, or a change (sent now) that timed out.
+        let change = request.is_mutation().then(|| request.is_write());
+        let circuit = primary.circuit.clone();
+        let sent = change.map_or(0, |_| circuit.hold.nanos());
+        let call = within(deadline, async move {
             // A redirection that reached us means redis-rs gave up
             // following it. To the owner it could not reach: the owner is
             // down. Elsewhere: a slot in motion (an `ASK` met again and
@@ -107,7 +128,26 @@ impl Service<CacheRequest> for ShardCall {
                 }
                 result => result.map_err(|e| primary.down(e)),
             }
-        }))
+        });
+        Box::pin(async move {
+            let result = call.await;
+            let hold = &circuit.hold;
+            match (result, change) {
+                (Ok(answer), Some(grows)) => {
+                    hold.change_answered(grows);
+                    Ok(answer)
+                }
+                (Ok(answer), None) => {
+                    hold.read_answered();
+                    Ok(answer)
+                }
+                (Err(e), Some(_)) if e.reason() == Reason::Timeout => {
+                    hold.change_timed_out(sent);
+                    Err(e.on_write())
+                }
+                (Err(e), _) => Err(e),
+            }
+        })
     }
 }
 
@@ -146,7 +186,7 @@ impl Local {
         &mut self,
         generation: u64,
         map: Arc<SlotMap>,
-        conn: &ClusterConnection,
+        conns: &Conns,
         deadline: Duration,
     ) {
         self.shards = map
@@ -154,7 +194,7 @@ impl Local {
             .iter()
             .map(|(_, _, shard)| {
                 let call = ShardCall {
-                    conn: conn.clone(),
+                    conns: conns.clone(),
                     deadline,
                     primary: Primary::new(&shard.addr, &shard.circuit),
                 };

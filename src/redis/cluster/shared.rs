@@ -6,13 +6,12 @@
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::{Arc, PoisonError, Weak};
 
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use tower::ServiceExt;
 
 use super::super::commands::within;
 use super::super::error::RedisError;
-use super::call::{Primary, ShardCall};
+use super::call::{Conns, Primary, ShardCall};
 use super::slots::{parse_slots, Circuit, Shard, SlotMap, UNMAPPED};
 use super::{slot_of, ShardError, Shared, RECONNECT_PACE, REFRESH_EVERY, REFRESH_WHILE_OPEN};
 use crate::breaker::{Breaker, CircuitBreaker};
@@ -26,25 +25,30 @@ impl Shared {
             .clone()
     }
 
-    /// The cluster connection, connecting it (once, paced) if need be.
-    async fn conn(&self) -> Result<ClusterConnection, RedisError> {
-        if let Some(conn) = self.conn.get() {
-            return Ok(conn.clone());
+    /// The cluster connections, connecting them (once, paced) if need be.
+    async fn conn(&self) -> Result<Conns, RedisError> {
+        if let Some(conns) = self.conn.get() {
+            return Ok(conns.clone());
         }
         let mut failed = self.connecting.lock().await;
-        if let Some(conn) = self.conn.get() {
-            return Ok(conn.clone());
+        if let Some(conns) = self.conn.get() {
+            return Ok(conns.clone());
         }
         if let Some((at, e)) = failed.as_ref() {
             if at.elapsed() < RECONNECT_PACE {
                 return Err(e.clone());
             }
         }
-        match self.client.get_async_connection().await {
-            Ok(conn) => {
-                let _ = self.conn.set(conn.clone());
+        let connected = async {
+            let reads = self.client.get_async_connection().await?;
+            let writes = self.client.get_async_connection().await?;
+            Ok::<_, redis::RedisError>(Conns { reads, writes })
+        };
+        match connected.await {
+            Ok(conns) => {
+                let _ = self.conn.set(conns.clone());
                 *failed = None;
-                Ok(conn)
+                Ok(conns)
             }
             Err(e) => {
                 let e = RedisError::from(e);
@@ -56,7 +60,7 @@ impl Shared {
 
     /// Reads the map of slots to primaries again (`CLUSTER SLOTS`).
     async fn refresh(&self) -> Result<(), RedisError> {
-        let mut conn = within(self.deadline, self.conn()).await?;
+        let mut conn = within(self.deadline, self.conn()).await?.reads;
         let cmd = redis::cmd("CLUSTER").arg("SLOTS").clone();
         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
         let reply = within(self.deadline, async {
@@ -172,11 +176,11 @@ impl Shared {
         if let Some(shed) = primary.shed(&request) {
             return Err(shed);
         }
-        let conn = within(self.deadline, self.conn())
+        let conns = within(self.deadline, self.conn())
             .await
             .map_err(|e| primary.failed(crate::breaker::Error::Inner(e)))?;
         let call = ShardCall {
-            conn,
+            conns,
             deadline: self.deadline,
             primary: primary.clone(),
         };

@@ -9,6 +9,9 @@ use super::slots::by_slot;
 use super::{ShardError, Shared};
 use crate::request::{CacheRequest, CacheResponse};
 
+/// Each slot group's positions and answer, and the first failure.
+type PerSlot = (Vec<(Vec<usize>, Option<CacheResponse>)>, Option<ShardError>);
+
 impl Shared {
     /// `keys`, one `MGET` per slot, the slots at once: a failing shard's
     /// keys are `None`. Fails only when every slot failed.
@@ -27,20 +30,32 @@ impl Shared {
         Ok(CacheResponse::Values(values))
     }
 
-    /// One `DEL` per slot: the keys deleted where their shard answered.
+    /// One `DEL` per slot. When some shards failed: what the others
+    /// deleted, and which keys were not (a failure: an invalidation that
+    /// did not happen never reads as one that did).
     pub(super) async fn delete_many(
         self: &Arc<Self>,
         keys: Vec<Bytes>,
     ) -> Result<CacheResponse, ShardError> {
-        let answers = self.per_slot(&keys, CacheRequest::Delete).await?;
-        let deleted = answers
-            .into_iter()
-            .map(|(_, answer)| match answer {
-                Some(CacheResponse::Deleted(n)) => n,
-                _ => 0,
-            })
-            .sum();
-        Ok(CacheResponse::Deleted(deleted))
+        let (answers, failed) = self.per_slot_failures(&keys, CacheRequest::Delete).await?;
+        let (mut deleted, mut skipped) = (0, Vec::new());
+        for (idx, answer) in answers {
+            match answer {
+                Some(CacheResponse::Deleted(n)) => deleted += n,
+                _ => skipped.extend(idx),
+            }
+        }
+        match failed {
+            Some(e) if !skipped.is_empty() => {
+                skipped.sort_unstable();
+                Ok(CacheResponse::DeletedExcept {
+                    deleted,
+                    skipped,
+                    reason: crate::request::Fault::reason(&e),
+                })
+            }
+            _ => Ok(CacheResponse::Deleted(deleted)),
+        }
     }
 
     /// `keys` grouped by slot, one `request` per slot, all at once: each
@@ -51,6 +66,15 @@ impl Shared {
         keys: &[Bytes],
         request: fn(Vec<Bytes>) -> CacheRequest,
     ) -> Result<Vec<(Vec<usize>, Option<CacheResponse>)>, ShardError> {
+        Ok(self.per_slot_failures(keys, request).await?.0)
+    }
+
+    /// [`per_slot`](Self::per_slot), with the first failure if any.
+    async fn per_slot_failures(
+        self: &Arc<Self>,
+        keys: &[Bytes],
+        request: fn(Vec<Bytes>) -> CacheRequest,
+    ) -> Result<PerSlot, ShardError> {
         let groups = by_slot(keys);
         let calls = groups.iter().map(|(slot, idx)| {
             let keys = idx.iter().map(|&i| keys[i].clone()).collect();
@@ -70,7 +94,7 @@ impl Shared {
         }
         match first_error {
             Some(e) if out.iter().all(|(_, a)| a.is_none()) => Err(e),
-            _ => Ok(out),
+            failed => Ok((out, failed)),
         }
     }
 }

@@ -1,0 +1,141 @@
+//! A shard that refuses writes by not answering them: a write pause on
+//! one primary.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fusebox::breaker::State;
+use fusebox::cache::{Reason, Write};
+use fusebox_testkit::RedisCluster;
+
+use super::cache;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_pause_on_one_shard_holds_down_its_writes_and_keeps_its_reads() {
+    let cluster = RedisCluster::start(3, 0, &["--cluster-require-full-coverage", "no"]);
+    let (cache, backend) = cache(&cluster);
+    let paused = cluster.primary_of("{p}").unwrap();
+    for i in 0..20 {
+        assert_eq!(cache.set(format!("{{p}}:{i}"), "v").await, Write::Done);
+    }
+    cluster.nodes()[paused].cmd(&["CLIENT", "PAUSE", "60000", "WRITE"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (reads, hits) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let reader = {
+        let (cache, stop, reads, hits) = (cache.clone(), stop.clone(), reads.clone(), hits.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Relaxed) {
+                let hit = cache.get(format!("{{p}}:{}", i % 20)).await.is_some();
+                reads.fetch_add(1, Relaxed);
+                hits.fetch_add(u64::from(hit), Relaxed);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (cache, stop) = (cache.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut i = 0;
+                while !stop.load(Relaxed) {
+                    seen.push(cache.set(format!("{{p}}:w{w}:{i}"), "v").await);
+                    i += 1;
+                    tokio::task::yield_now().await;
+                }
+                seen
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    stop.store(true, Relaxed);
+    reader.await.unwrap();
+    let mut writes = Vec::new();
+    for w in writers {
+        writes.extend(w.await.unwrap());
+    }
+    let (reads, hits) = (reads.load(Relaxed), hits.load(Relaxed));
+    let held = writes
+        .iter()
+        .filter(|w| **w == Write::Skipped(Reason::WriteTimeout))
+        .count();
+    let mut outcomes = std::collections::BTreeMap::new();
+    for w in &writes {
+        *outcomes.entry(format!("{w:?}")).or_insert(0) += 1;
+    }
+    println!(
+        "{hits}/{reads} reads hit; {held} of {} writes held down: {outcomes:?}",
+        writes.len()
+    );
+    assert_eq!(hits, reads, "the paused shard's reads keep hitting");
+    assert!(reads > 100, "{reads}");
+    // Most writes are shed at once rather than each waiting the deadline
+    // out (2 writers for 2 s at 200 ms would be about 20).
+    assert!(held > 100, "{held} of {}: {writes:?}", writes.len());
+    assert!(writes
+        .iter()
+        .all(|w| *w == Write::Skipped(Reason::WriteTimeout)));
+    let addr = format!("127.0.0.1:{}", cluster.nodes()[paused].port());
+    let breaker = backend
+        .shard_breaker(&addr)
+        .expect("the paused shard's breaker");
+    assert_eq!(breaker.state(), State::Closed);
+    // Other shards take writes all along; the paused one once it is over.
+    let other = (0..100)
+        .map(|i| format!("o{i}"))
+        .find(|k| cluster.primary_of(k) != Some(paused))
+        .unwrap();
+    assert_eq!(cache.set(&other, "v").await, Write::Done);
+    cluster.nodes()[paused].cmd(&["CLIENT", "UNPAUSE"]);
+    let start = std::time::Instant::now();
+    while cache.set("{p}:after", "v").await != Write::Done {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "writes to the paused shard resume"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_a_failed_shard_did_not_do_never_reads_as_done() {
+    let mut cluster = RedisCluster::start(3, 0, &["--cluster-require-full-coverage", "no"]);
+    let (cache, _backend) = cache(&cluster);
+    let keys: Vec<String> = (0..60).map(|i| format!("d{i}")).collect();
+    for key in &keys {
+        assert_eq!(cache.set(key, "old").await, Write::Done);
+    }
+    let down = cluster.primary_of("d0").unwrap();
+    let on_down: Vec<usize> = (0..keys.len())
+        .filter(|&i| cluster.primary_of(&keys[i]) == Some(down))
+        .collect();
+    assert!(!on_down.is_empty() && on_down.len() < keys.len());
+    cluster.node_mut(down).pause();
+    let deletion = cache.delete_many_detailed(&keys).await;
+    assert!(
+        matches!(deletion.write, Write::Skipped(_)),
+        "{:?}",
+        deletion.write
+    );
+    assert_eq!(deletion.skipped, on_down, "exactly the hung shard's keys");
+    assert!(matches!(cache.delete_many(&keys).await, Write::Skipped(_)));
+    cluster.node_mut(down).resume();
+    // The keys not reported skipped are gone. (A skipped delete is not
+    // known to be done: one that timed out may still run once the shard
+    // resumes.)
+    for (i, key) in keys.iter().enumerate() {
+        if !on_down.contains(&i) {
+            assert_eq!(cache.get(key).await, None, "{key}");
+        }
+    }
+    // A key too large to send is a skip too, never a silent success.
+    let huge = "k".repeat(10_000);
+    let deletion = cache
+        .delete_many_detailed([keys[1].as_str(), huge.as_str()])
+        .await;
+    assert_eq!(deletion.write, Write::Skipped(Reason::TooLarge));
+    assert_eq!(deletion.skipped, [1]);
+}
