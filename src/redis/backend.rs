@@ -13,7 +13,7 @@ use redis::{AsyncConnectionConfig, PushInfo, PushKind};
 use tokio::sync::watch;
 use tower::Service;
 
-mod conn;
+pub(super) mod conn;
 
 use conn::{backlogged, noticed_late, Conn, ConnState, InFlight};
 

@@ -120,6 +120,8 @@ struct Shared {
     /// How long a shard's changes are shed after it refused one.
     write_hold_down: Mutex<Duration>,
     refreshing: AtomicBool,
+    /// Woken after each refresh (the first calls wait for the first).
+    mapped: tokio::sync::Notify,
 }
 
 impl ClusterBackend {
@@ -205,6 +207,7 @@ impl ClusterBackend {
                 config,
                 write_hold_down: Mutex::new(DEFAULT_WRITE_HOLD_DOWN),
                 refreshing: AtomicBool::new(false),
+                mapped: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -277,7 +280,13 @@ impl Service<CacheRequest> for ClusterBackend {
             CacheRequest::Delete(keys) if keys.len() == 1 => slot_of(&keys[0]),
             _ => return Box::pin(self.shared.clone().run(request)),
         };
-        let Some(svc) = self.local_shard(slot) else {
+        // (A refresh task that ended with its runtime is started again on
+        // the shared path.)
+        let refreshing = self
+            .shared
+            .refreshing
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let Some(svc) = self.local_shard(slot).filter(|_| refreshing) else {
             return Box::pin(self.shared.clone().run(request));
         };
         let primary = svc.get_ref().primary.clone();

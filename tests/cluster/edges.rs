@@ -139,3 +139,131 @@ async fn a_delete_a_failed_shard_did_not_do_never_reads_as_done() {
     assert_eq!(deletion.write, Write::Skipped(Reason::TooLarge));
     assert_eq!(deletion.skipped, [1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_call_cancelled_mid_await_still_leaves_a_slot_map() {
+    let mut cluster = RedisCluster::start(3, 0, &["--cluster-require-full-coverage", "no"]);
+    let (cache, backend) = cache(&cluster);
+    // The very first call, dropped at its first await (an outer timeout,
+    // a select!, a client gone).
+    tokio::select! {
+        biased;
+        _ = cache.get("first") => {}
+        _ = std::future::ready(()) => {}
+    }
+    let start = std::time::Instant::now();
+    while backend.primary_of(b"k").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "a slot map is read"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // With a map, one hung primary costs only its own keys.
+    let keys: Vec<String> = (0..60).map(|i| format!("c{i}")).collect();
+    for key in &keys {
+        assert_eq!(cache.set(key, "v").await, Write::Done, "{key}");
+    }
+    let hung = cluster.primary_of("c0").unwrap();
+    cluster.node_mut(hung).pause();
+    let others: Vec<&String> = keys
+        .iter()
+        .filter(|k| cluster.primary_of(k) != Some(hung))
+        .collect();
+    let mut hits = 0;
+    for _ in 0..3 {
+        for key in &others {
+            hits += usize::from(cache.get(key).await.is_some());
+        }
+    }
+    cluster.node_mut(hung).resume();
+    assert_eq!(hits, 3 * others.len(), "the other shards' keys all hit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_hung_from_the_start_fails_fast_once_the_breaker_opens() {
+    let mut cluster = RedisCluster::start(3, 0, &["--cluster-require-full-coverage", "no"]);
+    for i in 0..3 {
+        cluster.node_mut(i).pause();
+    }
+    let (cache, _backend) = cache(&cluster);
+    let deadline = Duration::from_millis(200);
+    let (mut slow, mut calls) = (0, 0);
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        let call = std::time::Instant::now();
+        assert_eq!(cache.get(format!("h{calls}")).await, None);
+        // The first call waits out one deadline, never two.
+        assert!(
+            calls > 0 || call.elapsed() < deadline * 2,
+            "{:?}",
+            call.elapsed()
+        );
+        slow += usize::from(call.elapsed() >= deadline);
+        calls += 1;
+    }
+    println!("{slow} of {calls} calls waited out the deadline");
+    assert_ne!(cache.breaker().state(), State::Closed);
+    assert!(
+        slow <= 10,
+        "{slow} of {calls} calls waited out the deadline"
+    );
+    for i in 0..3 {
+        cluster.node_mut(i).resume();
+    }
+    let start = std::time::Instant::now();
+    while cache.set("back", "v").await != Write::Done {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the cluster answers again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A pause of the whole host (this process and Redis alike, as a VM pause
+/// is): the calls in flight time out together, noticed late. One event,
+/// not one failure each: the healthy shard's breaker stays closed.
+#[tokio::test]
+async fn timeouts_one_stall_caused_together_count_once() {
+    let mut cluster = RedisCluster::start(3, 0, &["--cluster-require-full-coverage", "no"]);
+    let deadline = Duration::from_millis(50);
+    let backend = fusebox::redis::ClusterBackend::new(cluster.urls(), deadline).unwrap();
+    let cache = fusebox::cache::Cache::builder()
+        .name("stall")
+        .backend(backend.clone())
+        .build()
+        .unwrap();
+    let node = cluster.primary_of("{s}").unwrap();
+    for i in 0..6 {
+        assert_eq!(cache.set(format!("{{s}}:{i}"), "v").await, Write::Done);
+    }
+    let addr = format!("127.0.0.1:{}", cluster.nodes()[node].port());
+    let breaker = backend.shard_breaker(&addr).unwrap();
+    for round in 0..3 {
+        // The host stops: Redis first, then (with the reads sent and
+        // waiting) this process, for three deadlines; then both go on.
+        cluster.node_mut(node).pause();
+        let reads: Vec<_> = (0..6)
+            .map(|i| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.get(format!("{{s}}:{i}")).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        std::thread::sleep(deadline * 3);
+        cluster.node_mut(node).resume();
+        let mut missed = 0;
+        for read in reads {
+            missed += usize::from(read.await.unwrap().is_none());
+        }
+        println!("round {round}: {missed} of 6 reads missed");
+        assert_eq!(breaker.state(), State::Closed, "round {round}");
+        // The shard answers again.
+        let start = std::time::Instant::now();
+        while cache.get("{s}:0").await.is_none() {
+            assert!(start.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}

@@ -52,7 +52,7 @@ impl ConnState {
 /// where the tasks its workers cannot hold go): the connection's own task,
 /// which reads the answers, then waits behind all of them, so deadlines
 /// pass with the answers unread.
-pub(super) fn backlogged() -> bool {
+pub(in crate::redis) fn backlogged() -> bool {
     tokio::runtime::Handle::try_current().is_ok_and(|h| h.metrics().global_queue_depth() >= BACKLOG)
 }
 
@@ -61,7 +61,7 @@ pub(super) fn backlogged() -> bool {
 const BACKLOG: usize = 128;
 
 /// How late a deadline must be noticed to say the runtime fell behind.
-const LATE: Duration = Duration::from_millis(5);
+pub(in crate::redis) const LATE: Duration = Duration::from_millis(5);
 
 /// One call counted in flight on a connection, until dropped.
 pub(super) struct InFlight(Arc<ConnState>);

@@ -12,6 +12,7 @@ use std::time::Duration;
 use redis::cluster_async::ClusterConnection;
 use tower::Service;
 
+use super::super::backend::conn::{backlogged, LATE};
 use super::super::commands::{execute, within};
 use super::super::error::RedisError;
 use super::slots::{Circuit, SlotMap};
@@ -48,7 +49,19 @@ impl Primary {
         ShardError {
             shard: self.addr.clone(),
             error,
+            whole: false,
         }
+    }
+
+    /// No connection to the cluster could be had: the whole cache's
+    /// failure (counted by its breaker), under this shard's name.
+    pub(super) fn unreachable(&self, e: RedisError) -> ShardError {
+        ShardError {
+            shard: self.addr.clone(),
+            error: crate::breaker::Error::Inner(e),
+            whole: false,
+        }
+        .whole()
     }
 
     /// `e`, as what it says of this shard: a redirection to this very
@@ -67,6 +80,7 @@ impl Primary {
         Some(ShardError {
             shard: self.addr.clone(),
             error: crate::breaker::Error::Inner(RedisError::held_down(reason)),
+            whole: false,
         })
     }
 }
@@ -112,6 +126,7 @@ impl Service<CacheRequest> for ShardCall {
         let change = request.is_mutation().then(|| request.is_write());
         let circuit = primary.circuit.clone();
         let sent = change.map_or(0, |_| circuit.hold.nanos());
+        let start = tokio::time::Instant::now();
         let call = within(deadline, async move {
             // A redirection that reached us means redis-rs gave up
             // following it. To the owner it could not reach: the owner is
@@ -132,6 +147,19 @@ impl Service<CacheRequest> for ShardCall {
         Box::pin(async move {
             let result = call.await;
             let hold = &circuit.hold;
+            // A timeout noticed late (or while the runtime is backlogged)
+            // says this process fell behind: of the timeouts one stall
+            // causes together, only the first counts against the shard.
+            let result = match result {
+                Err(e)
+                    if e.reason() == Reason::Timeout
+                        && (start.elapsed() > deadline.saturating_add(LATE) || backlogged())
+                        && circuit.same_stall(deadline) =>
+                {
+                    return Err(RedisError::overloaded());
+                }
+                result => result,
+            };
             match (result, change) {
                 (Ok(answer), Some(grows)) => {
                     hold.change_answered(grows);

@@ -12,9 +12,18 @@ use crate::request::{Fault, Reason};
 pub struct ShardError {
     pub(super) shard: Arc<str>,
     pub(super) error: crate::breaker::Error<RedisError>,
+    /// No shard's breaker saw it: no connection to the cluster could be
+    /// had at all.
+    pub(super) whole: bool,
 }
 
 impl ShardError {
+    /// This failure as the whole cluster's (no connection at all).
+    pub(super) fn whole(mut self) -> Self {
+        self.whole = true;
+        self
+    }
+
     /// The primary (`host:port`) the call went to.
     pub fn shard(&self) -> &str {
         &self.shard
@@ -41,8 +50,10 @@ impl Fault for ShardError {
         self.error.reason()
     }
 
-    /// Always: the shard's own breaker counted it.
+    /// Yes when the shard's own breaker counted it; no when no
+    /// connection to the cluster could be had (then the cache's breaker
+    /// counts it, and opens while the whole cluster is unreachable).
     fn contained(&self) -> bool {
-        true
+        !self.whole
     }
 }

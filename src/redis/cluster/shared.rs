@@ -3,8 +3,9 @@
 //! primary's circuit, kept fresh by a task; and the shared call path
 //! (multi-key calls, the first calls).
 
-use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, PoisonError, Weak};
+use std::time::Duration;
 
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use tower::ServiceExt;
@@ -90,6 +91,7 @@ impl Shared {
                 let mut config = self.config.clone();
                 config.name = format!("{}:{addr}", self.config.name);
                 Arc::new(Circuit {
+                    late_at: std::sync::atomic::AtomicU64::new(0),
                     breaker: Breaker::new(config),
                     hold: crate::hold::HoldDown::new(
                         *self
@@ -121,23 +123,49 @@ impl Shared {
         map
     }
 
-    /// Starts the task that keeps the map fresh, on the first call; it ends
-    /// with the backend.
-    async fn ensure_refreshing(self: &Arc<Self>) {
+    /// Starts the task that keeps the map fresh (on the first call, and
+    /// again if it ended with the runtime it ran on), then, while there is
+    /// no map, waits for the end of a refresh (no later than `until`), so
+    /// that the first calls go to their shard's breaker. Nothing is undone if this future is dropped:
+    /// the task is spawned before the first await, and does the first
+    /// refresh itself.
+    async fn ensure_refreshing(self: &Arc<Self>, until: tokio::time::Instant) {
         // A load first: the swap writes, and every call passes here.
-        if self.refreshing.load(Relaxed) || self.refreshing.swap(true, Relaxed) {
+        if !self.refreshing.load(Relaxed) && !self.refreshing.swap(true, Relaxed) {
+            self.spawn_refresher();
+        }
+        if self.generation.load(Acquire) != 0 {
             return;
         }
-        // The first map before the first call, so that it goes to its
-        // shard's breaker (bounded by the deadline).
-        let _ = self.refresh().await;
+        let mapped = self.mapped.notified();
+        let mut mapped = std::pin::pin!(mapped);
+        mapped.as_mut().enable();
+        if self.generation.load(Acquire) == 0 {
+            let _ = tokio::time::timeout_at(until, mapped).await;
+        }
+    }
+
+    /// The refresh task: a map at once, then every [`REFRESH_EVERY`] (every
+    /// [`REFRESH_WHILE_OPEN`] while a shard's breaker is not closed), until
+    /// the backend is dropped. Whenever it ends — the backend gone, or its
+    /// runtime shut down — it clears `refreshing`, so that the next call
+    /// starts it again.
+    fn spawn_refresher(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.refreshing.store(false, Relaxed);
+            return;
+        };
         let weak: Weak<Shared> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut pause = REFRESH_EVERY;
+        runtime.spawn(async move {
+            let _ended = RefresherEnded(weak.clone());
+            let mut pause = Duration::ZERO;
             loop {
                 tokio::time::sleep(pause).await;
                 let Some(shared) = weak.upgrade() else { return };
                 let _ = shared.refresh().await;
+                // Whether it made a map or failed: the calls waiting for
+                // the first one go on.
+                shared.mapped.notify_waiters();
                 pause = match shared.any_not_closed() {
                     true => REFRESH_WHILE_OPEN,
                     false => REFRESH_EVERY,
@@ -170,18 +198,22 @@ impl Shared {
         self: &Arc<Self>,
         slot: u16,
         request: CacheRequest,
+        until: tokio::time::Instant,
     ) -> Result<CacheResponse, ShardError> {
         let Shard { addr, circuit } = self.shard_of(slot);
         let primary = Primary::new(&addr, &circuit);
         if let Some(shed) = primary.shed(&request) {
             return Err(shed);
         }
-        let conns = within(self.deadline, self.conn())
+        let left = || until.saturating_duration_since(tokio::time::Instant::now());
+        // No connection to the cluster at all is the whole cache's
+        // failure, not one shard's: the cache's breaker counts it.
+        let conns = within(left(), self.conn())
             .await
-            .map_err(|e| primary.failed(crate::breaker::Error::Inner(e)))?;
+            .map_err(|e| primary.unreachable(e))?;
         let call = ShardCall {
             conns,
-            deadline: self.deadline,
+            deadline: left(),
             primary: primary.clone(),
         };
         CircuitBreaker::with_classifier(call, circuit.breaker.clone(), FaultClassifier)
@@ -194,10 +226,16 @@ impl Shared {
         self: Arc<Self>,
         request: CacheRequest,
     ) -> Result<CacheResponse, ShardError> {
-        self.ensure_refreshing().await;
+        // One deadline for the whole call, waiting for the first map
+        // included.
+        let now = tokio::time::Instant::now();
+        let until = now
+            .checked_add(self.deadline)
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600));
+        self.ensure_refreshing(until).await;
         match request {
-            CacheRequest::GetMany(keys) => self.get_many(keys).await,
-            CacheRequest::Delete(keys) if keys.len() > 1 => self.delete_many(keys).await,
+            CacheRequest::GetMany(keys) => self.get_many(keys, until).await,
+            CacheRequest::Delete(keys) if keys.len() > 1 => self.delete_many(keys, until).await,
             request => {
                 let slot = match &request {
                     CacheRequest::Get(key)
@@ -208,8 +246,19 @@ impl Shared {
                     CacheRequest::Delete(keys) => keys.first().map_or(0, |k| slot_of(k)),
                     CacheRequest::GetMany(_) => 0,
                 };
-                self.on_shard(slot, request).await
+                self.on_shard(slot, request, until).await
             }
+        }
+    }
+}
+
+/// Clears `refreshing` when the refresh task ends, however it ends.
+struct RefresherEnded(Weak<Shared>);
+
+impl Drop for RefresherEnded {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.refreshing.store(false, Relaxed);
         }
     }
 }

@@ -28,6 +28,27 @@ pub(super) struct Shard {
 pub(super) struct Circuit {
     pub(super) breaker: Breaker,
     pub(super) hold: HoldDown,
+    /// When a timeout of this shard was last noticed late (on the
+    /// hold-down's clock; 0: never): the timeouts one stall of this process
+    /// causes together count as one failure.
+    pub(super) late_at: std::sync::atomic::AtomicU64,
+}
+
+impl Circuit {
+    /// Whether a timeout noticed late now is part of a stall already
+    /// counted (another was noticed late within `deadline`); if not, it is
+    /// recorded as the stall's one failure.
+    pub(super) fn same_stall(&self, deadline: std::time::Duration) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.hold.nanos();
+        let last = self.late_at.load(Relaxed);
+        let window = u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX);
+        if last != 0 && now.saturating_sub(last) < window {
+            return true;
+        }
+        self.late_at.store(now, Relaxed);
+        false
+    }
 }
 
 /// Which primary owns each slot: ranges sorted by their first slot, each
@@ -141,6 +162,7 @@ mod tests {
             circuit: Arc::new(Circuit {
                 breaker: Breaker::new(Config::default()),
                 hold: HoldDown::new(std::time::Duration::ZERO),
+                late_at: Default::default(),
             }),
         };
         let addr = |map: &SlotMap, slot| map.owner(slot).map(|s| s.addr.to_string());

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
 use super::slots::by_slot;
 use super::{ShardError, Shared};
@@ -18,9 +19,10 @@ impl Shared {
     pub(super) async fn get_many(
         self: &Arc<Self>,
         keys: Vec<Bytes>,
+        until: Instant,
     ) -> Result<CacheResponse, ShardError> {
         let mut values = vec![None; keys.len()];
-        for (idx, answer) in self.per_slot(&keys, CacheRequest::GetMany).await? {
+        for (idx, answer) in self.per_slot(&keys, CacheRequest::GetMany, until).await? {
             if let Some(CacheResponse::Values(found)) = answer {
                 for (i, v) in idx.into_iter().zip(found) {
                     values[i] = v;
@@ -36,8 +38,11 @@ impl Shared {
     pub(super) async fn delete_many(
         self: &Arc<Self>,
         keys: Vec<Bytes>,
+        until: Instant,
     ) -> Result<CacheResponse, ShardError> {
-        let (answers, failed) = self.per_slot_failures(&keys, CacheRequest::Delete).await?;
+        let (answers, failed) = self
+            .per_slot_failures(&keys, CacheRequest::Delete, until)
+            .await?;
         let (mut deleted, mut skipped) = (0, Vec::new());
         for (idx, answer) in answers {
             match answer {
@@ -65,8 +70,9 @@ impl Shared {
         self: &Arc<Self>,
         keys: &[Bytes],
         request: fn(Vec<Bytes>) -> CacheRequest,
+        until: Instant,
     ) -> Result<Vec<(Vec<usize>, Option<CacheResponse>)>, ShardError> {
-        Ok(self.per_slot_failures(keys, request).await?.0)
+        Ok(self.per_slot_failures(keys, request, until).await?.0)
     }
 
     /// [`per_slot`](Self::per_slot), with the first failure if any.
@@ -74,11 +80,12 @@ impl Shared {
         self: &Arc<Self>,
         keys: &[Bytes],
         request: fn(Vec<Bytes>) -> CacheRequest,
+        until: Instant,
     ) -> Result<PerSlot, ShardError> {
         let groups = by_slot(keys);
         let calls = groups.iter().map(|(slot, idx)| {
             let keys = idx.iter().map(|&i| keys[i].clone()).collect();
-            self.on_shard(*slot, request(keys))
+            self.on_shard(*slot, request(keys), until)
         });
         let answers = futures_util::future::join_all(calls).await;
         let mut first_error = None;
