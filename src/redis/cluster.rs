@@ -91,8 +91,37 @@ pub type ClusterFuture = Pin<Box<dyn Future<Output = Result<CacheResponse, Shard
 ///   0.4–0.5 s without back-off. Their rejections and the errors they
 ///   counted are [contained](crate::cache::Fault::contained): the cache's own breaker
 ///   ignores them, so one shard never opens the whole cache.
+///   Tune them with [`with_breaker`](Self::with_breaker): the cache's own
+///   [`breaker`](crate::cache::CacheBuilder::breaker) setting does not
+///   reach them. No connection to the cluster at all is not one shard's
+///   failure: the cache's breaker counts it. Timeouts that a stall of this
+///   process causes together (noticed late) count once per shard.
 /// * **Multi-key calls** (`get_many`, `delete` of several keys) are split by
-///   slot: the keys of a failing shard miss, the others are answered.
+///   slot: the keys of a failing shard miss, the others are answered; a
+///   `delete_many` that a shard did not do answers `Skipped`
+///   ([`Cache::delete_many_detailed`](crate::cache::Cache::delete_many_detailed)
+///   says which keys).
+/// * **Writes** go on a connection of their own: a primary that holds
+///   writes (`CLIENT PAUSE … WRITE`, a stuck save) keeps serving reads, and
+///   its writes are held down
+///   ([`write_hold_down`](Self::write_hold_down)) while the other shards
+///   take theirs.
+///
+/// **Choosing the deadline.** It bounds every call, redis-rs's redirects
+/// and retries included, and a shard's keys miss for as long as its
+/// breaker needs five of them to open (then at once). On one host or
+/// one zone, 50–100 ms keeps a hung shard cheap while a healthy one never
+/// comes near it; across zones, allow each hop's round trip three times
+/// over. Below a few milliseconds,
+/// a busy process's own scheduling delays read as timeouts. This crate's
+/// tests use 200 ms (a loaded 2-core CI machine), its benches 250 ms, the
+/// incident replay 100 ms.
+///
+/// **While the cluster refuses keys** (`CLUSTERDOWN`, `TRYAGAIN`),
+/// redis-rs retries a call up to six times, 1–10 ms apart (about 30 ms in
+/// all), within the deadline, before it misses with reason
+/// `cluster_down` / `try_again` (never a breaker failure: the refusal is
+/// fast, and ends for every shard at once).
 ///
 /// Set `cluster-require-full-coverage no` on the cluster: with `yes` (the
 /// default) every node refuses every key while one shard has no primary,
