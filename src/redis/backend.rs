@@ -44,7 +44,8 @@ const RECONNECT_PACE: Duration = Duration::from_millis(100);
 /// Reads and writes go over separate connections: Redis serves one
 /// connection's commands in order, so a write held up (`CLIENT PAUSE …
 /// WRITE`, a slow `SET` of a large value) would otherwise hold up every read
-/// queued behind it. A connection that answers `READONLY` (a replica, or a
+/// queued behind it. While Redis has no room for one of them (`maxclients`
+/// reached), calls share a connection it did take. A connection that answers `READONLY` (a replica, or a
 /// primary demoted by a failover) is dropped, and the next one re-resolves
 /// the host name, so writes reach the new primary without a restart.
 ///
@@ -163,7 +164,14 @@ impl Service<CacheRequest> for RedisBackend {
         Box::pin(async move {
             let mut conn = match source {
                 Source::Current(conn) => conn,
-                Source::Connect(shared, index) => shared.checkout(index).await?,
+                Source::Connect(shared, index) => match shared.checkout(index).await {
+                    Ok(conn) => conn,
+                    // Redis has no room for this connection (`maxclients`)
+                    // but took another: the calls share that one, rather
+                    // than fail what it can serve.
+                    Err(e) if e.reason() == Reason::MaxClients => shared.any_current().ok_or(e)?,
+                    Err(e) => return Err(e),
+                },
             };
             // Beyond the limit a call would queue behind the others and time
             // out, and the timeouts would open the breaker: it is shed
@@ -206,6 +214,11 @@ impl Service<CacheRequest> for RedisBackend {
 }
 
 impl Shared {
+    /// Any usable connection this backend has.
+    fn any_current(&self) -> Option<Conn> {
+        self.slots.iter().find_map(Slot::current)
+    }
+
     /// A usable connection for slot `index`: the current one, one another
     /// caller has just made, or a new one. Bounded by the checkout
     /// deadline; a refused connect is answered at once, and within

@@ -138,3 +138,41 @@ async fn writes_resume_within_a_second_of_redis_taking_them_again() {
         writes.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_free_connection_slot_serves_reads_and_writes_alike() {
+    let redis = RedisServer::start(&[]);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut control = client.get_multiplexed_async_connection().await.unwrap();
+    for i in 0..50 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg("v")
+            .query_async(&mut control)
+            .await
+            .unwrap();
+    }
+    // This connection and one more: the cache's second connection (reads
+    // and writes have one each) is refused with `max_clients`.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg(2)
+        .query_async(&mut control)
+        .await
+        .unwrap();
+    let cache = Cache::builder()
+        .name("one-slot")
+        .redis(roomy(&redis.url()))
+        .build()
+        .unwrap();
+    let mut transitions = cache.breaker().subscribe();
+    let (mut hits, mut done) = (0, 0);
+    for i in 0..200 {
+        hits += usize::from(cache.get(format!("k{}", i % 50)).await.is_some());
+        done += usize::from(cache.set(format!("w{i}"), "v").await == Write::Done);
+    }
+    assert!(transitions.try_recv().is_err(), "the breaker stayed closed");
+    assert_eq!(hits, 200, "every read hit");
+    assert_eq!(done, 200, "every write done, on the shared connection");
+}
