@@ -7,7 +7,9 @@
 //! second, and every 50 ms while a shard's breaker is not closed) → that primary's breaker → redis-rs's cluster connection, which
 //! routes the command itself (`MOVED`, `ASK`, its own topology refresh) →
 //! the answer, within the deadline. A shard whose breaker is open answers
-//! its keys as misses at once while the other shards keep hitting; a slot
+//! its keys as misses at once while the other shards keep hitting, and its
+//! primary gets a `PING` every 50 ms: the breaker closes as soon as it
+//! answers (hits return with the shard, not with the next probe); a slot
 //! that moves to a new primary (a failover) is served by that primary's
 //! own breaker, closed, and does not inherit the old owner's open one.
 

@@ -270,3 +270,74 @@ async fn timeouts_one_stall_caused_together_count_once() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_whole_cluster_hung_hits_return_with_the_shards() {
+    let mut cluster = RedisCluster::start(3, 0, &["--cluster-require-full-coverage", "no"]);
+    // Shard breakers that stay open 5 s: hits must come back with the
+    // shards answering, not with the breakers' next probe.
+    let config = fusebox::breaker::Config::builder()
+        .name("hung")
+        .open_for(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let backend = fusebox::redis::ClusterBackend::with_breaker(
+        cluster.urls(),
+        Duration::from_millis(200),
+        config,
+    )
+    .unwrap();
+    let cache = fusebox::cache::Cache::builder()
+        .name("hung")
+        .backend(backend)
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..30).map(|i| format!("r{i}")).collect();
+    for key in &keys {
+        assert_eq!(cache.set(key, "v").await, Write::Done);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|r| {
+            let (cache, stop, keys) = (cache.clone(), stop.clone(), keys.clone());
+            tokio::spawn(async move {
+                let mut i = r;
+                while !stop.load(Relaxed) {
+                    cache.get(&keys[i % keys.len()]).await;
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        cluster.node_mut(i).pause();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..3 {
+        cluster.node_mut(i).resume();
+    }
+    let resumed = std::time::Instant::now();
+    // Every key hits again.
+    let mut back = Vec::new();
+    for key in &keys {
+        while cache.get(key).await.is_none() {
+            assert!(
+                resumed.elapsed() < Duration::from_secs(10),
+                "{key} never hit again"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        back.push(resumed.elapsed());
+    }
+    stop.store(true, Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    let last = back.iter().max().unwrap();
+    println!("every key hit again {last:?} after the cluster resumed");
+    // Seen answering (a `PING` to each open shard's primary every 50 ms),
+    // not waited out: the open period had 2 s to go.
+    assert!(*last < Duration::from_millis(1500), "{last:?}");
+}

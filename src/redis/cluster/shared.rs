@@ -166,12 +166,59 @@ impl Shared {
                 // Whether it made a map or failed: the calls waiting for
                 // the first one go on.
                 shared.mapped.notify_waiters();
+                shared.close_answering().await;
                 pause = match shared.any_not_closed() {
                     true => REFRESH_WHILE_OPEN,
                     false => REFRESH_EVERY,
                 };
             }
         });
+    }
+
+    /// Closes the breaker of each primary whose breaker is open and that
+    /// answers a `PING` now (all at once, each within the deadline): hits
+    /// come back with the shard, not with the breaker's next probe up to
+    /// half a second later (after the whole cluster hung, the first probes
+    /// may also wait on redis-rs's own recovery).
+    async fn close_answering(&self) {
+        let open: Vec<Shard> = {
+            let map = self.map();
+            map.0
+                .iter()
+                .filter(|(_, _, s)| s.circuit.breaker.state() == crate::breaker::State::Open)
+                .map(|(_, _, s)| s.clone())
+                .collect()
+        };
+        if open.is_empty() {
+            return;
+        }
+        let Some(conns) = self.conn.get().cloned() else {
+            return;
+        };
+        let pings = open.into_iter().map(|shard| {
+            let mut conn = conns.reads.clone();
+            async move {
+                let (host, port) = shard.addr.rsplit_once(':')?;
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.to_owned(),
+                    port: port.parse().ok()?,
+                });
+                let ping = conn.route_command(redis::cmd("PING"), routing);
+                match tokio::time::timeout(self.deadline, ping).await {
+                    Ok(Ok(_)) => Some(shard),
+                    _ => None,
+                }
+            }
+        });
+        for shard in futures_util::future::join_all(pings)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            if shard.circuit.breaker.state() == crate::breaker::State::Open {
+                shard.circuit.breaker.close();
+            }
+        }
     }
 
     /// Whether a shard of the latest map has a breaker open or half open.
