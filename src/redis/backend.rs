@@ -4,18 +4,19 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use redis::{AsyncConnectionConfig, PushInfo, PushKind};
 use tokio::sync::watch;
 use tower::Service;
 
 pub(super) mod conn;
+mod slot;
 
 use conn::{backlogged, noticed_late, Conn, ConnState, InFlight};
+use slot::{lock, Leading, Slot};
 
 use super::commands::execute;
 use super::config::RedisConfig;
@@ -24,11 +25,6 @@ use crate::request::{CacheRequest, CacheResponse, Reason};
 
 /// The future of a Redis backend call.
 pub type BackendFuture = Pin<Box<dyn Future<Output = Result<CacheResponse, RedisError>> + Send>>;
-
-/// At most one connect attempt per connection in this interval: while
-/// Redis refuses, every other caller gets the last attempt's error at once,
-/// and a down Redis sees a few attempts per second from this process.
-const RECONNECT_PACE: Duration = Duration::from_millis(100);
 
 /// A Redis cache backend over a few multiplexed connections, with every
 /// wait bounded.
@@ -63,24 +59,15 @@ struct Shared {
     config: RedisConfig,
     /// Connections for reads (spread by thread), then the one for writes.
     slots: Box<[Slot]>,
-}
-
-/// One multiplexed connection, made on demand and replaced when broken.
-struct Slot {
-    /// The connection calls use, cloned out; `None` or flagged broken when
-    /// a new one must be made.
-    current: RwLock<Option<Conn>>,
-    /// Set while one caller connects: one attempt at a time per slot, whose
-    /// result every waiting caller shares.
-    connecting: AtomicBool,
-    /// The last failed connect, shared with callers that arrive within
-    /// [`RECONNECT_PACE`] of it.
-    failed: Mutex<Option<(tokio::time::Instant, RedisError)>>,
-    /// Bumped when an attempt ends, made, failed or cancelled: wakes every
-    /// caller waiting on it at once (a queue on a lock would hand the
-    /// result on one caller at a time, too slowly for a burst of
-    /// thousands).
-    ended: watch::Sender<u64>,
+    /// The slot writes use (the last; the only one when a small pool is
+    /// leased from).
+    write_slot: usize,
+    /// Whether connections are leased from a user's pool: made with the
+    /// pool's settings, so each response is bounded here.
+    leased: bool,
+    /// How many leased connections were lost (see [`ConnState`]).
+    #[cfg_attr(not(any(feature = "bb8", feature = "deadpool")), allow(dead_code))]
+    lost: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RedisBackend {
@@ -88,7 +75,13 @@ impl RedisBackend {
     /// are made on demand, so this succeeds at once whether or not Redis is
     /// up, inside a tokio runtime or not. Calls need a tokio runtime.
     pub fn new(config: RedisConfig) -> Self {
-        let slots = (0..=config.connections)
+        let (leased, one_slot) = match &config.target {
+            #[cfg(any(feature = "bb8", feature = "deadpool"))]
+            super::Target::Leased(lease) => (true, lease.one_slot()),
+            _ => (false, false),
+        };
+        let write_slot = config.connections as usize - usize::from(one_slot);
+        let slots = (0..=write_slot)
             .map(|_| Slot {
                 current: RwLock::new(None),
                 connecting: AtomicBool::new(false),
@@ -97,7 +90,13 @@ impl RedisBackend {
             })
             .collect();
         RedisBackend {
-            shared: Arc::new(Shared { config, slots }),
+            shared: Arc::new(Shared {
+                config,
+                slots,
+                write_slot,
+                leased,
+                lost: Arc::default(),
+            }),
         }
     }
 
@@ -147,7 +146,7 @@ impl Service<CacheRequest> for RedisBackend {
     fn call(&mut self, request: CacheRequest) -> BackendFuture {
         let reads = self.shared.config.connections as usize;
         let index = if request.is_mutation() {
-            reads
+            self.shared.write_slot
         } else {
             READ_SLOT.with(|i| *i) % reads
         };
@@ -161,15 +160,18 @@ impl Service<CacheRequest> for RedisBackend {
         let mutation = request.is_mutation();
         let max_in_flight = self.shared.config.max_in_flight;
         let deadline = self.shared.config.response_timeout;
+        let leased = self.shared.leased;
         Box::pin(async move {
             let mut conn = match source {
                 Source::Current(conn) => conn,
                 Source::Connect(shared, index) => match shared.checkout(index).await {
                     Ok(conn) => conn,
-                    // Redis has no room for this connection (`maxclients`)
-                    // but took another: the calls share that one, rather
-                    // than fail what it can serve.
-                    Err(e) if e.reason() == Reason::MaxClients => shared.any_current().ok_or(e)?,
+                    // Redis (`maxclients`) or the pool leased from has no
+                    // room for this connection but gave another: the calls
+                    // share that one, rather than fail what it can serve.
+                    Err(e) if matches!(e.reason(), Reason::MaxClients | Reason::Overloaded) => {
+                        shared.any_current().ok_or(e)?
+                    }
                     Err(e) => return Err(e),
                 },
             };
@@ -180,9 +182,17 @@ impl Service<CacheRequest> for RedisBackend {
                 return Err(RedisError::overloaded());
             };
             let (sent, answered) = (tokio::time::Instant::now(), conn.state.answered());
-            let result = execute(&mut conn.inner, &request)
-                .await
-                .map_err(RedisError::from);
+            let call = execute(&mut conn.inner, &request);
+            let result = match leased {
+                false => call.await.map_err(RedisError::from),
+                // As the client's own response timeout would say it.
+                true => tokio::time::timeout(deadline, call)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into())
+                    })
+                    .map_err(RedisError::from),
+            };
             match result {
                 Ok(response) => {
                     conn.state.answered.fetch_add(1, Relaxed);
@@ -201,7 +211,7 @@ impl Service<CacheRequest> for RedisBackend {
                 }
                 Err(e) => {
                     if e.breaks_connection() {
-                        conn.state.broken.store(true, Relaxed);
+                        conn.state.lose();
                     }
                     // A write that times out on a connection of its own
                     // says writes are held up (a write pause, a stuck
@@ -222,7 +232,7 @@ impl Shared {
     /// A usable connection for slot `index`: the current one, one another
     /// caller has just made, or a new one. Bounded by the checkout
     /// deadline; a refused connect is answered at once, and within
-    /// [`RECONNECT_PACE`] of a failed attempt its error is answered without
+    /// [`RECONNECT_PACE`](slot::RECONNECT_PACE) of a failed attempt its error is answered without
     /// another.
     async fn checkout(&self, index: usize) -> Result<Conn, RedisError> {
         let slot = &self.slots[index];
@@ -247,7 +257,7 @@ impl Shared {
                     if let Some(e) = slot.recent_failure() {
                         return Err(e);
                     }
-                    return match self.connect().await {
+                    return match self.connect(index).await {
                         Ok(conn) => {
                             slot.set(conn.clone());
                             *lock(&slot.failed) = None;
@@ -265,7 +275,12 @@ impl Shared {
                                 &self.config.addr,
                                 e.reason().as_str(),
                             );
-                            *lock(&slot.failed) = Some((tokio::time::Instant::now(), e.clone()));
+                            // (A pool with no connection free is asked
+                            // again by the next call: no Redis to spare.)
+                            if !(self.leased && e.reason() == Reason::Overloaded) {
+                                *lock(&slot.failed) =
+                                    Some((tokio::time::Instant::now(), e.clone()));
+                            }
                             Err(e)
                         }
                     };
@@ -289,8 +304,20 @@ impl Shared {
         }
     }
 
-    async fn connect(&self) -> Result<Conn, RedisError> {
+    async fn connect(&self, index: usize) -> Result<Conn, RedisError> {
         let config = &self.config;
+        #[cfg(any(feature = "bb8", feature = "deadpool"))]
+        if let super::Target::Leased(pool) = &config.target {
+            let state = Arc::new(ConnState::leased(&self.lost));
+            return match tokio::time::timeout(config.checkout_timeout, pool.lease(index)).await {
+                Ok(lease) => Ok(Conn {
+                    inner: lease?,
+                    state,
+                }),
+                Err(_) => Err(RedisError::timeout()),
+            };
+        }
+        let _ = index;
         let state = Arc::new(ConnState::default());
         let mut settings = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
@@ -320,57 +347,6 @@ impl Shared {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(RedisError::timeout()),
         }
-    }
-}
-
-/// The one caller connecting a slot, until dropped (done or cancelled):
-/// then the next may, and every waiter looks again.
-struct Leading<'a>(&'a Slot);
-
-impl<'a> Leading<'a> {
-    fn try_new(slot: &'a Slot) -> Option<Self> {
-        // Made only on success: a `Leading` dropped unused would hand the
-        // lead on while another caller holds it.
-        match slot
-            .connecting
-            .compare_exchange(false, true, Acquire, Relaxed)
-        {
-            Ok(_) => Some(Leading(slot)),
-            Err(_) => None,
-        }
-    }
-}
-
-impl Drop for Leading<'_> {
-    fn drop(&mut self) {
-        self.0.connecting.store(false, Release);
-        self.0.ended.send_modify(|n| *n = n.wrapping_add(1));
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Slot {
-    /// The last connect's error, if it failed within [`RECONNECT_PACE`].
-    fn recent_failure(&self) -> Option<RedisError> {
-        let failed = lock(&self.failed);
-        let (at, e) = failed.as_ref()?;
-        (at.elapsed() < RECONNECT_PACE).then(|| e.clone())
-    }
-
-    /// The current connection, unless there is none or it is broken.
-    fn current(&self) -> Option<Conn> {
-        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
-        current
-            .as_ref()
-            .filter(|c| !c.state.broken.load(Relaxed))
-            .cloned()
-    }
-
-    fn set(&self, conn: Conn) {
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(conn);
     }
 }
 

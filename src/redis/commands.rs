@@ -16,37 +16,6 @@ fn millis(d: Duration) -> u64 {
         .clamp(1, 1 << 62)
 }
 
-/// Runs one request on one connection.
-/// A pooled call, given up after `deadline`: a checkout that had not
-/// finished by then while the pool had every connection it may open, all
-/// busy (`saturated`), is local overload (callers queueing for
-/// connections), not a Redis failure, so it never trips the breaker.
-#[cfg(any(feature = "bb8", feature = "deadpool"))]
-pub(super) async fn pooled<C, F>(
-    deadline: std::time::Duration,
-    checkout: F,
-    request: crate::request::CacheRequest,
-    saturated: impl FnOnce() -> bool,
-) -> Result<crate::request::CacheResponse, super::error::RedisError>
-where
-    C: std::ops::DerefMut<Target: ConnectionLike + Send + Sized>,
-    F: std::future::Future<Output = Result<C, super::error::RedisError>>,
-{
-    let mut checked_out = false;
-    let call = async {
-        let mut conn = checkout.await?;
-        checked_out = true;
-        execute(&mut *conn, &request)
-            .await
-            .map_err(super::error::RedisError::from)
-    };
-    match tokio::time::timeout(deadline, call).await {
-        Ok(result) => result,
-        Err(_) if !checked_out && saturated() => Err(super::error::RedisError::overloaded()),
-        Err(_) => Err(super::error::RedisError::timeout()),
-    }
-}
-
 /// `call`, given up with a timeout error after `deadline`.
 pub(super) async fn within<T>(
     deadline: std::time::Duration,
@@ -57,6 +26,7 @@ pub(super) async fn within<T>(
         .unwrap_or_else(|_| Err(super::error::RedisError::timeout()))
 }
 
+/// Runs one request on one connection.
 pub(super) async fn execute<C: ConnectionLike + Send>(
     conn: &mut C,
     request: &CacheRequest,

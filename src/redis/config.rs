@@ -67,6 +67,27 @@ impl RedisConfig {
         format!("{}/{}", self.addr, self.target.settings().db())
     }
 
+    /// The settings of a backend whose connections are leased from a
+    /// user's pool (`label` names it in logs): `deadline` bounds the wait
+    /// for a connection, and each response.
+    #[cfg(any(feature = "bb8", feature = "deadpool"))]
+    pub(crate) fn leased(
+        lease: std::sync::Arc<dyn super::lease::Lease>,
+        label: &str,
+        deadline: Duration,
+    ) -> RedisConfig {
+        RedisConfig {
+            target: Target::Leased(lease),
+            addr: label.to_owned(),
+            resp3: false,
+            connect_timeout: deadline,
+            response_timeout: deadline,
+            checkout_timeout: deadline,
+            connections: 1,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+
     /// The longest a call can take: checking a connection out, then the
     /// response.
     pub fn call_deadline(&self) -> Duration {

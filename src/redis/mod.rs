@@ -25,6 +25,8 @@ mod config;
 #[cfg(feature = "deadpool")]
 mod deadpool;
 mod error;
+#[cfg(any(feature = "bb8", feature = "deadpool"))]
+mod lease;
 #[cfg(feature = "bb8")]
 mod pool;
 #[cfg(feature = "sentinel")]

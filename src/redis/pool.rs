@@ -1,16 +1,20 @@
 //! A cache backend over a bb8 pool of bb8-redis connections. Feature `bb8`.
 
 use std::fmt;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bb8_redis::RedisConnectionManager;
+use redis::aio::MultiplexedConnection;
 use tower::Service;
 
-use super::commands::pooled;
 use super::error::RedisError;
-use super::BackendFuture;
-use crate::request::{CacheRequest, CacheResponse};
+use super::lease::{Leases, Pool};
+use super::{BackendFuture, RedisBackend, RedisConfig};
+use crate::request::CacheRequest;
+
+type Bb8Pool = bb8::Pool<RedisConnectionManager>;
 
 /// A cache backend over the `bb8::Pool<bb8_redis::RedisConnectionManager>`
 /// an axum service often holds already: one line gives it a fail-open cache,
@@ -27,31 +31,42 @@ use crate::request::{CacheRequest, CacheResponse};
 /// # let _ = cache; Ok(()) }
 /// ```
 ///
-/// Every call — checking a connection out, then the command — is bounded by
-/// `deadline`. A call still waiting for a connection at its deadline while
-/// the pool has all the connections it may open, all busy, is a miss with
-/// reason `overloaded` (callers queueing, not Redis failing: it does not
-/// trip the breaker); size the pool to the callers. What the pool itself does is its own: bb8 checks each
-/// connection out with a `PING` by default (a round trip per call; turn it
-/// off with `Pool::builder().test_on_check_out(false)`), and after a failed
-/// connect a checkout waits for its `connection_timeout` rather than
-/// failing at once (djc/bb8#141). [`RedisBackend`](super::RedisBackend)
-/// has neither cost: prefer it unless the pool is shared with other code.
+/// at the speed of a multiplexed connection: the backend leases two of the
+/// pool's connections (one for reads, one for writes; one in all from a
+/// pool of at most two) and keeps them checked out, sharing each among all
+/// its calls, as [`RedisBackend`] shares its own. The pool still opens and
+/// counts every connection, and its other users keep the rest: size it
+/// two larger for the cache. (A pool of one connection is the cache's
+/// alone.)
+///
+/// What the pool's settings still mean: `max_size` bounds the connections
+/// opened, the cache's included (when every other connection is in use,
+/// calls share the lease they have, or miss with reason `overloaded`, which
+/// does not trip the breaker); `test_on_check_out` costs one `PING` per
+/// lease, not per call; `connection_timeout`, `max_lifetime` and
+/// `idle_timeout` do not apply to leased connections. `deadline` bounds the
+/// wait for a connection and each response.
+///
+/// A leased connection that broke (Redis restarted, a timeout) is replaced
+/// in its lease at the next call, with a connection the pool's manager
+/// makes at once: bb8's own connects back off after failures
+/// (djc/bb8#141), which kept hits away seconds after Redis answered again.
+/// A refused connect is answered at once, with its reason.
 #[derive(Clone)]
 pub struct Bb8Backend {
-    pool: bb8::Pool<RedisConnectionManager>,
-    deadline: Duration,
-    max_size: u32,
+    backend: RedisBackend,
+    pool: Bb8Pool,
 }
 
 impl Bb8Backend {
-    /// Wraps `pool`; each call gives up after `deadline`.
-    pub fn new(pool: bb8::Pool<RedisConnectionManager>, deadline: Duration) -> Self {
-        let max_size = pool.config().max_size;
+    /// Wraps `pool`; waiting for a connection, and each response, give up
+    /// after `deadline`.
+    pub fn new(pool: Bb8Pool, deadline: Duration) -> Self {
+        let lease = Arc::new(Leases::new(pool.clone()));
+        let config = RedisConfig::leased(lease, "bb8-redis pool", deadline);
         Bb8Backend {
+            backend: RedisBackend::new(config),
             pool,
-            deadline,
-            max_size,
         }
     }
 }
@@ -60,34 +75,57 @@ impl fmt::Debug for Bb8Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bb8Backend")
             .field("pool", &self.pool.state())
-            .field("deadline", &self.deadline)
+            .field("leased", &self.backend.open_connections())
             .finish()
     }
 }
 
+impl Pool for Bb8Pool {
+    type Held = bb8::PooledConnection<'static, RedisConnectionManager>;
+
+    async fn check_out(&self) -> Result<Self::Held, RedisError> {
+        let state = self.state();
+        if state.idle_connections == 0 {
+            if state.connections >= self.config().max_size {
+                // Every connection it may open is in use.
+                return Err(RedisError::overloaded());
+            }
+            // None idle: one made here, at once, and added, rather than
+            // waiting on bb8's own connect and its back-off.
+            let made = self.dedicated_connection().await?;
+            if self.add(made).is_err() {
+                return Err(RedisError::overloaded());
+            }
+        }
+        self.get_owned().await.map_err(|e| match e {
+            bb8::RunError::User(e) => RedisError::from(e),
+            bb8::RunError::TimedOut => RedisError::overloaded(),
+        })
+    }
+
+    async fn mend(&self, held: &mut Option<Self::Held>) -> Result<(), RedisError> {
+        let made: MultiplexedConnection = self.dedicated_connection().await?;
+        if let Some(held) = held {
+            **held = made;
+        }
+        Ok(())
+    }
+
+    fn max_size(&self) -> usize {
+        self.config().max_size as usize
+    }
+}
+
 impl Service<CacheRequest> for Bb8Backend {
-    type Response = CacheResponse;
+    type Response = crate::request::CacheResponse;
     type Error = RedisError;
     type Future = BackendFuture;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), RedisError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RedisError>> {
+        self.backend.poll_ready(cx)
     }
 
     fn call(&mut self, request: CacheRequest) -> BackendFuture {
-        let (pool, deadline, max_size) = (self.pool.clone(), self.deadline, self.max_size);
-        Box::pin(async move {
-            let checkout = async {
-                pool.get().await.map_err(|e| match e {
-                    bb8::RunError::User(e) => RedisError::from(e),
-                    bb8::RunError::TimedOut => RedisError::checkout_timeout(None),
-                })
-            };
-            let saturated = || {
-                let state = pool.state();
-                state.idle_connections == 0 && state.connections >= max_size
-            };
-            pooled(deadline, checkout, request, saturated).await
-        })
+        self.backend.call(request)
     }
 }

@@ -1,5 +1,6 @@
-//! Where a Redis backend connects: one address, or the primary a set of
-//! Sentinels names at the moment of connecting.
+//! Where a Redis backend connects: one address, the primary a set of
+//! Sentinels names at the moment of connecting, or a pool of the user's it
+//! leases connections from.
 
 use redis::RedisConnectionInfo;
 
@@ -14,6 +15,9 @@ pub(crate) enum Target {
     /// connection (a failover replaces it).
     #[cfg(feature = "sentinel")]
     Sentinel(std::sync::Arc<super::sentinel::Sentinels>),
+    /// Connections leased from a pool the user has (bb8, deadpool).
+    #[cfg(any(feature = "bb8", feature = "deadpool"))]
+    Leased(std::sync::Arc<dyn super::lease::Lease>),
 }
 
 impl Target {
@@ -25,6 +29,9 @@ impl Target {
             Target::Direct(client) => Ok(redis::Client::clone(client)),
             #[cfg(feature = "sentinel")]
             Target::Sentinel(sentinels) => sentinels.primary().await,
+            #[cfg(any(feature = "bb8", feature = "deadpool"))]
+            // (Never asked: leased connections come from the pool.)
+            Target::Leased(_) => Err(RedisError::checkout_timeout(None)),
         }
     }
 
@@ -34,6 +41,12 @@ impl Target {
             Target::Direct(client) => client.get_connection_info().redis_settings(),
             #[cfg(feature = "sentinel")]
             Target::Sentinel(sentinels) => sentinels.settings(),
+            #[cfg(any(feature = "bb8", feature = "deadpool"))]
+            Target::Leased(_) => {
+                static DEFAULT: std::sync::OnceLock<RedisConnectionInfo> =
+                    std::sync::OnceLock::new();
+                DEFAULT.get_or_init(RedisConnectionInfo::default)
+            }
         }
     }
 }
@@ -45,6 +58,8 @@ impl std::fmt::Debug for Target {
             Target::Direct(_) => f.write_str("Target::Direct"),
             #[cfg(feature = "sentinel")]
             Target::Sentinel(_) => f.write_str("Target::Sentinel"),
+            #[cfg(any(feature = "bb8", feature = "deadpool"))]
+            Target::Leased(_) => f.write_str("Target::Leased"),
         }
     }
 }

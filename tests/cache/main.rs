@@ -1,6 +1,7 @@
 //! The fail-open cache against real redis-server processes that each test
 //! starts, kills, pauses or fills. Every wait is bounded.
 
+mod backends;
 mod client;
 mod common;
 mod edges;

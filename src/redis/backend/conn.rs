@@ -23,9 +23,41 @@ pub(super) struct ConnState {
     in_flight: AtomicUsize,
     /// Calls answered so far.
     pub(super) answered: AtomicU64,
+    /// For a connection leased from a pool (which sends no push when it
+    /// drops): the count of connections its backend lost, and its value
+    /// when this one was made. A connection lost says Redis may have gone
+    /// (a restart), so the others are replaced too rather than fail their
+    /// next call.
+    pub(super) lost: Option<(Arc<AtomicU64>, u64)>,
 }
 
 impl ConnState {
+    /// The state of a connection leased now, of a backend that lost `lost`.
+    #[cfg(any(feature = "bb8", feature = "deadpool"))]
+    pub(super) fn leased(lost: &Arc<AtomicU64>) -> Self {
+        ConnState {
+            lost: Some((lost.clone(), lost.load(Relaxed))),
+            ..ConnState::default()
+        }
+    }
+
+    /// Whether calls may use the connection.
+    pub(super) fn usable(&self) -> bool {
+        !self.broken.load(Relaxed)
+            && self
+                .lost
+                .as_ref()
+                .is_none_or(|(lost, born)| lost.load(Relaxed) == *born)
+    }
+
+    /// Flags the connection never to be used again.
+    pub(super) fn lose(&self) {
+        self.broken.store(true, Relaxed);
+        if let Some((lost, _)) = &self.lost {
+            lost.fetch_add(1, Relaxed);
+        }
+    }
+
     pub(super) fn answered(&self) -> u64 {
         self.answered.load(Relaxed)
     }
