@@ -321,11 +321,15 @@ fn cluster(rt: &tokio::runtime::Runtime) {
 /// Each op on each client: warm-up, then interleaved rounds; one table row
 /// per client and op, with the median round.
 async fn table(clients: &[(&str, Client)]) {
-    // FUSEBOX_BENCH_ONLY=<text>: only the clients whose label has it.
+    // FUSEBOX_BENCH_ONLY=<text>[,<text>…]: only the clients whose label
+    // has one of them.
     let only = std::env::var("FUSEBOX_BENCH_ONLY").unwrap_or_default();
     for op in [Op::Set, Op::Get] {
         let name = if op == Op::Get { "GET" } else { "SET" };
-        let chosen: Vec<_> = clients.iter().filter(|(l, _)| l.contains(&only)).collect();
+        let chosen: Vec<_> = clients
+            .iter()
+            .filter(|(l, _)| only.split(',').any(|o| l.contains(o)))
+            .collect();
         for (_, client) in &chosen {
             drive(client, op, WARMUP).await;
         }

@@ -62,8 +62,7 @@ struct Shared {
     /// The slot writes use (the last; the only one when a small pool is
     /// leased from).
     write_slot: usize,
-    /// Whether connections are leased from a user's pool: made with the
-    /// pool's settings, so each response is bounded here.
+    /// Whether connections are leased from a user's pool.
     leased: bool,
     /// How many leased connections were lost (see [`ConnState`]).
     #[cfg_attr(not(any(feature = "bb8", feature = "deadpool")), allow(dead_code))]
@@ -160,7 +159,6 @@ impl Service<CacheRequest> for RedisBackend {
         let mutation = request.is_mutation();
         let max_in_flight = self.shared.config.max_in_flight;
         let deadline = self.shared.config.response_timeout;
-        let leased = self.shared.leased;
         Box::pin(async move {
             let mut conn = match source {
                 Source::Current(conn) => conn,
@@ -182,17 +180,9 @@ impl Service<CacheRequest> for RedisBackend {
                 return Err(RedisError::overloaded());
             };
             let (sent, answered) = (tokio::time::Instant::now(), conn.state.answered());
-            let call = execute(&mut conn.inner, &request);
-            let result = match leased {
-                false => call.await.map_err(RedisError::from),
-                // As the client's own response timeout would say it.
-                true => tokio::time::timeout(deadline, call)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into())
-                    })
-                    .map_err(RedisError::from),
-            };
+            let result = execute(&mut conn.inner, &request)
+                .await
+                .map_err(RedisError::from);
             match result {
                 Ok(response) => {
                     conn.state.answered.fetch_add(1, Relaxed);
@@ -310,10 +300,13 @@ impl Shared {
         if let super::Target::Leased(pool) = &config.target {
             let state = Arc::new(ConnState::leased(&self.lost));
             return match tokio::time::timeout(config.checkout_timeout, pool.lease(index)).await {
-                Ok(lease) => Ok(Conn {
-                    inner: lease?,
-                    state,
-                }),
+                Ok(lease) => {
+                    // Made with the pool's settings: this handle waits for
+                    // responses as long as the backend's own would.
+                    let mut inner = lease?;
+                    inner.set_response_timeout(config.response_timeout);
+                    Ok(Conn { inner, state })
+                }
                 Err(_) => Err(RedisError::timeout()),
             };
         }
