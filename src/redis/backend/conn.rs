@@ -95,21 +95,23 @@ const BACKLOG: usize = 128;
 /// How late a deadline must be noticed to say the runtime fell behind.
 pub(in crate::redis) const LATE: Duration = Duration::from_millis(5);
 
-/// One call counted in flight on a connection, until dropped.
-pub(super) struct InFlight(Arc<ConnState>);
+/// One call counted in flight on a connection, until dropped. (Borrowed,
+/// not a clone of the state's `Arc`: two fewer writes per call to memory
+/// every thread shares.)
+pub(super) struct InFlight<'a>(&'a ConnState);
 
-impl InFlight {
+impl<'a> InFlight<'a> {
     /// Counts a call in, unless `max` are in flight already.
-    pub(super) fn enter(state: &Arc<ConnState>, max: usize) -> Option<InFlight> {
+    pub(super) fn enter(state: &'a ConnState, max: usize) -> Option<InFlight<'a>> {
         if state.in_flight.fetch_add(1, Relaxed) >= max {
             state.in_flight.fetch_sub(1, Relaxed);
             return None;
         }
-        Some(InFlight(state.clone()))
+        Some(InFlight(state))
     }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Relaxed);
     }
