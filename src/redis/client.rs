@@ -16,6 +16,14 @@ use crate::request::{CacheRequest, CacheResponse};
 /// [`ConnectionManager`](redis::aio::ConnectionManager), a
 /// [`MultiplexedConnection`](redis::aio::MultiplexedConnection), or any cloneable [`ConnectionLike`](redis::aio::ConnectionLike). Every call
 /// is bounded by `deadline` (the client's own retries included).
+///
+/// Reconnecting is the client's own business. A `ConnectionManager`
+/// reconnects inside the calls that find its connection lost, backing off
+/// between attempts up to 3.2 s by default: behind a cache, cap it with
+/// `ConnectionManagerConfig::set_max_delay` (250 ms brings hits back within
+/// a second of Redis, as the cache's own connections do), and expect its
+/// misses while Redis refuses to say `timeout`. A bare
+/// `MultiplexedConnection` never reconnects.
 #[derive(Clone)]
 pub struct ClientBackend<C> {
     conn: C,
