@@ -36,6 +36,15 @@ pub const BREAKER_SLOW_CALLS_TOTAL: &str = "fusebox_breaker_slow_calls_total";
 pub const BREAKER_TRANSITIONS_TOTAL: &str = "fusebox_breaker_transitions_total";
 /// Gauge of how many circuits of a name are in each `state`.
 pub const BREAKER_STATE: &str = "fusebox_breaker_state";
+/// Histogram of the durations in seconds of calls through a breaker that
+/// times its calls (one with slow-call detection, or
+/// [`record_latency`](crate::breaker::ConfigBuilder::record_latency)), by
+/// `breaker`.
+pub const BREAKER_CALL_DURATION_SECONDS: &str = "fusebox_breaker_call_duration_seconds";
+
+pub(crate) fn breaker_latency(name: &Arc<str>) -> metrics::Histogram {
+    metrics::histogram!(BREAKER_CALL_DURATION_SECONDS, "breaker" => name.clone())
+}
 
 /// Adds outcomes counted since the last publish (never totals: two breakers
 /// of one name must add up).
@@ -83,12 +92,147 @@ pub const CACHE_FAIL_OPEN_TOTAL: &str = "fusebox_cache_fail_open_total";
 /// built, so a recorder must be installed before.
 pub const CACHE_READS_TOTAL: &str = "fusebox_cache_reads_total";
 
+/// Histogram of cache calls' durations in seconds, from the call to its
+/// answer (a hit, a miss, a failure answered as a miss), by `cache` and
+/// `op` (`get`, `get_many`, `set`, `set_if_absent`, `delete`, `expire`).
+pub const CACHE_CALL_DURATION_SECONDS: &str = "fusebox_cache_call_duration_seconds";
+
+pub(crate) fn cache_latency(name: &Arc<str>, op: &'static str) -> metrics::Histogram {
+    metrics::histogram!(CACHE_CALL_DURATION_SECONDS, "cache" => name.clone(), "op" => op)
+}
+
+/// Describes every metric (its help text and unit) to the installed
+/// recorder: the exporter prints them as `# HELP` (and `# UNIT` where it
+/// does). Called as each cache, breaker and watchdog is built, so a
+/// recorder installed before them gets them; call it after installing one
+/// later.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        BREAKER_CALLS_TOTAL,
+        Unit::Count,
+        "Calls through a circuit breaker, by outcome (success, failure, rejected, ignored)."
+    );
+    describe_counter!(
+        BREAKER_SLOW_CALLS_TOTAL,
+        Unit::Count,
+        "Calls through a circuit breaker slower than its slow-call threshold."
+    );
+    describe_counter!(
+        BREAKER_TRANSITIONS_TOTAL,
+        Unit::Count,
+        "Circuit breaker state changes, by from, to and reason."
+    );
+    describe_gauge!(
+        BREAKER_STATE,
+        Unit::Count,
+        "Circuits of a breaker name in each state (closed, open, half_open)."
+    );
+    describe_histogram!(
+        BREAKER_CALL_DURATION_SECONDS,
+        Unit::Seconds,
+        "Durations of calls through a circuit breaker that times its calls."
+    );
+    describe_counter!(
+        CACHE_FAIL_OPEN_TOTAL,
+        Unit::Count,
+        "Cache calls answered without Redis (a miss or a skipped write), by op and reason."
+    );
+    describe_counter!(
+        CACHE_READS_TOTAL,
+        Unit::Count,
+        "Cache reads by outcome (hit, miss; with a near cache also l1_hit and stale)."
+    );
+    describe_histogram!(
+        CACHE_CALL_DURATION_SECONDS,
+        Unit::Seconds,
+        "Durations of cache calls, by op, failures answered as misses included."
+    );
+    describe_counter!(HTTP_RESPONSES_TOTAL, Unit::Count, "Responses through an HTTP or gRPC response cache, by layer, outcome (hit, stale, miss, bypass) and a bypass's reason.");
+    describe_counter!(
+        HTTP_STORES_TOTAL,
+        Unit::Count,
+        "Responses an HTTP or gRPC response cache decided to store."
+    );
+    describe_counter!(
+        HTTP_PURGES_TOTAL,
+        Unit::Count,
+        "Purges of stored HTTP responses, by trigger and result."
+    );
+    describe_counter!(
+        REDIS_CONNECT_ERRORS_TOTAL,
+        Unit::Count,
+        "Connections to Redis that failed to open, by addr and reason."
+    );
+    describe_gauge!(
+        REDIS_UP,
+        Unit::Count,
+        "1 while the watchdog reaches Redis, 0 while it does not."
+    );
+    describe_gauge!(REDIS_USED_MEMORY_BYTES, Unit::Bytes, "Redis used_memory.");
+    describe_gauge!(
+        REDIS_MEMORY_RATIO,
+        "Redis used_memory over its limit (maxmemory, or the budget given)."
+    );
+    describe_gauge!(
+        REDIS_MEMORY_GROWTH_BYTES_PER_SECOND,
+        "Fitted growth of Redis used_memory, in bytes per second."
+    );
+    describe_gauge!(
+        REDIS_SECONDS_TO_FULL,
+        Unit::Seconds,
+        "Forecast time until Redis reaches its memory limit (+Inf when not growing)."
+    );
+    describe_gauge!(REDIS_NO_TTL_KEY_RATIO, "Share of Redis keys without a TTL.");
+    describe_counter!(
+        REDIS_EVICTED_KEYS_TOTAL,
+        Unit::Count,
+        "Keys Redis evicted, as seen by the watchdog."
+    );
+    describe_counter!(
+        REDIS_EXPIRED_KEYS_TOTAL,
+        Unit::Count,
+        "Keys Redis expired, as seen by the watchdog."
+    );
+}
+
 /// Counter of purges of HTTP responses (every stored variant of one URL),
 /// by `cache`, `trigger` (`purge`: asked for; `unsafe_method`: after a
 /// `POST`, `PUT`, `DELETE`… answered without error) and `result`
 /// (`done`, or `skipped`: not written, the old responses may still be
 /// served).
 pub const HTTP_PURGES_TOTAL: &str = "fusebox_http_purges_total";
+
+/// Counter of responses through an HTTP or gRPC response cache, by
+/// `cache`, `layer` (`http`, `grpc`) and `outcome` (`hit`; `stale`; `miss`:
+/// from the handler; `bypass`: the cache could not answer it, with a
+/// `reason`: `method`, not a `GET` or `HEAD`; `request`, a request it may
+/// not answer from a shared cache: credentials, a cookie, `no-store`, no
+/// host).
+pub const HTTP_RESPONSES_TOTAL: &str = "fusebox_http_responses_total";
+
+/// Counter of responses an HTTP or gRPC response cache decided to store,
+/// by `cache` (a store Redis did not take is counted in
+/// [`CACHE_FAIL_OPEN_TOTAL`] with `op="set"`).
+pub const HTTP_STORES_TOTAL: &str = "fusebox_http_stores_total";
+
+#[cfg(feature = "http")]
+pub(crate) fn http_response(
+    name: &Arc<str>,
+    layer: &'static str,
+    outcome: &'static str,
+    reason: &'static str,
+) {
+    match reason {
+        "" => counter!(HTTP_RESPONSES_TOTAL, "cache" => name.clone(), "layer" => layer, "outcome" => outcome).increment(1),
+        _ => counter!(HTTP_RESPONSES_TOTAL, "cache" => name.clone(), "layer" => layer, "outcome" => outcome, "reason" => reason).increment(1),
+    }
+}
+
+#[cfg(feature = "http")]
+pub(crate) fn http_store(name: &Arc<str>) {
+    counter!(HTTP_STORES_TOTAL, "cache" => name.clone()).increment(1);
+}
 
 #[cfg(feature = "http")]
 pub(crate) fn http_purge(name: &Arc<str>, trigger: &'static str, done: bool) {

@@ -72,6 +72,7 @@ pub struct Config {
     pub(crate) half_open_max: Duration,
     pub(crate) seed: Option<u64>,
     pub(crate) shadow: bool,
+    pub(crate) record_latency: bool,
 }
 
 impl Config {
@@ -94,6 +95,7 @@ impl Config {
                 half_open_max: Duration::from_secs(30),
                 seed: None,
                 shadow: false,
+                record_latency: false,
             },
         }
     }
@@ -262,6 +264,17 @@ impl ConfigBuilder {
     /// ```
     pub fn shadow(mut self, shadow: bool) -> Self {
         self.config.shadow = shadow;
+        self
+    }
+
+    /// Times every call and records its duration in the
+    /// [`BREAKER_CALL_DURATION_SECONDS`](crate::telemetry::BREAKER_CALL_DURATION_SECONDS)
+    /// histogram (so does a breaker with [`slow_calls`](Self::slow_calls)).
+    /// Costs two clock reads per call.
+    ///
+    /// Defaults to `false`.
+    pub fn record_latency(mut self, record: bool) -> Self {
+        self.config.record_latency = record;
         self
     }
 

@@ -98,7 +98,7 @@ struct Head {
     word: AtomicU64,
     /// End of the open period, in nanoseconds since `Core::base`.
     open_until: AtomicU64,
-    /// Slow-call threshold in nanoseconds (0: off).
+    /// Slow-call threshold in nanoseconds (`u64::MAX`: off).
     slow_nanos: AtomicU64,
 }
 
@@ -127,6 +127,9 @@ pub(crate) struct Core {
     base: Instant,
     stripes: [Stripe; OWNED_STRIPES + 1],
     live: Mutex<Option<Live>>,
+    /// Where timed calls' durations go (set while a breaker that times its
+    /// calls owns the core).
+    latency: std::sync::RwLock<Option<metrics::Histogram>>,
 }
 
 /// The parts of a core that belong to its current breaker.
@@ -158,6 +161,14 @@ impl Core {
 
     pub(crate) fn slow_threshold(&self) -> Duration {
         Duration::from_nanos(self.head.slow_nanos.load(Relaxed))
+    }
+
+    /// A timed call took `elapsed`.
+    pub(crate) fn record_latency(&self, elapsed: Duration) {
+        let latency = self.latency.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(histogram) = &*latency {
+            histogram.record(elapsed);
+        }
     }
 
     /// When the current open period ends.

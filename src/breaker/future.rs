@@ -229,7 +229,7 @@ pub(crate) struct Recorder<C> {
     /// The state word the call was admitted under.
     word: u64,
     classifier: C,
-    /// When the call started, if slow calls are detected.
+    /// When the call started, if calls are timed.
     start: Option<Instant>,
     permit: Option<Permit>,
 }
@@ -257,7 +257,11 @@ impl<C> Recorder<C> {
     {
         let outcome = self.classifier.classify(result);
         let slow = match self.start {
-            Some(start) => start.elapsed() >= self.core.slow_threshold(),
+            Some(start) => {
+                let elapsed = start.elapsed();
+                self.core.record_latency(elapsed);
+                elapsed >= self.core.slow_threshold()
+            }
             None => false,
         };
         match (self.permit, outcome) {

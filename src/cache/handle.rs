@@ -18,6 +18,7 @@ use crate::request::{CacheRequest, CacheResponse, Fault, FaultClassifier, Reason
 
 mod load;
 mod near;
+mod read;
 mod write;
 
 #[cfg(test)]
@@ -109,6 +110,16 @@ impl<T> Backend for T where
 #[repr(align(128))]
 struct Shard<S>(Mutex<S>);
 
+/// The operations a cache's calls are timed by (`CacheRequest::op`).
+const OPS: [&str; 6] = [
+    "get",
+    "get_many",
+    "set",
+    "set_if_absent",
+    "delete",
+    "expire",
+];
+
 /// How many stack clones a cache keeps.
 const SHARDS: usize = 32;
 
@@ -127,6 +138,11 @@ struct Shared {
     /// Keys being loaded by `get_or_load` right now, and nothing else.
     flights: Flights,
     near: Option<Arc<crate::near::Near>>,
+    /// Reads by outcome, for a cache without a near cache (one with counts
+    /// in its near cache's tally).
+    reads: Option<crate::near::Tally>,
+    /// How long calls took, by operation ([`OPS`]).
+    latency: [metrics::Histogram; OPS.len()],
     tracking: Option<crate::near::tracking::TrackingTask>,
     /// This cache's prefix on its Redis, while it lives.
     prefix: Option<crate::cache::config::prefixes::PrefixClaim>,
@@ -172,6 +188,10 @@ impl<B: Backend> Cache<B> {
         watchdog: Option<crate::watchdog::Watchdog>,
         (near, tracking): NearParts,
     ) -> Self {
+        let reads = near
+            .is_none()
+            .then(|| crate::near::Tally::new(&options.name));
+        let latency = OPS.map(|op| crate::telemetry::cache_latency(&options.name, op));
         let shards = (0..SHARDS)
             .map(|_| Shard(Mutex::new(svc.clone())))
             .collect();
@@ -183,6 +203,8 @@ impl<B: Backend> Cache<B> {
                 breaker,
                 watchdog,
                 flights: Flights::default(),
+                reads,
+                latency,
                 near,
                 tracking,
                 prefix: None,
@@ -248,53 +270,15 @@ impl<B: Backend> Cache<B> {
         if let Some(near) = &self.shared.near {
             return self.near_get(near, key).await;
         }
-        match self.request(CacheRequest::Get(key)).await {
+        let value = match self.request(CacheRequest::Get(key)).await {
             CacheResponse::Value(v) => v,
             _ => None,
-        }
-    }
-
-    /// The values at `keys`, in order; `None` where absent or unanswered.
-    pub async fn get_many<K: AsRef<[u8]>>(
-        &self,
-        keys: impl IntoIterator<Item = K>,
-    ) -> Vec<Option<Bytes>> {
-        // Keys over the cap are answered `None`, unsent; the rest go.
-        let keys: Vec<Option<Bytes>> = keys
-            .into_iter()
-            .map(|k| self.checked_key("get_many", k.as_ref()))
-            .collect();
-        // Fresh L1 entries are answered here; the rest go.
-        let near = self.near_fresh(&keys);
-        let wanted = |i: usize| near.as_ref().is_none_or(|n| n[i].is_none());
-        let sent: Vec<Bytes> = (keys.iter().enumerate())
-            .filter(|&(i, _)| wanted(i))
-            .filter_map(|(_, k)| k.clone())
-            .collect();
-        let n = sent.len();
-        let values = match n {
-            0 => Vec::new(),
-            _ => match self.request(CacheRequest::GetMany(sent)).await {
-                CacheResponse::Values(v) if v.len() == n => v,
-                _ => vec![None; n],
-            },
         };
-        // What Redis answered (or failed to) counts like a `get`'s read.
-        if let Some(near) = &self.shared.near {
-            for v in &values {
-                near.tally.count(match v {
-                    Some(_) => crate::near::Outcome::Hit,
-                    None => crate::near::Outcome::Miss,
-                });
-            }
-        }
-        let mut values = values.into_iter();
-        (keys.iter().enumerate())
-            .map(|(i, k)| match near.as_ref().and_then(|n| n[i].clone()) {
-                Some(v) => Some(v),
-                None => k.as_ref().and_then(|_| values.next().flatten()),
-            })
-            .collect()
+        self.count_read(match value {
+            Some(_) => crate::near::Outcome::Hit,
+            None => crate::near::Outcome::Miss,
+        });
+        value
     }
 
     /// Writes `value` at `key` with the default TTL.
@@ -373,6 +357,14 @@ impl<B: Backend> Cache<B> {
     }
 
     async fn request(&self, request: CacheRequest) -> CacheResponse {
+        let op = OPS.iter().position(|o| *o == request.op()).unwrap_or(0);
+        let start = std::time::Instant::now();
+        let response = self.call(request).await;
+        self.shared.latency[op].record(start.elapsed());
+        response
+    }
+
+    async fn call(&self, request: CacheRequest) -> CacheResponse {
         // This thread's stack clone, if it is free and ready at once.
         let mut request = Some(request);
         let shard = &self.shards[SHARD.with(|s| *s)];

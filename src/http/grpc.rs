@@ -218,7 +218,14 @@ where
             return Box::pin(async move { Ok(inner.call(req).await?.map(CachedBody::inner)) });
         };
         let (cache, config, rebuild) = (self.cache.clone(), self.config.clone(), self.rebuild);
-        Box::pin(respond(inner, cache, config, rebuild, ttl, req))
+        Box::pin(async move {
+            let (name, counted) = (cache.label().clone(), config.clone());
+            let res = respond(inner, cache, config, rebuild, ttl, req).await;
+            if let Ok(res) = &res {
+                super::serve::count(res, &counted.status_header, &name, "grpc", true);
+            }
+            res
+        })
     }
 }
 

@@ -20,7 +20,31 @@ use super::{invalidate, key, stale, CachedBody, Config, Entry};
 use crate::cache::{Backend, Cache, Reason, Ttl};
 use crate::flight::Coalesced;
 
+/// One request, counted by how the layer answered it.
 pub(super) async fn respond<S, C, ReqBody, ResBody>(
+    inner: S,
+    cache: Cache<C>,
+    config: Arc<Config>,
+    req: Request<ReqBody>,
+) -> Result<Response<CachedBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+    C: Backend + Sync,
+{
+    let (name, counted) = (cache.label().clone(), config.clone());
+    let method = req.method() == Method::GET || req.method() == Method::HEAD;
+    let res = answer(inner, cache, config, req).await;
+    if let Ok(res) = &res {
+        count(res, &counted.status_header, &name, "http", method);
+    }
+    res
+}
+
+async fn answer<S, C, ReqBody, ResBody>(
     mut inner: S,
     cache: Cache<C>,
     config: Arc<Config>,
@@ -196,6 +220,14 @@ where
     // The request goes to the service once: through the flight if this
     // caller leads, directly if the leader's answer was not shareable (or
     // was not an entry: a user's own value under the same key).
+    let name = cache.label();
+    let lead = |pending| async move {
+        let (res, share) = lead(pending).await?;
+        if share.is_some() {
+            crate::telemetry::http_store(name);
+        }
+        Ok((res, share))
+    };
     let pending = match cache.coalesce(key, pending, lead).await? {
         Coalesced::Led(res) => return Ok(mark_with(res, header, "miss")),
         Coalesced::Shared(bytes, pending) => match Entry::decode(&bytes) {
@@ -208,6 +240,31 @@ where
         Coalesced::Direct(pending) => pending,
     };
     Ok(mark_with(direct(pending).await?, header, "miss"))
+}
+
+/// Counts `res` by the outcome its status `header` says
+/// ([`HTTP_RESPONSES_TOTAL`](crate::telemetry::HTTP_RESPONSES_TOTAL));
+/// `method`: whether the request's method is one the layer may answer.
+pub(super) fn count<B>(
+    res: &Response<B>,
+    header: &HeaderName,
+    name: &Arc<str>,
+    layer: &'static str,
+    method: bool,
+) {
+    let outcome = match res.headers().get(header).map(HeaderValue::as_bytes) {
+        Some(b"hit") => "hit",
+        Some(b"stale") => "stale",
+        Some(b"miss") => "miss",
+        Some(b"bypass") => "bypass",
+        _ => return,
+    };
+    let reason = match (outcome, method) {
+        ("bypass", false) => "method",
+        ("bypass", true) => "request",
+        _ => "",
+    };
+    crate::telemetry::http_response(name, layer, outcome, reason);
 }
 
 pub(super) fn mark<B>(res: Response<B>, config: &Config, status: &'static str) -> Response<B> {

@@ -53,7 +53,7 @@ pub(crate) mod tracking;
 
 pub use settings::{Invalidation, NearCache};
 pub use tally::NearStats;
-pub(crate) use tally::Outcome;
+pub(crate) use tally::{Outcome, Tally};
 
 /// Invalidation versions, one per bucket of keys (by hash).
 const BUCKETS: usize = 4096;

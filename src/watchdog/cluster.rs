@@ -17,6 +17,7 @@ impl Watchdog {
     /// Watches every primary of the cluster that `seeds` (clients for any
     /// of its nodes) belong to.
     pub(super) fn spawn_cluster(config: WatchdogConfig, seeds: Vec<redis::Client>) -> Self {
+        crate::telemetry::describe();
         let name = config.name.clone();
         Self::start(&name, move |shared| supervise(config, seeds, shared))
     }

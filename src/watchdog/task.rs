@@ -49,6 +49,7 @@ impl Watchdog {
     }
 
     pub(crate) fn spawn(config: WatchdogConfig, target: crate::redis::Target) -> Self {
+        crate::telemetry::describe();
         let name = config.name.clone();
         Self::start(&name, move |shared| run(config, target, shared))
     }

@@ -3,6 +3,7 @@
 
 #[path = "../cache/common.rs"]
 mod common;
+mod prometheus;
 
 use std::convert::Infallible;
 use std::future::Future;

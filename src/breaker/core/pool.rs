@@ -37,13 +37,14 @@ impl Core {
                 base: now,
                 stripes: std::array::from_fn(|_| Stripe::default()),
                 live: Mutex::new(None),
+                latency: std::sync::RwLock::new(None),
             }))
         });
         let mut live = lock(&core.live);
         let totals = core.totals();
         let epoch = epoch_of(core.head.word.load(Relaxed)) + 1;
         let mut flags = 0;
-        if config.slow.is_some() {
+        if config.slow.is_some() || config.record_latency {
             flags |= CLOCKED;
         }
         if matches!(config.window, crate::breaker::Window::Time { .. }) {
@@ -52,11 +53,17 @@ impl Core {
         if config.shadow {
             flags |= SHADOW;
         }
-        let slow = config.slow.map_or(0, |s| nanos(s.threshold));
+        let slow = config.slow.map_or(u64::MAX, |s| nanos(s.threshold));
         core.head.slow_nanos.store(slow, Relaxed);
         core.head.open_until.store(0, Relaxed);
         let name: std::sync::Arc<str> = config.name.as_str().into();
+        telemetry::describe();
         telemetry::breaker_entered(&name, State::Closed.as_str());
+        *core
+            .latency
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (flags & CLOCKED != 0).then(|| telemetry::breaker_latency(&name));
         let machine = Machine::new(
             config,
             epoch,
@@ -95,6 +102,10 @@ impl Core {
             telemetry::breaker_left(&l.name, l.machine.state().as_str());
         }
         *live = None;
+        *self
+            .latency
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         let epoch = epoch_of(self.head.word.load(Relaxed)) + 1;
         self.head
             .word

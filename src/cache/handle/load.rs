@@ -56,11 +56,7 @@ impl<B: super::Backend> Cache<B> {
             Some(near) => self.near_read(near, full).await,
             None => self.read_with_ttl(full).await,
         };
-        let count = |outcome| {
-            if let Some(near) = &near {
-                near.tally.count(outcome);
-            }
-        };
+        let count = |outcome| self.count_read(outcome);
         if let Some(v) = read.value {
             count(read.outcome);
             if read.outcome != Outcome::Stale && self.refresh_due(read.left) {
