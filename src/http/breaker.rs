@@ -44,16 +44,21 @@ impl ServerErrors {
     }
 }
 
-impl<B, E> Classify<Response<B>, E> for ServerErrors {
-    fn classify(&self, result: Result<&Response<B>, &E>) -> Outcome {
-        match result {
+impl ServerErrors {
+    /// A call that ended with `status` (`Err`: with an error).
+    pub(super) fn by_status<E>(&self, status: Result<StatusCode, &E>) -> Outcome {
+        match status {
             Err(_) => Outcome::Failure,
-            Ok(res) if res.status().is_server_error() => Outcome::Failure,
-            Ok(res) if res.status() == StatusCode::TOO_MANY_REQUESTS && self.too_many_requests => {
-                Outcome::Failure
-            }
+            Ok(status) if status.is_server_error() => Outcome::Failure,
+            Ok(StatusCode::TOO_MANY_REQUESTS) if self.too_many_requests => Outcome::Failure,
             Ok(_) => Outcome::Success,
         }
+    }
+}
+
+impl<B, E> Classify<Response<B>, E> for ServerErrors {
+    fn classify(&self, result: Result<&Response<B>, &E>) -> Outcome {
+        self.by_status(result.map(Response::status))
     }
 }
 
@@ -105,9 +110,12 @@ fn grpc_status(headers: &HeaderMap) -> Option<u16> {
 }
 
 /// A circuit breaker for an HTTP service (an axum route or router, a
-/// hyper or tower HTTP client): trips on [`ServerErrors`] and answers a
-/// rejected call with `503 Service Unavailable` and `Retry-After` (the
-/// seconds left of the open period), without calling the service.
+/// tower HTTP service whose body type has a `Default`): trips on
+/// [`ServerErrors`] and answers a rejected call with `503 Service
+/// Unavailable` and `Retry-After` (the seconds left of the open period),
+/// without calling the service. For an outbound client (hyper-util's,
+/// reqwest's), use [`HttpClientBreakerLayer`](super::HttpClientBreakerLayer):
+/// rejections as errors, and a deadline.
 ///
 /// ```
 /// use axum::{http::StatusCode, routing::get, Router};

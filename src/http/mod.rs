@@ -120,6 +120,7 @@ use crate::redis::RedisBackend;
 
 mod body;
 mod breaker;
+mod client;
 mod directives;
 mod entry;
 mod grpc;
@@ -134,6 +135,7 @@ pub use breaker::{
     GrpcBreakerLayer, GrpcErrors, HttpBreaker, HttpBreakerLayer, ResponseFuture as BreakerFuture,
     ServerErrors,
 };
+pub use client::HttpClientBreakerLayer;
 use entry::Entry;
 pub use grpc::{GrpcCache, GrpcCacheLayer};
 use key::Scope;
