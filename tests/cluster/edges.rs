@@ -75,9 +75,14 @@ async fn a_write_pause_on_one_shard_holds_down_its_writes_and_keeps_its_reads() 
     // Most writes are shed at once rather than each waiting the deadline
     // out (2 writers for 2 s at 200 ms would be about 20).
     assert!(held > 100, "{held} of {}: {writes:?}", writes.len());
-    assert!(writes
-        .iter()
-        .all(|w| *w == Write::Skipped(Reason::WriteTimeout)));
+    // (On a loaded machine a timeout noticed late counts as this process
+    // being behind: `overloaded`. None is done, none fails otherwise.)
+    assert!(
+        writes
+            .iter()
+            .all(|w| matches!(w, Write::Skipped(Reason::WriteTimeout | Reason::Overloaded))),
+        "{outcomes:?}"
+    );
     let addr = format!("127.0.0.1:{}", cluster.nodes()[paused].port());
     let breaker = backend
         .shard_breaker(&addr)
