@@ -92,6 +92,14 @@ pub const CACHE_FAIL_OPEN_TOTAL: &str = "fusebox_cache_fail_open_total";
 /// built, so a recorder must be installed before.
 pub const CACHE_READS_TOTAL: &str = "fusebox_cache_reads_total";
 
+/// Counter of writes whose TTL was over the cache's `max_ttl` and was cut
+/// to it, by `cache`.
+pub const CACHE_TTL_CAPPED_TOTAL: &str = "fusebox_cache_ttl_capped_total";
+
+pub(crate) fn ttl_capped(name: &Arc<str>) {
+    counter!(CACHE_TTL_CAPPED_TOTAL, "cache" => name.clone()).increment(1);
+}
+
 /// Histogram of cache calls' durations in seconds, from the call to its
 /// answer (a hit, a miss, a failure answered as a miss), by `cache` and
 /// `op` (`get`, `get_many`, `set`, `set_if_absent`, `delete`, `expire`).
@@ -142,6 +150,11 @@ pub fn describe() {
         CACHE_READS_TOTAL,
         Unit::Count,
         "Cache reads by outcome (hit, miss; with a near cache also l1_hit and stale)."
+    );
+    describe_counter!(
+        CACHE_TTL_CAPPED_TOTAL,
+        Unit::Count,
+        "Writes whose TTL was over the cache's max_ttl, cut to it."
     );
     describe_histogram!(
         CACHE_CALL_DURATION_SECONDS,

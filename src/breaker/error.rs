@@ -13,7 +13,7 @@ use super::state::State;
 /// probe slot taken, or forced open).
 ///
 /// Returned as [`Error::Open`], without allocating; once converted into a
-/// [`BoxError`], find it with `err.is::<BreakerOpen>()` or
+/// [`BoxError`](tower::BoxError), find it with `err.is::<BreakerOpen>()` or
 /// `err.downcast_ref::<BreakerOpen>()`.
 ///
 /// Two rejections are equal when their state and retry time are.
@@ -92,7 +92,7 @@ impl fmt::Debug for BreakerOpen {
 ///
 /// A rejection costs no allocation: match on it where the caller handles
 /// it (a fail-open layer turns it into a miss). Where a tower stack wants a
-/// [`BoxError`], `?` or `.into()` flattens it: the box holds the
+/// [`BoxError`](tower::BoxError), `?` or `.into()` flattens it: the box holds the
 /// [`BreakerOpen`] or the inner error itself (not this wrapper), so
 /// `err.is::<BreakerOpen>()` and `err.is::<YourError>()` keep working. For
 /// that flattening, this type deliberately does not implement

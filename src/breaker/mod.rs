@@ -1,4 +1,4 @@
-//! A circuit breaker for any [`tower::Service`].
+//! A circuit breaker for any [`tower::Service`](https://docs.rs/tower/0.5/tower/trait.Service.html).
 //!
 //! ```
 //! use std::time::Duration;

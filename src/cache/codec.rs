@@ -12,7 +12,7 @@ use crate::flight::Coalesced;
 use crate::request::Reason;
 
 /// How values of type `T` are stored: encoded once when written, decoded
-/// from the bytes Redis returned (a [`Bytes`] the codec may keep slices of,
+/// from the bytes Redis returned (a [`Bytes`](bytes::Bytes) the codec may keep slices of,
 /// so decoding need not copy).
 ///
 /// Implemented by [`Json`] (feature `serde`) and [`Prost`] (feature
@@ -47,7 +47,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Codec<T> for Json {
 }
 
 /// Protocol Buffers through prost (feature `prost`): the messages a tonic
-/// service already has. Decoding reads the returned [`Bytes`] in place.
+/// service already has. Decoding reads the returned [`Bytes`](bytes::Bytes) in place.
 #[cfg(feature = "prost")]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Prost;

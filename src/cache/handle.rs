@@ -287,8 +287,12 @@ impl<B: Backend> Cache<B> {
         self.write(key.as_ref(), value.into(), ttl, false).await
     }
 
-    /// Writes `value` at `key`, expiring after `ttl` (clamped to the
-    /// maximum TTL, and jittered if configured).
+    /// Writes `value` at `key`, expiring after `ttl`, jittered if
+    /// configured. A `ttl` over the cache's
+    /// [`max_ttl`](CacheBuilder::max_ttl) (7 days by default) is cut to it,
+    /// and counted in
+    /// [`CACHE_TTL_CAPPED_TOTAL`](crate::telemetry::CACHE_TTL_CAPPED_TOTAL);
+    /// a zero `ttl` is never sent: `Write::Skipped(Reason::Rejected)`.
     pub async fn set_with_ttl(
         &self,
         key: impl AsRef<[u8]>,

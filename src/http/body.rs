@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tower::BoxError;
 
 pin_project! {
-    /// The body of an [`HttpCache`] response: a cached or buffered body, or
+    /// The body of an `HttpCache` response: a cached or buffered body, or
     /// the handler's own, streamed through.
     pub struct CachedBody<B> {
         #[pin]

@@ -324,7 +324,7 @@ impl<S: fmt::Debug, C> fmt::Debug for HttpCache<S, C> {
     }
 }
 
-/// The response future of [`HttpCache`].
+/// The response future of `HttpCache`.
 pub type ResponseFuture<B, E> =
     Pin<Box<dyn Future<Output = Result<Response<CachedBody<B>>, E>> + Send>>;
 

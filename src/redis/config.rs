@@ -262,7 +262,10 @@ impl RedisConfigBuilder {
             ConfigError::new(
                 "Redis",
                 "url",
-                format!("not a valid redis URL ({})", e.category()),
+                match url_fault(&self.url) {
+                    Some(fault) => format!("not a valid redis URL: {fault}"),
+                    None => format!("not a valid redis URL ({})", e.category()),
+                },
             )
         })?;
         let (settings, resp3) = protocol(&self.url, info.redis_settings().clone());
@@ -346,4 +349,29 @@ fn protocol(url: &str, settings: redis::RedisConnectionInfo) -> (redis::RedisCon
     }
     let resp3 = settings.protocol() == ProtocolVersion::RESP3;
     (settings, resp3)
+}
+
+/// What is wrong with a `redis://` or `rediss://` URL the client refused,
+/// where it can be told: the port or the database (never the password).
+fn url_fault(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // `[::1]:6379`, `host:6379`, `host`.
+    let port = match host_port.rsplit_once(']') {
+        Some((_, after)) => after.strip_prefix(':'),
+        None => host_port.rsplit_once(':').map(|(_, p)| p),
+    };
+    if let Some(port) = port {
+        if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
+            return Some(format!("the port `{port}` is not a number from 1 to 65535"));
+        }
+    }
+    let db = path.split(['?', '#']).next().unwrap_or("");
+    if !db.is_empty() && db.parse::<u16>().is_err() {
+        return Some(format!("the database `{db}` is not a number (as in `/0`)"));
+    }
+    None
 }

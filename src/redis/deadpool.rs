@@ -13,7 +13,7 @@ use super::lease::{Leases, Pool};
 use super::{BackendFuture, RedisBackend, RedisConfig};
 use crate::request::{CacheRequest, CacheResponse};
 
-/// A cache backend over the [`deadpool_redis::Pool`] a service holds
+/// A cache backend over the [`deadpool_redis::Pool`](https://docs.rs/deadpool-redis/0.23/deadpool_redis/type.Pool.html) a service holds
 /// already:
 ///
 /// ```no_run

@@ -259,6 +259,7 @@ fn building_needs_no_runtime_and_never_panics() {
         (Cache::builder().max_value_size(0), "max_value_size"),
         (Cache::builder().max_key_size(0), "max_key_size"),
         (Cache::builder().default_ttl(Duration::ZERO), "default_ttl"),
+        (Cache::builder().max_ttl(Duration::ZERO), "max_ttl"),
         (
             Cache::builder().write_hold_down(Duration::ZERO),
             "write_hold_down",
@@ -272,6 +273,26 @@ fn building_needs_no_runtime_and_never_panics() {
                 .field(),
             field
         );
+    }
+    // A bad port or database is named as such (the password is not).
+    for (url, says) in [
+        (
+            "redis://:pw@127.0.0.1:99999",
+            "the port `99999` is not a number",
+        ),
+        (
+            "redis://:pw@127.0.0.1:63x9/0",
+            "the port `63x9` is not a number",
+        ),
+        (
+            "redis://:pw@127.0.0.1:6379/zero",
+            "the database `zero` is not a number",
+        ),
+    ] {
+        let err = Cache::builder().redis_url(url).build().unwrap_err();
+        assert_eq!(err.field(), "url", "{url}");
+        assert!(err.to_string().contains(says), "{url}: {err}");
+        assert!(!err.to_string().contains("pw@"), "{err}");
     }
 }
 
@@ -322,6 +343,40 @@ async fn ttls_at_their_extremes_are_kept_or_refused_never_silently_lost() {
         Write::Skipped(fusebox::cache::Reason::Rejected)
     );
     assert_eq!(cache.get("long").await.as_deref(), Some(&b"v"[..]));
+}
+
+#[tokio::test]
+async fn a_ttl_over_max_ttl_is_cut_to_it_and_counted() {
+    crate::common::metrics();
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("ttl-capped")
+        .prefix("c:")
+        .redis_url(redis.url())
+        .build()
+        .unwrap();
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    assert_eq!(cache.set_with_ttl("k", "v", century).await, Write::Done);
+    let ttl: u64 = redis
+        .cmd(&["TTL", "c:k"])
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    let week = 7 * 24 * 3600;
+    assert!((week - 60..=week).contains(&ttl), "{ttl}");
+    let capped = || {
+        crate::common::counter(
+            fusebox::telemetry::CACHE_TTL_CAPPED_TOTAL,
+            &[("cache", "ttl-capped")],
+        )
+    };
+    assert_eq!(capped(), 1);
+    assert_eq!(
+        cache.set_with_ttl("k", "v", Duration::from_secs(60)).await,
+        Write::Done
+    );
+    assert_eq!(capped(), 1, "a TTL within the cap is not counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,14 @@ impl Settings {
         if self.name.is_empty() {
             return Err(ConfigError::new("cache", "name", "must not be empty"));
         }
+        // Before the default TTL, which is checked against it.
+        if self.max_ttl < Duration::from_millis(1) {
+            return Err(ConfigError::new(
+                "cache",
+                "max_ttl",
+                "must be at least 1 ms",
+            ));
+        }
         if let Ttl::After(d) = self.default_ttl {
             if d < Duration::from_millis(1) {
                 return Err(ConfigError::new(
@@ -31,13 +39,6 @@ impl Settings {
                     "must not exceed max_ttl",
                 ));
             }
-        }
-        if self.max_ttl < Duration::from_millis(1) {
-            return Err(ConfigError::new(
-                "cache",
-                "max_ttl",
-                "must be at least 1 ms",
-            ));
         }
         if !(0.0..1.0).contains(&self.ttl_jitter) {
             return Err(ConfigError::new("cache", "ttl_jitter", "must be in [0, 1)"));

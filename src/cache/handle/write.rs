@@ -155,6 +155,9 @@ impl<B: Backend> Cache<B> {
     pub(super) fn ttl_of(&self, ttl: Ttl) -> Option<Duration> {
         let options = &self.shared.options;
         let Ttl::After(d) = ttl else { return None };
+        if d > options.max_ttl {
+            crate::telemetry::ttl_capped(&options.name);
+        }
         let d = d.min(options.max_ttl);
         if options.ttl_jitter == 0.0 {
             return Some(d);
