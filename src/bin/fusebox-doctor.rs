@@ -14,15 +14,23 @@
 //! growth. Given a node of a Redis Cluster, it watches every primary and
 //! prints one line per node, the one that will fill first deciding; given
 //! `redis+sentinel://host:port,…/service`, the primary the sentinels name.
-//! Exit code: 0 healthy, 1 warning, 2 critical, 3 bad arguments.
-//! The URL is never printed (it may hold a password).
+//! It ends with a verdict, how urgent things are, which is also the exit
+//! code: `clear` 0, `warning` 1, `critical` 2 (3: bad arguments). The
+//! report's `status` says what the watchdog sees (`healthy`, `degraded`:
+//! an alert or a warning stands, `down`); the JSON uses the same words.
+//! An unreachable Redis is reported as soon as it is seen to be down, not
+//! after the whole watch. The URL is never printed (it may hold a
+//! password).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use fusebox::watchdog::{Report, Severity, Watchdog};
+use fusebox::watchdog::{Report, Severity, Status, Watchdog};
 
-const USAGE: &str = "usage: fusebox-doctor [--json] [--seconds N ≥ 1] [redis://host:port | redis+sentinel://host:port,…/service]";
+const USAGE: &str = "usage: fusebox-doctor [--json] [--seconds N] [URL [N]]
+  URL: redis://[:password@]host:port[/db], rediss://…, or redis+sentinel://host:port,…/service
+       (default redis://127.0.0.1:6379)
+  N:   seconds to watch, 1 to 3600 (default 5)";
 
 struct Args {
     url: String,
@@ -101,7 +109,7 @@ fn main() -> ExitCode {
     if args.json {
         let json = serde_json::json!({
             "seconds_watched": args.seconds,
-            "verdict": format!("{severity:?}").to_lowercase(),
+            "verdict": severity.as_str(),
             "maxmemory_for_48h": sizing[0],
             "maxmemory_for_72h": sizing[1],
             "report": report,
@@ -118,13 +126,21 @@ fn main() -> ExitCode {
             ),
             _ => println!("sizing: memory is not growing (or not measured yet): no sizing"),
         }
-        println!("\nverdict: {severity:?}");
+        println!(
+            "\nverdict: {} (exit code {})",
+            severity.as_str(),
+            code(severity)
+        );
     }
-    ExitCode::from(match severity {
+    ExitCode::from(code(severity))
+}
+
+fn code(severity: Severity) -> u8 {
+    match severity {
         Severity::Clear => 0,
         Severity::Warning => 1,
         Severity::Critical => 2,
-    })
+    }
 }
 
 async fn watch(args: &Args) -> Result<Report, fusebox::ConfigError> {
@@ -142,7 +158,15 @@ async fn watch(args: &Args) -> Result<Report, fusebox::ConfigError> {
         false => builder.redis_url(&args.url),
     }
     .build()?;
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    // The whole watch, unless Redis is seen to be down first: nothing more
+    // to learn by waiting.
+    let end = tokio::time::Instant::now() + Duration::from_secs(args.seconds);
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if watchdog.report().status == Status::Down {
+            break;
+        }
+    }
     Ok(watchdog.report())
 }
 

@@ -93,6 +93,7 @@ impl fmt::Display for Alert {
 /// A dangerous configuration.
 #[derive(Clone, Debug, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Warning {
     /// `maxmemory` is 0: Redis grows until the OS kills it, and clients

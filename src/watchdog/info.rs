@@ -67,7 +67,6 @@ impl Keyspace {
 
 /// `maxmemory_policy`: what Redis does at the limit.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum Policy {
     /// `noeviction`: writes fail with `OOM`.
     NoEviction,
@@ -94,6 +93,14 @@ impl Policy {
     /// Whether keys without a TTL can never be evicted under this policy.
     pub fn keeps_keys_without_ttl(&self) -> bool {
         matches!(self, Policy::NoEviction | Policy::Volatile(_))
+    }
+}
+
+/// As Redis names it (`noeviction`, `allkeys-lru`, …; `unknown`).
+#[cfg(feature = "serde")]
+impl serde::Serialize for Policy {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 

@@ -9,6 +9,7 @@ use super::*;
 /// should fail readiness: a cache is optional.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Status {
     /// No poll has finished yet.
     Starting,
@@ -18,6 +19,19 @@ pub enum Status {
     Degraded,
     /// Redis does not answer the watchdog.
     Down,
+}
+
+impl Status {
+    /// The status as the doctor, logs and JSON write it: `starting`,
+    /// `healthy`, `degraded`, `down`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Starting => "starting",
+            Status::Healthy => "healthy",
+            Status::Degraded => "degraded",
+            Status::Down => "down",
+        }
+    }
 }
 
 /// What the watchdog knows now.
@@ -79,6 +93,18 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    /// The severity as the doctor and JSON write it: `clear`, `warning`,
+    /// `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Clear => "clear",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
 impl Report {
     /// How bad this is: critical when Redis is down, usage is at or above
     /// 90 % of the limit, or the leeway alert is raised; a warning for any
@@ -130,7 +156,7 @@ impl Report {
 impl fmt::Display for Report {
     /// A one-screen summary.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "status: {:?}", self.status)?;
+        writeln!(f, "status: {}", self.status.as_str())?;
         if !self.nodes.is_empty() {
             let first = self.node.as_deref().unwrap_or("-");
             writeln!(
@@ -222,7 +248,11 @@ impl Report {
     /// One node in one line: address, status, usage, forecast, the top
     /// no-TTL pattern.
     fn one_line(&self) -> String {
-        let mut line = format!("{}: {:?}", self.node.as_deref().unwrap_or("-"), self.status);
+        let mut line = format!(
+            "{}: {}",
+            self.node.as_deref().unwrap_or("-"),
+            self.status.as_str()
+        );
         if let Some(info) = &self.info {
             line.push_str(&format!(", {}", bytes(info.used_memory)));
             if let Some(r) = self.ratio {

@@ -32,7 +32,8 @@ fn json_output_parses_and_the_exit_code_is_the_verdict() {
     assert_eq!(json["verdict"], "warning");
     assert_eq!(json["seconds_watched"], 1);
     assert_eq!(json["report"]["name"], "doctor");
-    assert_eq!(json["report"]["status"], "Degraded");
+    assert_eq!(json["report"]["status"], "degraded");
+    assert_eq!(json["report"]["info"]["policy"], "noeviction");
     assert!(json["report"]["info"]["used_memory"].as_u64().unwrap() > 0);
     // Not growing: no sizing, said as null.
     assert!(json["maxmemory_for_48h"].is_null());
@@ -45,13 +46,22 @@ fn json_output_parses_and_the_exit_code_is_the_verdict() {
     let roomy = RedisServer::start(&["--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"]);
     let (code, stdout, _) = doctor(&[&roomy.url(), "1"]);
     assert_eq!(code, Some(0), "{stdout}");
-    assert!(stdout.contains("verdict: Clear"), "{stdout}");
+    assert!(stdout.contains("status: healthy"), "{stdout}");
+    assert!(stdout.contains("verdict: clear (exit code 0)"), "{stdout}");
     assert!(stdout.contains("sizing:"), "{stdout}");
 
-    // Redis down: critical.
+    // Redis down: critical, said as soon as it is seen, not after the
+    // whole watch.
     let url = format!("redis://127.0.0.1:{}", common::free_port());
-    let (code, _, _) = doctor(&["--seconds", "1", &url]);
+    let start = std::time::Instant::now();
+    let (code, stdout, _) = doctor(&["--seconds", "60", &url]);
     assert_eq!(code, Some(2));
+    assert!(stdout.contains("status: down"), "{stdout}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
 
     // Bad arguments: 3, with the usage.
     let (code, _, stderr) = doctor(&["--seconds", "zero"]);
