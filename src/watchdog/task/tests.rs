@@ -145,7 +145,7 @@ async fn the_report_serializes_for_a_health_endpoint() {
     let (mut state, shared, _rx) = harness();
     feed(&mut state, &shared, 20, 1024 * MB, |m| 300 * MB + m * MB).await;
     let json = serde_json::to_value(lock(&shared.report).clone()).unwrap();
-    assert_eq!(json["status"], "Degraded");
+    assert_eq!(json["status"], "degraded");
     assert_eq!(json["info"]["keyspace"][0]["keys"], 1000);
     assert_eq!(json["levels_raised"][0], 0.2);
     assert!(json["seconds_to_full"].is_number());
