@@ -18,9 +18,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use fusebox::breaker::{CircuitBreakerLayer, Config};
+use fusebox::breaker::Config;
 use fusebox::cache::Cache;
-use fusebox::http::GrpcCacheLayer;
+use fusebox::http::{GrpcBreakerLayer, GrpcCacheLayer};
 use http::uri::PathAndQuery;
 use tonic::transport::{Channel, Server};
 use tower::{Layer, Service};
@@ -172,7 +172,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_millis(200))
         .connect_lazy();
-    let breaker = CircuitBreakerLayer::new(
+    // Trips on UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED (not on
+    // NOT_FOUND and the like); rejects with UNAVAILABLE.
+    let breaker = GrpcBreakerLayer::new(
         Config::builder()
             .name("greeter")
             .consecutive_failures(3)

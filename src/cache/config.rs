@@ -6,9 +6,7 @@ use std::time::Duration;
 use tower::Layer;
 
 use super::handle::{Backend, Cache, NearParts};
-use crate::breaker::{
-    Breaker, CircuitBreakerLayer, Config as BreakerConfig, ConfigBuilder as BreakerBuilder,
-};
+use crate::breaker::{Breaker, CircuitBreakerLayer, Config as BreakerConfig, ConfigBuilder};
 use crate::cache::fail_open::FailOpenLayer;
 use crate::error::ConfigError;
 use crate::near::NearCache;
@@ -62,7 +60,7 @@ struct Settings {
 
 /// Changes to the cache's breaker settings, from [`CacheBuilder::breaker`].
 #[derive(Clone)]
-struct BreakerSettings(Arc<dyn Fn(BreakerBuilder) -> BreakerBuilder + Send + Sync>);
+struct BreakerSettings(Arc<dyn Fn(ConfigBuilder) -> ConfigBuilder + Send + Sync>);
 
 impl std::fmt::Debug for BreakerSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -215,7 +213,7 @@ impl<B> CacheBuilder<B> {
     /// the cache is built (field `breaker`).
     pub fn breaker<F>(mut self, settings: F) -> Self
     where
-        F: Fn(BreakerBuilder) -> BreakerBuilder + Send + Sync + 'static,
+        F: Fn(ConfigBuilder) -> ConfigBuilder + Send + Sync + 'static,
     {
         self.settings.breaker = Some(BreakerSettings(Arc::new(settings)));
         self
