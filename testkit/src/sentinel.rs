@@ -52,9 +52,12 @@ impl RedisSentinel {
             .map(|_| RedisServer::try_start_with_conf(free_port(), &conf, &["--sentinel"]))
             .collect::<Result<Vec<_>, _>>()?;
         let set = RedisSentinel { data, sentinels };
-        if !set.wait_ready(replicas, Duration::from_secs(20)) {
+        // A sentinel learns of replicas from the primary's `INFO`, polled
+        // every 10 s, and of other sentinels from hellos every 2 s: about
+        // 10 s unloaded; a suite loading both cores has taken over 20 s.
+        if !set.wait_ready(replicas, Duration::from_secs(45)) {
             return Err(
-                "the sentinels did not learn of each other and the replicas within 20 s".into(),
+                "the sentinels did not learn of each other and the replicas within 45 s".into(),
             );
         }
         Ok(set)
