@@ -18,13 +18,18 @@ const DEADLINE: Duration = Duration::from_millis(200);
 /// The longest any awaited condition may take.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-fn near_cache(server: &RedisServer, near: NearCache) -> Cache<RedisBackend> {
-    let config = RedisConfig::builder(server.url())
+/// `server` with [`DEADLINE`] for every wait.
+fn config(server: &RedisServer) -> RedisConfig {
+    RedisConfig::builder(server.url())
         .connect_timeout(DEADLINE)
         .checkout_timeout(DEADLINE)
         .response_timeout(DEADLINE)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn near_cache(server: &RedisServer, near: NearCache) -> Cache<RedisBackend> {
+    let config = config(server);
     Cache::builder()
         .name("near")
         .prefix("n:")

@@ -205,12 +205,6 @@ async fn get_many_counts_what_redis_answered_as_well_as_l1() {
 async fn after_a_restart_ends_an_oom_writes_and_hits_return_within_a_second() {
     let mut server =
         RedisServer::start(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
-    let config = RedisConfig::builder(server.url())
-        .connect_timeout(DEADLINE)
-        .checkout_timeout(DEADLINE)
-        .response_timeout(DEADLINE)
-        .build()
-        .unwrap();
     let cache = fusebox::cache::Cache::builder()
         .name("near-restart")
         .prefix("n:")
@@ -218,7 +212,7 @@ async fn after_a_restart_ends_an_oom_writes_and_hits_return_within_a_second() {
         // A hold-down far longer than the test: only its end by a probe
         // lets writes return in time.
         .write_hold_down(Duration::from_secs(600))
-        .redis(config)
+        .redis(super::config(&server))
         .build()
         .unwrap();
     until(&cache, "tracking", |s| s.fresh).await;
