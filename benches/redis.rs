@@ -7,6 +7,11 @@
 //!
 //! `cargo bench -p fusebox-benches --bench redis`
 //!
+//! `FUSEBOX_BENCH_ONLY=<text>[,<text>…]` keeps the clients whose label has
+//! one of them; `FUSEBOX_BENCH_TASKS=1,4,64` runs the single-server table at
+//! each of those concurrencies (default 64); `FUSEBOX_BENCH_OPS=N` makes its
+//! rounds N operations (default 200 000).
+//!
 //! Starts its own `redis-server` on a free port (`--save ''`), never 6379.
 
 use std::sync::Arc;
@@ -18,6 +23,14 @@ use redis::AsyncCommands;
 
 const TASKS: usize = 64;
 const OPS: usize = 200_000;
+
+/// Operations per round of the single-server table (`FUSEBOX_BENCH_OPS`).
+fn ops() -> usize {
+    std::env::var("FUSEBOX_BENCH_OPS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(OPS)
+}
 const WARMUP: usize = 20_000;
 const ROUNDS: usize = 5;
 const VALUE: [u8; 100] = [b'v'; 100];
@@ -108,22 +121,26 @@ struct Figures {
     p50_us: f64,
     p99_us: f64,
     failed: usize,
+    /// Redis's CPU per operation, in µs, when measured: in its commands
+    /// (`INFO commandstats`), and in all (`INFO cpu`: parsing, replies,
+    /// system calls too); and operations per command Redis ran.
+    redis_us: Option<(f64, f64, f64)>,
 }
 
-/// `ops` operations spread over `TASKS` tasks; latencies of every one.
-async fn drive(client: &Client, op: Op, ops: usize) -> Figures {
+/// `ops` operations spread over `tasks` tasks; latencies of every one.
+async fn drive(client: &Client, op: Op, ops: usize, tasks: usize) -> Figures {
     let keys: Vec<String> = (0..1000).map(|i| format!("key:{i}")).collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    drive_keys(client, op, ops, &keys).await
+    drive_keys(client, op, ops, &keys, tasks).await
 }
 
 /// As [`drive`], over `keys`.
-async fn drive_keys(client: &Client, op: Op, ops: usize, keys: &[&str]) -> Figures {
+async fn drive_keys(client: &Client, op: Op, ops: usize, keys: &[&str], n: usize) -> Figures {
     let keys: Arc<Vec<String>> = Arc::new(keys.iter().map(|k| k.to_string()).collect());
-    let per_task = ops / TASKS;
+    let per_task = ops / n;
     let start = Instant::now();
-    let mut tasks = Vec::with_capacity(TASKS);
-    for t in 0..TASKS {
+    let mut tasks = Vec::with_capacity(n);
+    for t in 0..n {
         let (mut client, keys) = (client.clone(), keys.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per_task);
@@ -154,7 +171,66 @@ async fn drive_keys(client: &Client, op: Op, ops: usize, keys: &[&str]) -> Figur
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         failed,
+        redis_us: None,
     }
+}
+
+/// Redis's CPU time in its key commands (`GET`, `MGET`, `SET`), in µs,
+/// and how many of them it ran, from `INFO commandstats`.
+async fn redis_cpu(admin: &mut redis::aio::MultiplexedConnection) -> (f64, f64) {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(admin)
+        .await
+        .unwrap_or_default();
+    let stat = |stats: &str, field: &str| {
+        stats
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(field)?.strip_prefix('='))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    info.lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| ["cmdstat_get", "cmdstat_mget", "cmdstat_set"].contains(name))
+        .fold((0.0, 0.0), |(usec, calls), (_, stats)| {
+            (usec + stat(stats, "usec"), calls + stat(stats, "calls"))
+        })
+}
+
+/// The CPU time Redis's process has used, in µs (`INFO cpu`).
+async fn redis_process_cpu(admin: &mut redis::aio::MultiplexedConnection) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(admin)
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| ["used_cpu_sys", "used_cpu_user"].contains(name))
+        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+        .sum::<f64>()
+        * 1e6
+}
+
+/// One round of `drive` with Redis's CPU per operation measured around it.
+async fn measured(
+    client: &Client,
+    op: Op,
+    tasks: usize,
+    admin: &mut redis::aio::MultiplexedConnection,
+) -> Figures {
+    let _: Result<(), _> = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(admin)
+        .await;
+    let before = redis_process_cpu(admin).await;
+    let mut f = drive(client, op, ops(), tasks).await;
+    let all = redis_process_cpu(admin).await - before;
+    let n = ops() as f64;
+    let (usec, commands) = redis_cpu(admin).await;
+    f.redis_us = Some((usec / n, all / n, n / commands.max(1.0)));
+    f
 }
 
 fn median(mut v: Vec<Figures>) -> Figures {
@@ -248,12 +324,18 @@ fn main() {
             ("fusebox Cache over DeadpoolBackend (deadpool-redis defaults)", over_deadpool),
             ("stock bb8-redis 0.26 (defaults)", bb8),
         ];
-        println!(
-            "{TASKS} concurrent tasks, {OPS} ops per round, median of {ROUNDS} interleaved rounds (by throughput), 100-byte values, 1000 keys"
-        );
-        println!("| client | op | ops/s | p50 µs | p99 µs | failed |");
-        println!("|---|---|---|---|---|---|");
-        table(&clients).await;
+        let mut admin = redis_client.get_multiplexed_async_connection().await.unwrap();
+        let concurrency = std::env::var("FUSEBOX_BENCH_TASKS").unwrap_or_else(|_| TASKS.to_string());
+        for tasks in concurrency.split(',').filter_map(|t| t.trim().parse::<usize>().ok()) {
+            println!(
+                "{tasks} concurrent tasks, {} ops per round, median of {ROUNDS} interleaved rounds (by throughput), 100-byte values, 1000 keys; Redis µs: Redis's CPU per operation, in its commands (INFO commandstats) and in all (INFO cpu)",
+                ops()
+            );
+            println!("| client | op | ops/s | p50 µs | p99 µs | Redis µs (commands) | Redis µs (all) | ops per command | failed |");
+            println!("|---|---|---|---|---|---|---|---|---|");
+            table(&clients, tasks.max(1), Some(&mut admin)).await;
+            println!();
+        }
     });
     drop(server);
     near(&rt);
@@ -287,8 +369,8 @@ fn cluster(rt: &tokio::runtime::Runtime) {
             .unwrap();
         println!();
         println!("Redis Cluster, 3 primaries on this machine:");
-        println!("| client | op | ops/s | p50 µs | p99 µs | failed |");
-        println!("|---|---|---|---|---|---|");
+        println!("| client | op | ops/s | p50 µs | p99 µs | Redis µs (commands) | Redis µs (all) | ops per command | failed |");
+        println!("|---|---|---|---|---|---|---|---|---|");
         table(&[
             ("raw redis-rs ClusterConnection (one, shared)", Client::RawCluster(raw.clone())),
             ("fusebox Cache over ClusterBackend", Client::OverCluster(cache.clone())),
@@ -302,7 +384,7 @@ fn cluster(rt: &tokio::runtime::Runtime) {
                         .unwrap(),
                 ),
             ),
-        ])
+        ], TASKS, None)
         .await;
         // One shard's breaker open: what a `get` of its keys costs then.
         // (Its breaker exists once the key was used: not when
@@ -319,10 +401,13 @@ fn cluster(rt: &tokio::runtime::Runtime) {
 }
 
 /// Each op on each client: warm-up, then interleaved rounds; one table row
-/// per client and op, with the median round.
-async fn table(clients: &[(&str, Client)]) {
-    // FUSEBOX_BENCH_ONLY=<text>[,<text>…]: only the clients whose label
-    // has one of them.
+/// per client and op, with the median round. With `admin`, a connection to
+/// the one Redis the clients use, Redis's own CPU per operation too.
+async fn table(
+    clients: &[(&str, Client)],
+    tasks: usize,
+    mut admin: Option<&mut redis::aio::MultiplexedConnection>,
+) {
     let only = std::env::var("FUSEBOX_BENCH_ONLY").unwrap_or_default();
     for op in [Op::Set, Op::Get] {
         let name = if op == Op::Get { "GET" } else { "SET" };
@@ -331,20 +416,28 @@ async fn table(clients: &[(&str, Client)]) {
             .filter(|(l, _)| only.split(',').any(|o| l.contains(o)))
             .collect();
         for (_, client) in &chosen {
-            drive(client, op, WARMUP).await;
+            drive(client, op, WARMUP, tasks).await;
         }
         // Rounds interleave the clients, so that a slow spell of this
         // noisy machine hits them all alike.
         let mut rounds: Vec<Vec<Figures>> = chosen.iter().map(|_| Vec::new()).collect();
         for _ in 0..ROUNDS {
             for (i, (_, client)) in chosen.iter().enumerate() {
-                rounds[i].push(drive(client, op, OPS).await);
+                rounds[i].push(match admin.as_deref_mut() {
+                    Some(admin) => measured(client, op, tasks, admin).await,
+                    None => drive(client, op, OPS, tasks).await,
+                });
             }
         }
         for ((label, _), figures) in chosen.iter().zip(rounds) {
             let f = median(figures);
+            let cpu = f
+                .redis_us
+                .map_or("– | – | –".to_string(), |(cmd, all, per)| {
+                    format!("{cmd:.2} | {all:.2} | {per:.1}")
+                });
             println!(
-                "| {label} | {name} | {:.0} | {:.0} | {:.0} | {} |",
+                "| {label} | {name} | {:.0} | {:.0} | {:.0} | {cpu} | {} |",
                 f.ops_per_s, f.p50_us, f.p99_us, f.failed
             );
         }
@@ -461,12 +554,12 @@ fn near(rt: &tokio::runtime::Runtime) {
 /// `hot` GETs of one key per client, in interleaved rounds.
 async fn hot_table(clients: &[(&str, Client)]) {
     for (_, client) in clients {
-        drive_keys(client, Op::Get, WARMUP, &[HOT]).await;
+        drive_keys(client, Op::Get, WARMUP, &[HOT], TASKS).await;
     }
     let mut rounds: Vec<Vec<Figures>> = clients.iter().map(|_| Vec::new()).collect();
     for _ in 0..ROUNDS {
         for (i, (_, client)) in clients.iter().enumerate() {
-            rounds[i].push(drive_keys(client, Op::Get, OPS, &[HOT]).await);
+            rounds[i].push(drive_keys(client, Op::Get, OPS, &[HOT], TASKS).await);
         }
     }
     for ((label, _), figures) in clients.iter().zip(rounds) {

@@ -12,9 +12,11 @@ use redis::{AsyncConnectionConfig, PushInfo, PushKind};
 use tokio::sync::watch;
 use tower::Service;
 
+mod batch;
 pub(super) mod conn;
 mod slot;
 
+use batch::{Caller, Join, Kind};
 use conn::{backlogged, noticed_late, Conn, ConnState, InFlight};
 use slot::{lock, Leading, Slot};
 
@@ -159,8 +161,10 @@ impl Service<CacheRequest> for RedisBackend {
         let mutation = request.is_mutation();
         let max_in_flight = self.shared.config.max_in_flight;
         let deadline = self.shared.config.response_timeout;
+        let max_batch = self.shared.config.max_batch;
+        let kind = Kind::of(&request).filter(|_| max_batch > 1);
         Box::pin(async move {
-            let mut conn = match source {
+            let conn = match source {
                 Source::Current(conn) => conn,
                 Source::Connect(shared, index) => match shared.checkout(index).await {
                     Ok(conn) => conn,
@@ -173,40 +177,59 @@ impl Service<CacheRequest> for RedisBackend {
                     Err(e) => return Err(e),
                 },
             };
+            let mut call = Caller { conn, turn: None };
             // Beyond the limit a call would queue behind the others and time
             // out, and the timeouts would open the breaker: it is shed
             // unsent instead.
-            let Some(_counted) = InFlight::enter(&conn.state, max_in_flight) else {
+            let Some(_counted) = InFlight::enter(&call.conn.state, max_in_flight) else {
                 return Err(RedisError::overloaded());
             };
-            let (sent, answered) = (tokio::time::Instant::now(), conn.state.answered());
-            let result = execute(&mut conn.inner, &request)
+            let state = &call.conn.state;
+            let (sent, answered) = (tokio::time::Instant::now(), state.answered());
+            // A timeout, as what it says: of this process when it was too
+            // busy to read the answer in time (a burst of tasks starving
+            // the runtime), which says nothing of Redis; else of Redis.
+            let timed_out = |e: RedisError| match e.reason() {
+                Reason::Timeout if state.starved(sent, answered, deadline) => {
+                    RedisError::overloaded()
+                }
+                _ if mutation => e.on_write(),
+                _ => e,
+            };
+            let request = match kind {
+                Some(kind) => match state.batches.join(kind, request) {
+                    Join::Now(request) => {
+                        call.turn = Some((kind, max_batch));
+                        request
+                    }
+                    Join::Queued(answer) => {
+                        return match tokio::time::timeout(deadline, answer).await {
+                            Ok(Ok(answer)) => answer,
+                            Ok(Err(_)) => Err(RedisError::abandoned()),
+                            Err(_) => Err(timed_out(RedisError::timeout())),
+                        };
+                    }
+                },
+                None => request,
+            };
+            let result = execute(&mut call.conn.inner, &request)
                 .await
                 .map_err(RedisError::from);
             match result {
                 Ok(response) => {
-                    conn.state.answered.fetch_add(1, Relaxed);
+                    state.answered_many(1);
                     Ok(response)
                 }
-                Err(e)
-                    if e.reason() == Reason::Timeout
-                        && conn.state.starved(sent, answered, deadline) =>
-                {
-                    // Redis answered meanwhile, and the timeout was noticed
-                    // late: this process was too busy to read the answer in
-                    // time (a burst of tasks starving the runtime), which
-                    // says nothing of Redis. Counted as overload; the
-                    // connection is kept.
-                    Err(RedisError::overloaded())
-                }
                 Err(e) => {
+                    // (A timeout noticed late keeps the connection.)
+                    let e = timed_out(e);
                     if e.breaks_connection() {
-                        conn.state.lose();
+                        state.lose();
                     }
                     // A write that times out on a connection of its own
                     // says writes are held up (a write pause, a stuck
                     // save), not that reads are: reads say that themselves.
-                    Err(if mutation { e.on_write() } else { e })
+                    Err(e)
                 }
             }
         })

@@ -26,6 +26,27 @@ pub(super) async fn within<T>(
         .unwrap_or_else(|_| Err(super::error::RedisError::timeout()))
 }
 
+/// What `PTTL` answered, as a TTL: -1 is no expiry; -2, gone since the
+/// `GET` (kept 0 ms).
+pub(super) fn ttl_of(pttl: i64) -> crate::request::Ttl {
+    use crate::request::Ttl;
+    match u64::try_from(pttl) {
+        Ok(ms) => Ttl::After(Duration::from_millis(ms)),
+        Err(_) if pttl == -1 => Ttl::Never,
+        Err(_) => Ttl::After(Duration::ZERO),
+    }
+}
+
+/// `SET key value [PX ttl]`.
+pub(super) fn set_cmd(key: &[u8], value: &[u8], ttl: crate::request::Ttl) -> redis::Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value);
+    if let crate::request::Ttl::After(d) = ttl {
+        cmd.arg("PX").arg(millis(d));
+    }
+    cmd
+}
+
 /// Runs one request on one connection.
 pub(super) async fn execute<C: ConnectionLike + Send>(
     conn: &mut C,
@@ -45,13 +66,7 @@ pub(super) async fn execute<C: ConnectionLike + Send>(
                 .arg(&key[..])
                 .query_async(conn)
                 .await?;
-            // -1: no expiry; -2: gone since the GET (kept 0 ms).
-            let ttl = match u64::try_from(pttl) {
-                Ok(ms) => Ttl::After(Duration::from_millis(ms)),
-                Err(_) if pttl == -1 => Ttl::Never,
-                Err(_) => Ttl::After(Duration::ZERO),
-            };
-            CacheResponse::ValueWithTtl(v.map(|v| (Bytes::from(v), ttl)))
+            CacheResponse::ValueWithTtl(v.map(|v| (Bytes::from(v), ttl_of(pttl))))
         }
         CacheRequest::GetMany(keys) => {
             if keys.is_empty() {
@@ -65,12 +80,7 @@ pub(super) async fn execute<C: ConnectionLike + Send>(
             CacheResponse::Values(v.into_iter().map(|v| v.map(Bytes::from)).collect())
         }
         CacheRequest::Set { key, value, ttl } => {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(&key[..]).arg(&value[..]);
-            if let Ttl::After(d) = *ttl {
-                cmd.arg("PX").arg(millis(d));
-            }
-            let _: redis::Value = cmd.query_async(conn).await?;
+            let _: redis::Value = set_cmd(key, value, *ttl).query_async(conn).await?;
             CacheResponse::Written(true)
         }
         CacheRequest::SetIfAbsent { key, value, ttl } => {

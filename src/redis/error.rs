@@ -16,6 +16,9 @@ pub struct RedisError {
     /// Set when a checkout timed out: the last error from connecting, which
     /// says *why* no connection could be had (refused, auth, timeout…).
     connect: Option<Reason>,
+    /// Set on the second and later callers of a batch that failed as one
+    /// round trip: the breaker counts the failure once, from the first.
+    echo: bool,
 }
 
 impl RedisError {
@@ -24,6 +27,7 @@ impl RedisError {
             reason: Reason::Unavailable,
             source: None,
             connect: last_connect,
+            echo: false,
         }
     }
 
@@ -33,6 +37,7 @@ impl RedisError {
             reason: Reason::Timeout,
             source: None,
             connect: None,
+            echo: false,
         }
     }
 
@@ -44,6 +49,7 @@ impl RedisError {
             reason: Reason::NoPrimary,
             source,
             connect: None,
+            echo: false,
         }
     }
 
@@ -55,6 +61,7 @@ impl RedisError {
             reason,
             source: None,
             connect: None,
+            echo: false,
         }
     }
 
@@ -80,7 +87,36 @@ impl RedisError {
             reason: Reason::Overloaded,
             source: None,
             connect: None,
+            echo: false,
         }
+    }
+
+    /// A reply that did not match the batch sent (as many answers as
+    /// calls): never expected of Redis.
+    pub(crate) fn unexpected_reply() -> Self {
+        RedisError {
+            reason: Reason::Other,
+            source: None,
+            connect: None,
+            echo: false,
+        }
+    }
+
+    /// A call whose batch was abandoned unsent: its runtime shut down.
+    pub(crate) fn abandoned() -> Self {
+        RedisError {
+            reason: Reason::Io,
+            source: None,
+            connect: None,
+            echo: false,
+        }
+    }
+
+    /// This error, as one more caller of the batch that met it: the same
+    /// reason, but not counted again by the breaker.
+    pub(crate) fn echo(mut self) -> Self {
+        self.echo = true;
+        self
     }
 
     /// This error, as the answer to a write: a timeout becomes
@@ -134,6 +170,7 @@ impl From<redis::RedisError> for RedisError {
             reason: classify(&e),
             source: Some(e),
             connect: None,
+            echo: false,
         }
     }
 }
@@ -214,6 +251,12 @@ fn severity(r: Reason) -> u8 {
 impl Fault for RedisError {
     fn reason(&self) -> Reason {
         self.reason
+    }
+
+    /// True for the second and later callers of a batch that failed as
+    /// one round trip: the breaker has counted it once already.
+    fn contained(&self) -> bool {
+        self.echo
     }
 }
 

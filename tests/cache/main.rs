@@ -2,6 +2,7 @@
 //! starts, kills, pauses or fills. Every wait is bounded.
 
 mod backends;
+mod batch;
 mod client;
 mod common;
 mod edges;

@@ -29,6 +29,8 @@ pub(super) struct ConnState {
     /// (a restart), so the others are replaced too rather than fail their
     /// next call.
     pub(super) lost: Option<(Arc<AtomicU64>, u64)>,
+    /// The calls waiting to go out together.
+    pub(super) batches: super::batch::Batches,
 }
 
 impl ConnState {
@@ -60,6 +62,11 @@ impl ConnState {
 
     pub(super) fn answered(&self) -> u64 {
         self.answered.load(Relaxed)
+    }
+
+    /// Counts `n` calls answered.
+    pub(super) fn answered_many(&self, n: usize) {
+        self.answered.fetch_add(n as u64, Relaxed);
     }
 
     /// Whether a call sent at `sent` (when `answered` calls had been

@@ -1,0 +1,293 @@
+//! Calls that arrive while their connection already has as many round
+//! trips of their kind in flight as it may, gathered into one: `GET`s into
+//! one `MGET`, `SET`s into one pipeline. One command (or one write to the
+//! socket), one reply, one parse, where each call alone would cost Redis
+//! and the client a command each.
+//!
+//! There is no timer: a call that finds a turn free goes out at once, as
+//! it would without batching, so a lone call waits for nothing. Calls that
+//! find every turn taken wait in the lane's queue; when a turn ends, a task
+//! takes the queue (up to the batch size) and sends it, and goes on while
+//! calls keep queueing. The task, not a caller, owns the round trip, so a
+//! caller cancelled mid-batch costs the others nothing.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::conn::Conn;
+use super::slot::lock;
+use crate::redis::error::RedisError;
+use crate::request::{CacheRequest, CacheResponse};
+
+/// Round trips of one kind in flight on a connection before calls of that
+/// kind queue for a batch: enough that a few concurrent callers never wait
+/// for each other, few enough that many callers batch well.
+pub(super) const TURNS: usize = 2;
+
+/// The kinds of call gathered: one lane each.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Kind {
+    Get = 0,
+    Set = 1,
+    GetWithTtl = 2,
+}
+
+impl Kind {
+    pub(super) fn of(request: &CacheRequest) -> Option<Kind> {
+        match request {
+            CacheRequest::Get(_) => Some(Kind::Get),
+            CacheRequest::Set { .. } => Some(Kind::Set),
+            CacheRequest::GetWithTtl(_) => Some(Kind::GetWithTtl),
+            _ => None,
+        }
+    }
+}
+
+/// What a queued call is answered.
+pub(super) type Answer = Result<CacheResponse, RedisError>;
+
+struct Waiting {
+    request: CacheRequest,
+    answer: oneshot::Sender<Answer>,
+}
+
+#[derive(Default)]
+struct Lane {
+    /// Round trips of this kind in flight: lone calls and batches.
+    turns: usize,
+    waiting: Vec<Waiting>,
+}
+
+/// A connection's lanes.
+#[derive(Default)]
+pub(super) struct Batches {
+    lanes: [Mutex<Lane>; 3],
+}
+
+/// How a call goes out.
+pub(super) enum Join {
+    /// At once, on a turn of its own (handed back with [`Batches::done`]).
+    Now(CacheRequest),
+    /// In a batch: its answer comes here.
+    Queued(oneshot::Receiver<Answer>),
+}
+
+impl Batches {
+    /// Takes a turn for `request`, or queues it.
+    pub(super) fn join(&self, kind: Kind, request: CacheRequest) -> Join {
+        let mut lane = lock(&self.lanes[kind as usize]);
+        if lane.turns < TURNS {
+            lane.turns += 1;
+            return Join::Now(request);
+        }
+        let (answer, rx) = oneshot::channel();
+        lane.waiting.push(Waiting { request, answer });
+        Join::Queued(rx)
+    }
+}
+
+/// A call's connection, and the turn it took with [`Join::Now`] if it
+/// did: given back when dropped (answered or cancelled), to a batch of the
+/// calls queued meanwhile if there are any.
+pub(super) struct Caller {
+    pub(super) conn: Conn,
+    /// The lane and batch size of the turn held.
+    pub(super) turn: Option<(Kind, usize)>,
+}
+
+impl Drop for Caller {
+    fn drop(&mut self) {
+        if let Some((kind, max)) = self.turn {
+            hand_on(&self.conn, kind, max);
+        }
+    }
+}
+
+/// Gives a turn back, or hands it to a task that sends the queue.
+fn hand_on(conn: &Conn, kind: Kind, max: usize) {
+    let mut lane = lock(&conn.state.batches.lanes[kind as usize]);
+    if lane.waiting.is_empty() {
+        lane.turns -= 1;
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            drop(lane);
+            runtime.spawn(flush(conn.clone(), kind, max));
+        }
+        // No runtime to send them from (it is shutting down): the queued
+        // calls are answered as a broken connection, not left to wait.
+        Err(_) => {
+            lane.turns -= 1;
+            lane.waiting.clear();
+        }
+    }
+}
+
+/// The turn a [`flush`] holds, given back if the task is dropped (its
+/// runtime shut down) with calls queued.
+struct Held<'a>(&'a Conn, Kind);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut lane = lock(&self.0.state.batches.lanes[self.1 as usize]);
+        lane.turns -= 1;
+        if lane.turns == 0 {
+            // No turn is left to send them: their callers hear at once.
+            lane.waiting.clear();
+        }
+    }
+}
+
+/// Sends the lane's queue, `max` calls a batch, until it is empty.
+async fn flush(conn: Conn, kind: Kind, max: usize) {
+    let held = Held(&conn, kind);
+    loop {
+        let batch: Vec<Waiting> = {
+            let mut lane = lock(&conn.state.batches.lanes[kind as usize]);
+            if lane.waiting.is_empty() {
+                lane.turns -= 1;
+                std::mem::forget(held);
+                return;
+            }
+            let n = lane.waiting.len().min(max);
+            lane.waiting.drain(..n).collect()
+        };
+        // Callers that gave up (cancelled, or past their deadline) are
+        // not sent.
+        let batch: Vec<Waiting> = batch
+            .into_iter()
+            .filter(|w| !w.answer.is_closed())
+            .collect();
+        if batch.is_empty() {
+            continue;
+        }
+        let mut inner = conn.inner.clone();
+        let answers = match kind {
+            Kind::Get => get_many(&mut inner, &batch).await,
+            Kind::Set => set_all(&mut inner, &batch).await,
+            Kind::GetWithTtl => get_many_with_ttl(&mut inner, &batch).await,
+        };
+        match answers {
+            Ok(answers) => {
+                conn.state.answered_many(batch.len());
+                for (w, answer) in batch.into_iter().zip(answers) {
+                    let _ = w.answer.send(answer);
+                }
+            }
+            Err(e) => {
+                if e.breaks_connection() {
+                    conn.state.lose();
+                }
+                // One failure of one round trip: the breaker hears it once,
+                // from the first caller; the others carry the same reason
+                // as an echo it ignores.
+                let e = match kind {
+                    Kind::Set => e.on_write(),
+                    Kind::Get | Kind::GetWithTtl => e,
+                };
+                let mut first = true;
+                for w in batch {
+                    let e = if std::mem::take(&mut first) {
+                        e.clone()
+                    } else {
+                        e.clone().echo()
+                    };
+                    let _ = w.answer.send(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// One `MGET` for the batch's `GET`s.
+async fn get_many(
+    conn: &mut redis::aio::MultiplexedConnection,
+    batch: &[Waiting],
+) -> Result<Vec<Answer>, RedisError> {
+    let mut cmd = redis::cmd("MGET");
+    for w in batch {
+        if let CacheRequest::Get(key) = &w.request {
+            cmd.arg(&key[..]);
+        }
+    }
+    let values: Vec<Option<Vec<u8>>> = cmd.query_async(conn).await?;
+    if values.len() != batch.len() {
+        return Err(RedisError::unexpected_reply());
+    }
+    Ok(values
+        .into_iter()
+        .map(|v| Ok(CacheResponse::Value(v.map(Bytes::from))))
+        .collect())
+}
+
+/// One pipeline for the batch's `SET`s, each answered on its own (an
+/// error reply fails its own call only).
+async fn set_all(
+    conn: &mut redis::aio::MultiplexedConnection,
+    batch: &[Waiting],
+) -> Result<Vec<Answer>, RedisError> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for w in batch {
+        if let CacheRequest::Set { key, value, ttl } = &w.request {
+            pipe.add_command(super::super::commands::set_cmd(key, value, *ttl));
+        }
+    }
+    let replies: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(conn).await?;
+    if replies.len() != batch.len() {
+        return Err(RedisError::unexpected_reply());
+    }
+    Ok(replies
+        .into_iter()
+        .map(|r| match r {
+            Ok(_) => Ok(CacheResponse::Written(true)),
+            Err(e) => Err(RedisError::from(e).on_write()),
+        })
+        .collect())
+}
+
+/// One `MGET` and a `PTTL` per key, in one pipeline, for the batch's
+/// `GET`s with TTL (a near cache's reads that missed it).
+async fn get_many_with_ttl(
+    conn: &mut redis::aio::MultiplexedConnection,
+    batch: &[Waiting],
+) -> Result<Vec<Answer>, RedisError> {
+    let mut mget = redis::cmd("MGET");
+    let mut pipe = redis::pipe();
+    for w in batch {
+        if let CacheRequest::GetWithTtl(key) = &w.request {
+            mget.arg(&key[..]);
+            pipe.cmd("PTTL").arg(&key[..]);
+        }
+    }
+    let mut all = redis::pipe();
+    all.add_command(mget);
+    for cmd in pipe.cmd_iter() {
+        all.add_command(cmd.clone());
+    }
+    let mut replies: Vec<redis::Value> = all.query_async(conn).await?;
+    if replies.len() != batch.len() + 1 {
+        return Err(RedisError::unexpected_reply());
+    }
+    let ttls = replies.split_off(1);
+    let values: Vec<Option<Vec<u8>>> = redis::from_redis_value(replies.swap_remove(0))
+        .map_err(|_| RedisError::unexpected_reply())?;
+    if values.len() != batch.len() {
+        return Err(RedisError::unexpected_reply());
+    }
+    Ok(values
+        .into_iter()
+        .zip(ttls)
+        .map(|(v, ttl)| {
+            let pttl: i64 =
+                redis::from_redis_value(ttl).map_err(|_| RedisError::unexpected_reply())?;
+            let ttl = super::super::commands::ttl_of(pttl);
+            Ok(CacheResponse::ValueWithTtl(
+                v.map(|v| (Bytes::from(v), ttl)),
+            ))
+        })
+        .collect())
+}
