@@ -17,8 +17,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fusebox::backend::{Bb8Backend, ClientBackend, ClusterBackend, DeadpoolBackend};
 use fusebox::cache::{Backend, Cache, NearCache};
-use fusebox::redis::{Bb8Backend, ClientBackend, ClusterBackend, DeadpoolBackend};
 use redis::AsyncCommands;
 
 const TASKS: usize = 64;

@@ -13,8 +13,8 @@
 
 use std::time::{Duration, Instant};
 
+use fusebox::backend::ClientBackend;
 use fusebox::cache::Cache;
-use fusebox::redis::ClientBackend;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 #[tokio::main(flavor = "current_thread")]

@@ -65,10 +65,11 @@
 //! 3. The [`CircuitBreaker`](breaker::CircuitBreaker) admits it: closed, one
 //!    load of the state word; open, an immediate rejection (a miss, reason
 //!    `breaker_open`).
-//! 4. [`RedisBackend`](redis::RedisBackend) takes the read connection (or
+//! 4. [`RedisBackend`](backend::RedisBackend) takes the read connection (or
 //!    connects, single-flight, bounded), counts it in flight (over the
-//!    limit: a miss, reason `overloaded`), sends `GET`, bounded by the
-//!    response deadline.
+//!    limit: a miss, reason `overloaded`), sends `GET` (or, while four
+//!    round trips are in flight on it, queues it for the next `MGET`),
+//!    bounded by the response deadline.
 //! 5. On the way back, the breaker classifies the outcome
 //!    ([`FaultClassifier`](cache::FaultClassifier)); the fail-open layer turns any
 //!    error into a miss with its [`Reason`](cache::Reason), counted in
@@ -78,11 +79,11 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod backend;
 pub mod breaker;
 pub mod cache;
 #[cfg(feature = "http")]
 pub mod http;
-pub mod redis;
 pub mod telemetry;
 pub mod watchdog;
 

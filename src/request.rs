@@ -208,7 +208,7 @@ pub enum Reason {
     TooLarge,
     /// This process, not Redis, could not keep up: the connection already
     /// had as many calls in flight as allowed
-    /// ([`max_in_flight`](crate::redis::RedisConfigBuilder::max_in_flight))
+    /// ([`max_in_flight`](crate::backend::RedisConfigBuilder::max_in_flight))
     /// and the call was not sent, or a deadline was noticed more than a
     /// whole deadline late (a runtime starved by a burst of tasks). Local
     /// back-pressure, not a health signal: it never trips the breaker.

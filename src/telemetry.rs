@@ -14,7 +14,10 @@
 //!
 //! Successes, rejections and ignored outcomes are counted per thread without
 //! touching shared memory, and published (what changed since the last time) every
-//! second, on every transition and when a breaker is dropped; failures are
+//! second, on every transition and when a breaker is dropped, and whenever
+//! [`breaker::publish_counts`](crate::breaker::publish_counts) is called
+//! (call it in a `/metrics` handler before rendering, and the scrape is
+//! exact, not up to a second behind); failures are
 //! published one by one. The periodic publishing runs on a thread named
 //! `fusebox-metrics`, which exists only while some breaker does; it reports
 //! to the global recorder, so a recorder installed with

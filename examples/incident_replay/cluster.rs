@@ -3,7 +3,7 @@
 //! primary is killed mid-run: its keys miss, fast, while the other shards'
 //! keys keep hitting; its replica is promoted and hits resume.
 
-use fusebox::redis::ClusterBackend;
+use fusebox::backend::ClusterBackend;
 use fusebox_testkit::RedisCluster;
 
 use super::*;

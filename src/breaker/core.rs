@@ -48,6 +48,7 @@ use crate::telemetry;
 
 mod pool;
 mod publish;
+pub(crate) use publish::publish_all;
 mod stripes;
 #[cfg(test)]
 mod tests;

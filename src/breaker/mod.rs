@@ -122,3 +122,21 @@ pub use keyed::{KeyedBreaker, KeyedBreakerLayer};
 pub use layer::CircuitBreakerLayer;
 pub use service::CircuitBreaker;
 pub use state::{Cause, Snapshot, State, Transition};
+
+/// Publishes every live breaker's call counts to `metrics` now, rather than
+/// at the next one-second tick. Call it in a `/metrics` handler before
+/// rendering, so a scrape counts every call made before it:
+///
+/// ```
+/// # fn render() -> String { String::new() }
+/// async fn metrics() -> String {
+///     fusebox::breaker::publish_counts();
+///     render() // e.g. metrics_exporter_prometheus::PrometheusHandle::render
+/// }
+/// ```
+///
+/// Costs a lock and a sum over each breaker's per-thread counts: cheap at
+/// scrape rates, not meant for every call.
+pub fn publish_counts() {
+    self::core::publish_all();
+}

@@ -15,7 +15,7 @@ use crate::request::Reason;
 /// from the bytes Redis returned (a [`Bytes`](bytes::Bytes) the codec may keep slices of,
 /// so decoding need not copy).
 ///
-/// Implemented by [`Json`] (feature `serde`) and [`Prost`] (feature
+/// Implemented by [`JsonCodec`] (feature `serde`) and [`ProstCodec`] (feature
 /// `prost`); implement it for any other format.
 pub trait Codec<T> {
     /// Why a value did not encode or a stored one did not decode.
@@ -31,10 +31,10 @@ pub trait Codec<T> {
 /// JSON through serde (feature `serde`).
 #[cfg(feature = "serde")]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Json;
+pub struct JsonCodec;
 
 #[cfg(feature = "serde")]
-impl<T: serde::Serialize + serde::de::DeserializeOwned> Codec<T> for Json {
+impl<T: serde::Serialize + serde::de::DeserializeOwned> Codec<T> for JsonCodec {
     type Error = serde_json::Error;
 
     fn encode(&self, value: &T) -> Result<Bytes, serde_json::Error> {
@@ -50,10 +50,10 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Codec<T> for Json {
 /// service already has. Decoding reads the returned [`Bytes`](bytes::Bytes) in place.
 #[cfg(feature = "prost")]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Prost;
+pub struct ProstCodec;
 
 #[cfg(feature = "prost")]
-impl<T: prost::Message + Default> Codec<T> for Prost {
+impl<T: prost::Message + Default> Codec<T> for ProstCodec {
     type Error = prost::DecodeError;
 
     fn encode(&self, value: &T) -> Result<Bytes, prost::DecodeError> {
@@ -76,19 +76,19 @@ impl<T: prost::Message + Default> Codec<T> for Prost {
 /// ```no_run
 /// # #[cfg(feature = "serde")]
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use fusebox::cache::{Cache, Json};
+/// use fusebox::cache::{Cache, JsonCodec};
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct User { name: String }
 ///
-/// let users = Cache::builder().name("users").redis_url("redis://127.0.0.1:6379").build()?.typed(Json);
+/// let users = Cache::builder().name("users").redis_url("redis://127.0.0.1:6379").build()?.typed(JsonCodec);
 /// let user: User = users
 ///     .get_or_load("user:1", || async { Ok::<_, std::io::Error>(User { name: "ada".into() }) })
 ///     .await?;
 /// # let _ = user; Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
-pub struct Typed<C, B = crate::redis::RedisBackend> {
+pub struct Typed<C, B = crate::backend::RedisBackend> {
     cache: Cache<B>,
     codec: C,
 }
@@ -220,9 +220,9 @@ mod tests {
         #[test]
         fn any_bytes_decode_or_are_refused(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let bytes = Bytes::from(bytes);
-            let _ = Codec::<Page>::decode(&Json, bytes.clone());
-            let _ = Codec::<serde_json::Value>::decode(&Json, bytes.clone());
-            let _ = Codec::<Reply>::decode(&Prost, bytes);
+            let _ = Codec::<Page>::decode(&JsonCodec, bytes.clone());
+            let _ = Codec::<serde_json::Value>::decode(&JsonCodec, bytes.clone());
+            let _ = Codec::<Reply>::decode(&ProstCodec, bytes);
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::near::NearCache;
 mod check;
 mod near;
 pub(crate) mod prefixes;
-use crate::redis::{RedisBackend, RedisConfig};
+use crate::backend::{RedisBackend, RedisConfig};
 use crate::request::FaultClassifier;
 use crate::request::Ttl;
 use crate::watchdog::{Watchdog, WatchdogBuilder};
@@ -254,7 +254,7 @@ impl<B> CacheBuilder<B> {
     /// happened ([`Fault`](super::Fault)); it should bound its own calls.
     /// Replaces a Redis given before.
     ///
-    /// [`ClientBackend`]: crate::redis::ClientBackend
+    /// [`ClientBackend`]: crate::backend::ClientBackend
     pub fn backend<C: Backend>(self, backend: C) -> CacheBuilder<C> {
         CacheBuilder {
             settings: self.settings,

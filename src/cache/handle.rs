@@ -11,9 +11,9 @@ use bytes::{Bytes, BytesMut};
 use tower::Service;
 
 use super::config::CacheBuilder;
+use crate::backend::RedisBackend;
 use crate::breaker::{Breaker, CircuitBreaker};
 use crate::cache::fail_open::FailOpen;
-use crate::redis::RedisBackend;
 use crate::request::{CacheRequest, CacheResponse, Fault, FaultClassifier, Reason, Ttl};
 
 mod load;
@@ -91,7 +91,7 @@ pub struct Cache<B = RedisBackend> {
 /// What a [`Cache`] can be built over: any cloneable
 /// `Service<CacheRequest>` whose errors say why they happened ([`Fault`])
 /// and whose futures are `Send` — a [`RedisBackend`], a
-/// [`ClientBackend`](crate::redis::ClientBackend) over your own client, or
+/// [`ClientBackend`](crate::backend::ClientBackend) over your own client, or
 /// your own. Implemented for every such service.
 pub trait Backend:
     Service<CacheRequest, Response = CacheResponse, Error: Fault, Future: Send> + Clone + Send + 'static

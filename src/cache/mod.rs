@@ -62,9 +62,9 @@ mod handle;
 pub use crate::near::{Invalidation, NearCache, NearStats};
 pub use crate::request::{CacheRequest, CacheResponse, Fault, FaultClassifier, Reason, Ttl};
 #[cfg(feature = "serde")]
-pub use codec::Json;
+pub use codec::JsonCodec;
 #[cfg(feature = "prost")]
-pub use codec::Prost;
+pub use codec::ProstCodec;
 pub use codec::{Codec, Typed};
 pub use config::CacheBuilder;
 pub use handle::{Backend, Cache, Deletion, Write};

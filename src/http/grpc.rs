@@ -31,8 +31,8 @@ use super::entry::{Lifetime, Use};
 use super::key::{self, Scope};
 use super::serve::{cached_entry, through_flight};
 use super::{mark_with, CachedBody, Entry, ResponseFuture};
+use crate::backend::RedisBackend;
 use crate::cache::{Backend, Cache, Ttl};
-use crate::redis::RedisBackend;
 
 /// gRPC's default largest message; longer requests are refused as a gRPC
 /// server would (`RESOURCE_EXHAUSTED`).

@@ -115,8 +115,8 @@ use http::{Request, Response};
 use http_body::Body;
 use tower::{BoxError, Layer, Service};
 
+use crate::backend::RedisBackend;
 use crate::cache::{Backend, Cache, Write};
-use crate::redis::RedisBackend;
 
 mod body;
 mod breaker;

@@ -16,7 +16,7 @@ use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
 use tokio::sync::Notify;
 
 use super::Near;
-use crate::redis::RedisConfig;
+use crate::backend::RedisConfig;
 
 /// How often the connection is checked with a `PING`.
 const PING_EVERY: Duration = Duration::from_millis(250);

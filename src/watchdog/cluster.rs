@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use super::task::{lock, Shared};
 use super::*;
-use crate::redis::Target;
+use crate::backend::Target;
 
 impl Watchdog {
     /// Watches every primary of the cluster that `seeds` (clients for any

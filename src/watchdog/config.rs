@@ -41,7 +41,7 @@ pub struct WatchdogBuilder {
 /// What a standalone watchdog watches.
 #[derive(Clone)]
 enum Watched {
-    One(crate::redis::Target),
+    One(crate::backend::Target),
     /// Every primary of the cluster these nodes belong to.
     Cluster(Vec<redis::Client>),
 }
@@ -162,7 +162,7 @@ impl WatchdogBuilder {
     /// URL is refused by [`build`](Self::build) (field `url`).
     pub fn redis_url(mut self, url: impl AsRef<str>) -> Self {
         self.redis = Some(
-            crate::redis::RedisConfig::builder(url)
+            crate::backend::RedisConfig::builder(url)
                 .build()
                 .map(|c| Watched::One(c.target)),
         );
@@ -188,9 +188,9 @@ impl WatchdogBuilder {
         let clients = nodes
             .into_iter()
             .map(
-                |url| match crate::redis::RedisConfig::builder(url).build() {
+                |url| match crate::backend::RedisConfig::builder(url).build() {
                     Ok(c) => match c.target {
-                        crate::redis::Target::Direct(client) => Ok(*client),
+                        crate::backend::Target::Direct(client) => Ok(*client),
                         #[allow(unreachable_patterns)]
                         _ => Err(ConfigError::new(
                             "watchdog",

@@ -48,7 +48,7 @@ impl Watchdog {
         WatchdogBuilder::default()
     }
 
-    pub(crate) fn spawn(config: WatchdogConfig, target: crate::redis::Target) -> Self {
+    pub(crate) fn spawn(config: WatchdogConfig, target: crate::backend::Target) -> Self {
         crate::telemetry::describe();
         let name = config.name.clone();
         Self::start(&name, move |shared| run(config, target, shared))
@@ -128,7 +128,7 @@ impl State {
 
 async fn run(
     config: WatchdogConfig,
-    target: crate::redis::Target,
+    target: crate::backend::Target,
     shared: std::sync::Weak<Shared>,
 ) {
     let mut state = State::new(config);
@@ -144,7 +144,7 @@ async fn run(
 }
 
 impl State {
-    async fn poll(&mut self, target: &crate::redis::Target, shared: &Shared) {
+    async fn poll(&mut self, target: &crate::backend::Target, shared: &Shared) {
         let text = match self.read_info(target).await {
             Ok(t) => t,
             Err(e) => {
@@ -180,7 +180,7 @@ impl State {
                 let c = &self.config;
                 let (n, rate, t) = (c.samples_per_round, c.keys_per_second, c.timeout);
                 if let Err(e) = self.sampler.round(&mut conn, n, rate, t).await {
-                    tracing::debug!(target: "fusebox::watchdog", error = %crate::redis::RedisError::from(e), "no-TTL sampling round failed");
+                    tracing::debug!(target: "fusebox::watchdog", error = %crate::backend::RedisError::from(e), "no-TTL sampling round failed");
                 }
                 let tally = self.sampler.tally();
                 let mut report = lock(&shared.report);

@@ -162,7 +162,7 @@ async fn a_bb8_redis_pool() {
     let pool = bb8::Pool::builder().build(manager).await.unwrap();
     let cache = Cache::builder()
         .name("recovers-bb8")
-        .backend(fusebox::redis::Bb8Backend::new(pool.clone(), DEADLINE))
+        .backend(fusebox::backend::Bb8Backend::new(pool.clone(), DEADLINE))
         .build()
         .unwrap();
     let r = kill_and_restart(&cache, &mut redis).await;
@@ -187,7 +187,10 @@ async fn a_deadpool_redis_pool() {
         .unwrap();
     let cache = Cache::builder()
         .name("recovers-deadpool")
-        .backend(fusebox::redis::DeadpoolBackend::new(pool.clone(), DEADLINE))
+        .backend(fusebox::backend::DeadpoolBackend::new(
+            pool.clone(),
+            DEADLINE,
+        ))
         .build()
         .unwrap();
     let r = kill_and_restart(&cache, &mut redis).await;
@@ -220,7 +223,7 @@ async fn a_connection_manager() {
         .unwrap();
     let cache = Cache::builder()
         .name("recovers-manager")
-        .backend(fusebox::redis::ClientBackend::new(manager, DEADLINE))
+        .backend(fusebox::backend::ClientBackend::new(manager, DEADLINE))
         .build()
         .unwrap();
     let r = kill_and_restart(&cache, &mut redis).await;

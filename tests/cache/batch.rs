@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use fusebox::backend::RedisConfig;
 use fusebox::breaker::State;
 use fusebox::cache::Cache;
-use fusebox::redis::RedisConfig;
 
 use crate::common::{counter, metrics, RedisServer};
 
@@ -322,4 +322,49 @@ async fn a_max_batch_of_one_sends_every_call_alone() {
             .unwrap_err();
         assert!(e.to_string().contains("max_batch"), "{e}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_near_cache_batches_only_the_reads_that_miss_it() {
+    let redis = RedisServer::start(&[]);
+    let config = RedisConfig::builder(redis.url())
+        .connect_timeout(Duration::from_millis(500))
+        .checkout_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let cache = Cache::builder()
+        .name("batch-near")
+        .near_cache(fusebox::cache::NearCache::new())
+        .redis(config)
+        .build()
+        .unwrap();
+    for i in 0..256 {
+        assert!(cache.set(format!("k{i}"), value(i)).await.is_done());
+    }
+    let start = tokio::time::Instant::now();
+    while !cache.near_stats().is_some_and(|s| s.fresh) {
+        assert!(start.elapsed() < Duration::from_secs(10), "no tracking");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // 256 concurrent first reads miss L1: they go to Redis, gathered into
+    // `MGET`s with their `PTTL`s, and each caller gets its own value.
+    let answers = burst(&cache, (0..256).map(|i| format!("k{i}"))).await;
+    assert!(answers
+        .iter()
+        .enumerate()
+        .all(|(i, a)| a.as_ref() == Some(&value(i))));
+    let (mgets, pttls) = (calls(&redis, "mget"), calls(&redis, "pttl"));
+    assert!(mgets > 0, "the misses were batched");
+    // The same reads again are L1 hits: nothing more reaches Redis.
+    let answers = burst(&cache, (0..256).map(|i| format!("k{i}"))).await;
+    assert!(answers
+        .iter()
+        .enumerate()
+        .all(|(i, a)| a.as_ref() == Some(&value(i))));
+    assert_eq!(
+        (calls(&redis, "mget"), calls(&redis, "pttl")),
+        (mgets, pttls)
+    );
+    assert!(cache.near_stats().unwrap().l1_hits >= 256);
 }

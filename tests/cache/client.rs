@@ -1,8 +1,8 @@
 use std::time::{Duration, Instant};
 
+use fusebox::backend::ClientBackend;
 use fusebox::breaker::State;
 use fusebox::cache::{Cache, Write};
-use fusebox::redis::ClientBackend;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::common::RedisServer;
@@ -61,7 +61,7 @@ async fn and_a_multiplexed_connection() {
 #[cfg(feature = "bb8")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn and_a_bb8_redis_pool() {
-    use fusebox::redis::Bb8Backend;
+    use fusebox::backend::Bb8Backend;
 
     let mut redis = RedisServer::start(&[]);
     let manager = bb8_redis::RedisConnectionManager::new(redis.url()).unwrap();
@@ -83,7 +83,7 @@ async fn and_a_bb8_redis_pool() {
 #[cfg(feature = "deadpool")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn and_a_deadpool_redis_pool() {
-    use fusebox::redis::DeadpoolBackend;
+    use fusebox::backend::DeadpoolBackend;
 
     let mut redis = RedisServer::start(&[]);
     let pool = deadpool_redis::Config::from_url(redis.url())
@@ -145,7 +145,7 @@ async fn round_trip_outage_and_back<B: fusebox::cache::Backend>(
 #[cfg(all(feature = "deadpool", feature = "bb8"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_pool_sheds_without_tripping_the_breaker() {
-    use fusebox::redis::{Bb8Backend, DeadpoolBackend};
+    use fusebox::backend::{Bb8Backend, DeadpoolBackend};
 
     let redis = RedisServer::start(&[]);
     redis.cmd(&["SET", "k", "v"]);

@@ -91,8 +91,8 @@ pub(crate) fn gauge(name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 /// A Redis configuration whose deadlines fit a loaded 2-core machine, for
 /// tests where what is tested is which calls fail, not how fast.
-pub(crate) fn roomy(url: &str) -> fusebox::redis::RedisConfig {
-    fusebox::redis::RedisConfig::builder(url)
+pub(crate) fn roomy(url: &str) -> fusebox::backend::RedisConfig {
+    fusebox::backend::RedisConfig::builder(url)
         .connect_timeout(Duration::from_millis(500))
         .checkout_timeout(Duration::from_millis(500))
         .response_timeout(Duration::from_millis(300))

@@ -2,9 +2,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fusebox::backend::RedisConfig;
 use fusebox::breaker::State;
 use fusebox::cache::{Cache, Reason, Write};
-use fusebox::redis::RedisConfig;
 use fusebox::telemetry::{CACHE_FAIL_OPEN_TOTAL, REDIS_CONNECT_ERRORS_TOTAL};
 
 use crate::common::{counter, eventually, free_port, metrics, roomy, RedisServer};
@@ -407,7 +407,7 @@ async fn out_of_memory_sheds_writes_and_keeps_reads() {
         .await
         .unwrap_err();
     assert_eq!(
-        fusebox::redis::RedisError::from(err).reason(),
+        fusebox::backend::RedisError::from(err).reason(),
         Reason::OutOfMemory
     );
 }

@@ -140,7 +140,7 @@ async fn get_or_load_stores_what_it_loads_and_never_an_error() {
 #[cfg(feature = "serde")]
 #[tokio::test]
 async fn undecodable_values_are_counted_misses() {
-    use fusebox::cache::Json;
+    use fusebox::cache::JsonCodec;
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct Page {
         title: String,
@@ -157,7 +157,7 @@ async fn undecodable_values_are_counted_misses() {
         title: "home".into(),
         views: 3,
     };
-    let pages = cache.typed(Json);
+    let pages = cache.typed(JsonCodec);
     assert_eq!(pages.set("page", &page).await, Write::Done);
     assert_eq!(pages.get::<Page>("page").await, Some(page));
 
@@ -437,7 +437,7 @@ async fn keys_over_the_cap_are_never_sent_and_hold_nothing_up() {
 #[cfg(feature = "prost")]
 #[tokio::test]
 async fn prost_messages_round_trip_as_their_wire_bytes() {
-    use fusebox::cache::Prost;
+    use fusebox::cache::ProstCodec;
     use prost::Message;
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -453,7 +453,7 @@ async fn prost_messages_round_trip_as_their_wire_bytes() {
         .redis_url(redis.url())
         .build()
         .unwrap()
-        .typed(Prost);
+        .typed(ProstCodec);
     let reply = Reply {
         message: "hello ada".into(),
         count: 2,

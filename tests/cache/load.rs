@@ -1,7 +1,7 @@
 use std::time::Duration;
 
+use fusebox::backend::RedisConfig;
 use fusebox::cache::{Cache, Write};
-use fusebox::redis::RedisConfig;
 
 use crate::common::RedisServer;
 

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use fusebox::backend::RedisConfig;
 use fusebox::cache::{Cache, Write};
-use fusebox::redis::RedisConfig;
 
 use crate::common::{free_port, RedisServer};
 

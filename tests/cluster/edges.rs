@@ -236,7 +236,7 @@ async fn a_cluster_hung_from_the_start_fails_fast_once_the_breaker_opens() {
 async fn timeouts_one_stall_caused_together_count_once() {
     let mut cluster = RedisCluster::start(3, 0, &["--cluster-require-full-coverage", "no"]);
     let deadline = Duration::from_millis(50);
-    let backend = fusebox::redis::ClusterBackend::new(cluster.urls(), deadline).unwrap();
+    let backend = fusebox::backend::ClusterBackend::new(cluster.urls(), deadline).unwrap();
     let cache = fusebox::cache::Cache::builder()
         .name("stall")
         .backend(backend.clone())
@@ -286,7 +286,7 @@ async fn after_the_whole_cluster_hung_hits_return_with_the_shards() {
         .open_for(Duration::from_secs(5))
         .build()
         .unwrap();
-    let backend = fusebox::redis::ClusterBackend::with_breaker(
+    let backend = fusebox::backend::ClusterBackend::with_breaker(
         cluster.urls(),
         Duration::from_millis(200),
         config,

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fusebox::backend::ClusterBackend;
 use fusebox::breaker::State;
 use fusebox::cache::{Cache, Write};
-use fusebox::redis::ClusterBackend;
 use fusebox_testkit::RedisCluster;
 
 mod coverage;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fusebox::backend::{RedisBackend, RedisConfig};
 use fusebox::cache::{Cache, Invalidation, NearCache, NearStats, Write};
-use fusebox::redis::{RedisBackend, RedisConfig};
 use fusebox_testkit::RedisServer;
 
 mod trust;

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use fusebox::backend::RedisConfig;
 use fusebox::cache::{NearCache, Reason, Write};
-use fusebox::redis::RedisConfig;
 use fusebox_testkit::RedisServer;
 
 use super::{in_l1, near_cache, raw, read_until, send, stats, until, DEADLINE};

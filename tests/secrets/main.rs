@@ -12,9 +12,9 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fusebox::backend::{RedisBackend, RedisConfig};
 use fusebox::breaker::State;
 use fusebox::cache::{Cache, Reason};
-use fusebox::redis::{RedisBackend, RedisConfig};
 use tower::{Service, ServiceExt};
 
 use common::{metrics, RedisServer};

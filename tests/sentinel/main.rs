@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fusebox::backend::{RedisBackend, RedisConfig};
 use fusebox::cache::{Cache, Reason, Write};
-use fusebox::redis::{RedisBackend, RedisConfig};
 use fusebox_testkit::RedisSentinel;
 
 /// Every deadline, roomy for a loaded 2-core machine.

@@ -218,6 +218,22 @@ async fn successes_are_published_without_a_transition() {
 }
 
 #[tokio::test]
+async fn a_flush_publishes_every_count_at_once() {
+    let _serial = SERIAL.lock().await;
+    snapshotter();
+    let _live = after_successes("telemetry-flushed", 6).await;
+    // What a `/metrics` handler does before rendering: the scrape then
+    // holds every call made before it, not those of a second ago.
+    fusebox::breaker::publish_counts();
+    let seen = value(
+        &metrics_of("telemetry-flushed"),
+        BREAKER_CALLS_TOTAL,
+        ("outcome", "success"),
+    );
+    assert_eq!(seen, Some(6.0));
+}
+
+#[tokio::test]
 async fn dropping_a_breaker_publishes_its_last_totals() {
     let _serial = SERIAL.lock().await;
     snapshotter();

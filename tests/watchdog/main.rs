@@ -77,7 +77,7 @@ async fn a_leaking_queue_raises_every_alert_before_redis_is_full() {
             Ok(()) => {}
             Err(e) => {
                 assert_eq!(
-                    fusebox::redis::RedisError::from(e).reason(),
+                    fusebox::backend::RedisError::from(e).reason(),
                     Reason::OutOfMemory
                 );
                 drain(&mut alerts, &log);

@@ -29,7 +29,7 @@ fn main() {
             .await
             .unwrap();
         // Deadlines far from the ones valgrind's slowness would hit.
-        let config = fusebox::redis::RedisConfig::builder(server.url())
+        let config = fusebox::backend::RedisConfig::builder(server.url())
             .connect_timeout(std::time::Duration::from_secs(5))
             .checkout_timeout(std::time::Duration::from_secs(5))
             .response_timeout(std::time::Duration::from_secs(5))

@@ -50,6 +50,15 @@ impl Core {
     }
 }
 
+/// Publishes every live circuit's totals now (see
+/// [`publish_counts`](crate::breaker::publish_counts)).
+pub(crate) fn publish_all() {
+    let cores = lock(&PUBLISHER).cores.clone();
+    for core in cores {
+        core.publish();
+    }
+}
+
 /// Adds a core to those the publisher thread publishes, starting the thread
 /// if it is not running. Without a thread (the platform has none), totals
 /// are still published on every transition and when a breaker is dropped.

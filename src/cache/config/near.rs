@@ -6,11 +6,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Settings;
+use crate::backend::RedisConfig;
 use crate::cache::handle::NearParts;
 use crate::error::ConfigError;
 use crate::near::tracking::TrackingTask;
 use crate::near::{Invalidation, Near};
-use crate::redis::RedisConfig;
 
 impl Settings {
     /// The near cache asked for, with its tracking task started.

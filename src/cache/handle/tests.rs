@@ -218,7 +218,7 @@ async fn a_loaded_value_that_does_not_encode_is_returned_and_not_stored() {
     // JSON objects need string keys: this map does not encode.
     let value = BTreeMap::from([(vec![1u8], 1u8)]);
     let loaded = cache
-        .typed(crate::cache::Json)
+        .typed(crate::cache::JsonCodec)
         .get_or_load("k", || async { Ok::<_, Infallible>(value.clone()) })
         .await;
     assert_eq!(loaded.unwrap(), value);

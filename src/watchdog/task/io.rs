@@ -5,7 +5,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 
 use super::State;
-use crate::redis::{RedisError, Target};
+use crate::backend::{RedisError, Target};
 
 impl State {
     pub(super) async fn connect(

@@ -91,7 +91,7 @@ impl ConnState {
 /// where the tasks its workers cannot hold go): the connection's own task,
 /// which reads the answers, then waits behind all of them, so deadlines
 /// pass with the answers unread.
-pub(in crate::redis) fn backlogged() -> bool {
+pub(in crate::backend) fn backlogged() -> bool {
     tokio::runtime::Handle::try_current().is_ok_and(|h| h.metrics().global_queue_depth() >= BACKLOG)
 }
 
@@ -100,7 +100,7 @@ pub(in crate::redis) fn backlogged() -> bool {
 const BACKLOG: usize = 128;
 
 /// How late a deadline must be noticed to say the runtime fell behind.
-pub(in crate::redis) const LATE: Duration = Duration::from_millis(5);
+pub(in crate::backend) const LATE: Duration = Duration::from_millis(5);
 
 /// One call counted in flight on a connection, until dropped. (Borrowed,
 /// not a clone of the state's `Arc`: two fewer writes per call to memory

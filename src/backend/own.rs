@@ -197,22 +197,23 @@ impl Service<CacheRequest> for RedisBackend {
                 _ => e,
             };
             let request = match kind {
-                Some(kind) => match state.batches.join(kind, request) {
+                Some(kind) => match state.batches.join(kind, request, sent + deadline) {
                     Join::Now(request) => {
                         call.turn = Some((kind, max_batch));
                         request
                     }
+                    // Answered by its deadline (see `Batches::join`).
                     Join::Queued(answer) => {
-                        return match tokio::time::timeout(deadline, answer).await {
-                            Ok(Ok(answer)) => answer,
-                            Ok(Err(_)) => Err(RedisError::abandoned()),
-                            Err(_) => Err(timed_out(RedisError::timeout())),
+                        return match answer.await {
+                            Ok(answer) => answer.map_err(timed_out),
+                            Err(_) => Err(RedisError::abandoned()),
                         };
                     }
                 },
                 None => request,
             };
-            let result = execute(&mut call.conn.inner, &request)
+            let mut inner = call.conn.inner.clone();
+            let result = execute(&mut inner, &request)
                 .await
                 .map_err(RedisError::from);
             match result {
@@ -238,7 +239,7 @@ impl Service<CacheRequest> for RedisBackend {
 
 impl Shared {
     /// Any usable connection this backend has.
-    fn any_current(&self) -> Option<Conn> {
+    fn any_current(&self) -> Option<Arc<Conn>> {
         self.slots.iter().find_map(Slot::current)
     }
 
@@ -247,7 +248,7 @@ impl Shared {
     /// deadline; a refused connect is answered at once, and within
     /// [`RECONNECT_PACE`](slot::RECONNECT_PACE) of a failed attempt its error is answered without
     /// another.
-    async fn checkout(&self, index: usize) -> Result<Conn, RedisError> {
+    async fn checkout(&self, index: usize) -> Result<Arc<Conn>, RedisError> {
         let slot = &self.slots[index];
         let attempt = async {
             loop {
@@ -272,6 +273,7 @@ impl Shared {
                     }
                     return match self.connect(index).await {
                         Ok(conn) => {
+                            let conn = Arc::new(conn);
                             slot.set(conn.clone());
                             *lock(&slot.failed) = None;
                             Ok(conn)
@@ -368,6 +370,6 @@ impl Shared {
 
 /// Where a call gets its connection.
 enum Source {
-    Current(Conn),
+    Current(Arc<Conn>),
     Connect(Arc<Shared>, usize),
 }

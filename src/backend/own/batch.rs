@@ -11,20 +11,24 @@
 //! calls keep queueing. The task, not a caller, owns the round trip, so a
 //! caller cancelled mid-batch costs the others nothing.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-use super::conn::Conn;
+use super::conn::{backlogged, Conn};
 use super::slot::lock;
-use crate::redis::error::RedisError;
+use crate::backend::error::RedisError;
 use crate::request::{CacheRequest, CacheResponse};
 
 /// Round trips of one kind in flight on a connection before calls of that
 /// kind queue for a batch: enough that a few concurrent callers never wait
-/// for each other, few enough that many callers batch well.
-pub(super) const TURNS: usize = 2;
+/// for each other (with 1, 4 callers' median latency rose 65 %), few
+/// enough that many callers batch well (64 callers: ~9 keys per `MGET`;
+/// with 1, ~31, and no faster: the client's own work per call, not Redis,
+/// bounds the rate where both share two cores).
+pub(super) const TURNS: usize = 4;
 
 /// The kinds of call gathered: one lane each.
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +55,9 @@ pub(super) type Answer = Result<CacheResponse, RedisError>;
 struct Waiting {
     request: CacheRequest,
     answer: oneshot::Sender<Answer>,
+    /// When its caller's deadline passes: it is answered by then, sent or
+    /// not (the caller waits on no timer of its own).
+    deadline: Instant,
 }
 
 #[derive(Default)]
@@ -76,14 +83,23 @@ pub(super) enum Join {
 
 impl Batches {
     /// Takes a turn for `request`, or queues it.
-    pub(super) fn join(&self, kind: Kind, request: CacheRequest) -> Join {
+    ///
+    /// A queued call is answered by `deadline`: every turn ends within
+    /// the response deadline of a call that joined before it (a lone call's
+    /// own, or a batch's, which is its first caller's), and then its queue
+    /// is sent or, past its deadline, answered as timed out.
+    pub(super) fn join(&self, kind: Kind, request: CacheRequest, deadline: Instant) -> Join {
         let mut lane = lock(&self.lanes[kind as usize]);
         if lane.turns < TURNS {
             lane.turns += 1;
             return Join::Now(request);
         }
         let (answer, rx) = oneshot::channel();
-        lane.waiting.push(Waiting { request, answer });
+        lane.waiting.push(Waiting {
+            request,
+            answer,
+            deadline,
+        });
         Join::Queued(rx)
     }
 }
@@ -92,7 +108,7 @@ impl Batches {
 /// did: given back when dropped (answered or cancelled), to a batch of the
 /// calls queued meanwhile if there are any.
 pub(super) struct Caller {
-    pub(super) conn: Conn,
+    pub(super) conn: Arc<Conn>,
     /// The lane and batch size of the turn held.
     pub(super) turn: Option<(Kind, usize)>,
 }
@@ -106,7 +122,7 @@ impl Drop for Caller {
 }
 
 /// Gives a turn back, or hands it to a task that sends the queue.
-fn hand_on(conn: &Conn, kind: Kind, max: usize) {
+fn hand_on(conn: &Arc<Conn>, kind: Kind, max: usize) {
     let mut lane = lock(&conn.state.batches.lanes[kind as usize]);
     if lane.waiting.is_empty() {
         lane.turns -= 1;
@@ -142,7 +158,7 @@ impl Drop for Held<'_> {
 }
 
 /// Sends the lane's queue, `max` calls a batch, until it is empty.
-async fn flush(conn: Conn, kind: Kind, max: usize) {
+async fn flush(conn: Arc<Conn>, kind: Kind, max: usize) {
     let held = Held(&conn, kind);
     loop {
         let batch: Vec<Waiting> = {
@@ -155,20 +171,37 @@ async fn flush(conn: Conn, kind: Kind, max: usize) {
             let n = lane.waiting.len().min(max);
             lane.waiting.drain(..n).collect()
         };
-        // Callers that gave up (cancelled, or past their deadline) are
-        // not sent.
-        let batch: Vec<Waiting> = batch
+        // Callers that gave up (cancelled) are not sent; those past their
+        // deadline are answered so, unsent.
+        let now = Instant::now();
+        let (batch, late): (Vec<Waiting>, Vec<Waiting>) = batch
             .into_iter()
             .filter(|w| !w.answer.is_closed())
-            .collect();
-        if batch.is_empty() {
+            .partition(|w| w.deadline > now);
+        answer_all(late, RedisError::timeout());
+        let Some(until) = batch.iter().map(|w| w.deadline).min() else {
             continue;
-        }
+        };
         let mut inner = conn.inner.clone();
-        let answers = match kind {
-            Kind::Get => get_many(&mut inner, &batch).await,
-            Kind::Set => set_all(&mut inner, &batch).await,
-            Kind::GetWithTtl => get_many_with_ttl(&mut inner, &batch).await,
+        let round_trip = async {
+            match kind {
+                Kind::Get => get_many(&mut inner, &batch).await,
+                Kind::Set => set_all(&mut inner, &batch).await,
+                Kind::GetWithTtl => get_many_with_ttl(&mut inner, &batch).await,
+            }
+        };
+        // Bounded by the earliest deadline of its callers.
+        let answers = match tokio::time::timeout_at(until, round_trip).await {
+            Ok(answers) => answers,
+            Err(_) => {
+                // As a call's own timeout does, unless the runtime is too
+                // backlogged to have read the answer: the connection may
+                // be stuck.
+                if !backlogged() {
+                    conn.state.lose();
+                }
+                Err(RedisError::timeout())
+            }
         };
         match answers {
             Ok(answers) => {
@@ -181,24 +214,25 @@ async fn flush(conn: Conn, kind: Kind, max: usize) {
                 if e.breaks_connection() {
                     conn.state.lose();
                 }
-                // One failure of one round trip: the breaker hears it once,
-                // from the first caller; the others carry the same reason
-                // as an echo it ignores.
-                let e = match kind {
-                    Kind::Set => e.on_write(),
-                    Kind::Get | Kind::GetWithTtl => e,
-                };
-                let mut first = true;
-                for w in batch {
-                    let e = if std::mem::take(&mut first) {
-                        e.clone()
-                    } else {
-                        e.clone().echo()
-                    };
-                    let _ = w.answer.send(Err(e));
-                }
+                answer_all(batch, e);
             }
         }
+    }
+}
+
+/// Fails every call of a batch with `e`, as one failure of one round
+/// trip: the breaker hears it once, from the first caller; the others carry
+/// the same reason as an echo it ignores. (Each caller then reads a
+/// timeout as its own kind of call says: see `RedisBackend::call`.)
+fn answer_all(batch: Vec<Waiting>, e: RedisError) {
+    let mut first = true;
+    for w in batch {
+        let e = if std::mem::take(&mut first) {
+            e.clone()
+        } else {
+            e.clone().echo()
+        };
+        let _ = w.answer.send(Err(e));
     }
 }
 

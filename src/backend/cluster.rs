@@ -71,7 +71,7 @@ pub type ClusterFuture = Pin<Box<dyn Future<Output = Result<CacheResponse, Shard
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
 /// use fusebox::cache::Cache;
-/// use fusebox::redis::ClusterBackend;
+/// use fusebox::backend::ClusterBackend;
 ///
 /// let nodes = ["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"];
 /// let cache = Cache::builder()

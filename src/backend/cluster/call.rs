@@ -12,9 +12,9 @@ use std::time::Duration;
 use redis::cluster_async::ClusterConnection;
 use tower::Service;
 
-use super::super::backend::conn::{backlogged, LATE};
 use super::super::commands::{execute, within};
 use super::super::error::RedisError;
+use super::super::own::conn::{backlogged, LATE};
 use super::slots::{Circuit, SlotMap};
 use super::ShardError;
 use crate::breaker::CircuitBreaker;

@@ -23,7 +23,7 @@ type Bb8Pool = bb8::Pool<RedisConnectionManager>;
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
 /// use fusebox::cache::Cache;
-/// use fusebox::redis::Bb8Backend;
+/// use fusebox::backend::Bb8Backend;
 ///
 /// let manager = bb8_redis::RedisConnectionManager::new("redis://127.0.0.1:6379")?;
 /// let pool = bb8::Pool::builder().build(manager).await?;

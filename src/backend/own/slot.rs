@@ -2,13 +2,13 @@
 //! at a time that connects it.
 
 use std::sync::atomic::{AtomicBool, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::conn::Conn;
-use crate::redis::error::RedisError;
+use crate::backend::error::RedisError;
 
 /// At most one connect attempt per connection in this interval: while
 /// Redis refuses, every other caller gets the last attempt's error at once,
@@ -19,7 +19,7 @@ pub(super) const RECONNECT_PACE: Duration = Duration::from_millis(100);
 pub(super) struct Slot {
     /// The connection calls use, cloned out; `None` or flagged broken when
     /// a new one must be made.
-    pub(super) current: RwLock<Option<Conn>>,
+    pub(super) current: RwLock<Option<Arc<Conn>>>,
     /// Set while one caller connects: one attempt at a time per slot, whose
     /// result every waiting caller shares.
     pub(super) connecting: AtomicBool,
@@ -71,12 +71,12 @@ impl Slot {
     }
 
     /// The current connection, unless there is none or it is broken.
-    pub(super) fn current(&self) -> Option<Conn> {
+    pub(super) fn current(&self) -> Option<Arc<Conn>> {
         let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
         current.as_ref().filter(|c| c.state.usable()).cloned()
     }
 
-    pub(super) fn set(&self, conn: Conn) {
+    pub(super) fn set(&self, conn: Arc<Conn>) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(conn);
     }
 }

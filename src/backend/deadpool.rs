@@ -20,7 +20,7 @@ use crate::request::{CacheRequest, CacheResponse};
 /// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
 /// use fusebox::cache::Cache;
-/// use fusebox::redis::DeadpoolBackend;
+/// use fusebox::backend::DeadpoolBackend;
 ///
 /// let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:6379")
 ///     .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;

@@ -16,7 +16,6 @@
 //!   [`FaultClassifier`](crate::cache::FaultClassifier) tells the breaker
 //!   which ones mean Redis is unwell.
 
-mod backend;
 mod client;
 #[cfg(feature = "cluster")]
 mod cluster;
@@ -27,13 +26,13 @@ mod deadpool;
 mod error;
 #[cfg(any(feature = "bb8", feature = "deadpool"))]
 mod lease;
+mod own;
 #[cfg(feature = "bb8")]
 mod pool;
 #[cfg(feature = "sentinel")]
 mod sentinel;
 mod target;
 
-pub use backend::{BackendFuture, RedisBackend};
 pub use client::ClientBackend;
 #[cfg(feature = "cluster")]
 pub use cluster::{ClusterBackend, ClusterFuture, ShardError};
@@ -41,6 +40,7 @@ pub use config::{RedisConfig, RedisConfigBuilder};
 #[cfg(feature = "deadpool")]
 pub use deadpool::DeadpoolBackend;
 pub use error::RedisError;
+pub use own::{BackendFuture, RedisBackend};
 #[cfg(feature = "bb8")]
 pub use pool::Bb8Backend;
 pub(crate) use target::Target;
