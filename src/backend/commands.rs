@@ -39,8 +39,9 @@ pub(super) fn ttl_of(pttl: i64) -> crate::request::Ttl {
 
 /// `SET key value [PX ttl]`.
 pub(super) fn set_cmd(key: &[u8], value: &[u8], ttl: crate::request::Ttl) -> redis::Cmd {
-    let mut cmd = redis::cmd("SET");
-    cmd.arg(key).arg(value);
+    // Sized once: grown argument by argument, it is reallocated each time.
+    let mut cmd = redis::Cmd::with_capacity(5, 3 + key.len() + value.len() + 2 + 20);
+    cmd.arg("SET").arg(key).arg(value);
     if let crate::request::Ttl::After(d) = ttl {
         cmd.arg("PX").arg(millis(d));
     }

@@ -241,7 +241,15 @@ async fn get_many(
     conn: &mut redis::aio::MultiplexedConnection,
     batch: &[Waiting],
 ) -> Result<Vec<Answer>, RedisError> {
-    let mut cmd = redis::cmd("MGET");
+    let size: usize = batch
+        .iter()
+        .map(|w| match &w.request {
+            CacheRequest::Get(key) => key.len(),
+            _ => 0,
+        })
+        .sum();
+    let mut cmd = redis::Cmd::with_capacity(batch.len() + 1, size + 4);
+    cmd.arg("MGET");
     for w in batch {
         if let CacheRequest::Get(key) = &w.request {
             cmd.arg(&key[..]);
@@ -263,7 +271,7 @@ async fn set_all(
     conn: &mut redis::aio::MultiplexedConnection,
     batch: &[Waiting],
 ) -> Result<Vec<Answer>, RedisError> {
-    let mut pipe = redis::pipe();
+    let mut pipe = redis::Pipeline::with_capacity(batch.len());
     pipe.ignore_errors();
     for w in batch {
         if let CacheRequest::Set { key, value, ttl } = &w.request {
