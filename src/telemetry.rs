@@ -112,6 +112,16 @@ pub(crate) fn cache_latency(name: &Arc<str>, op: &'static str) -> metrics::Histo
     metrics::histogram!(CACHE_CALL_DURATION_SECONDS, "cache" => name.clone(), "op" => op)
 }
 
+/// Counter: keys without TTL an expiry policy gave one (`mode` =
+/// `applied`), or in a dry run would have (`dry_run`); labels `watchdog`,
+/// `pattern`, `mode`.
+pub const WATCHDOG_KEYS_EXPIRED_TOTAL: &str = "fusebox_watchdog_keys_expired_total";
+
+pub(crate) fn watchdog_key_expired(watchdog: &str, pattern: &str, mode: &'static str) {
+    counter!(WATCHDOG_KEYS_EXPIRED_TOTAL, "watchdog" => watchdog.to_owned(), "pattern" => pattern.to_owned(), "mode" => mode)
+        .increment(1);
+}
+
 /// Describes every metric (its help text and unit) to the installed
 /// recorder: the exporter prints them as `# HELP` (and `# UNIT` where it
 /// does). Called as each cache, breaker and watchdog is built, so a
@@ -119,6 +129,11 @@ pub(crate) fn cache_latency(name: &Arc<str>, op: &'static str) -> metrics::Histo
 /// later.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        WATCHDOG_KEYS_EXPIRED_TOTAL,
+        Unit::Count,
+        "Keys without TTL a watchdog expiry policy gave one (mode applied), or would have (dry_run), by pattern."
+    );
     describe_counter!(
         BREAKER_CALLS_TOTAL,
         Unit::Count,

@@ -1,10 +1,21 @@
-//! `fusebox-doctor`: a one-screen memory check-up of any Redis, read-only.
+//! `fusebox-doctor`: a one-screen memory check-up of any Redis, read-only
+//! unless told to apply an expiry policy.
 //!
 //! ```sh
 //! cargo install --path . --features doctor
 //! fusebox-doctor redis://127.0.0.1:6379            # 5 s of watching, then the report
 //! fusebox-doctor --json --seconds 10 redis://…     # the same as JSON, for scripts
+//! fusebox-doctor --expire 'jobs:done:*=72h' redis://…          # what the policy would do
+//! fusebox-doctor --expire 'jobs:done:*=72h' --apply redis://…  # do it (EXPIRE … NX)
 //! ```
+//!
+//! `--expire PATTERN=TTL` (repeatable; TTL as `90s`, `30m`, `72h` or `3d`)
+//! holds the keys the watch's `SCAN` meets that match `PATTERN` and have no
+//! TTL to the policy, as the watchdog's [`expire`] does: a dry run that
+//! only counts them, unless `--apply` is given. Keys with a TTL, and keys
+//! matching no pattern, are never touched.
+//!
+//! [`expire`]: fusebox::watchdog::WatchdogBuilder::expire
 //!
 //! Watches for a few seconds (`INFO` every 500 ms, a paced `SCAN` sample of
 //! at most 500 keys per round at 5 000 keys/s — `SCAN`, `TTL` and
@@ -27,15 +38,20 @@ use std::time::Duration;
 
 use fusebox::watchdog::{Report, Severity, Status, Watchdog};
 
-const USAGE: &str = "usage: fusebox-doctor [--json] [--seconds N] [URL [N]]
+const USAGE: &str =
+    "usage: fusebox-doctor [--json] [--seconds N] [--expire PATTERN=TTL]… [--apply] [URL [N]]
   URL: redis://[:password@]host:port[/db], rediss://…, or redis+sentinel://host:port,…/service
        (default redis://127.0.0.1:6379)
-  N:   seconds to watch, 1 to 3600 (default 5)";
+  N:   seconds to watch, 1 to 3600 (default 5)
+  --expire PATTERN=TTL: keys matching PATTERN without a TTL get TTL (90s, 30m, 72h, 3d);
+       a dry run (counted, nothing changed) unless --apply";
 
 struct Args {
     url: String,
     seconds: u64,
     json: bool,
+    expire: Vec<(String, Duration)>,
+    apply: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -43,12 +59,19 @@ fn args() -> Result<Args, String> {
         url: "redis://127.0.0.1:6379".into(),
         seconds: 5,
         json: false,
+        expire: Vec::new(),
+        apply: false,
     };
     let mut args = std::env::args().skip(1);
     let mut positional = Vec::new();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--json" => out.json = true,
+            "--apply" => out.apply = true,
+            "--expire" => {
+                let rule = args.next().ok_or("--expire needs PATTERN=TTL")?;
+                out.expire.push(expire_rule(&rule)?);
+            }
             "--seconds" => {
                 let n = args.next().ok_or("--seconds needs a number")?;
                 out.seconds = seconds(&n)?;
@@ -72,7 +95,28 @@ fn args() -> Result<Args, String> {
     if positional.next().is_some() {
         return Err("too many arguments".into());
     }
+    if out.apply && out.expire.is_empty() {
+        return Err("--apply applies --expire policies: none given".into());
+    }
     Ok(out)
+}
+
+/// `PATTERN=TTL`, the TTL as a number of `s`, `m`, `h` or `d`.
+fn expire_rule(s: &str) -> Result<(String, Duration), String> {
+    let bad = || format!("not PATTERN=TTL (TTL as 90s, 30m, 72h or 3d): {s}");
+    let (pattern, ttl) = s.rsplit_once('=').ok_or_else(bad)?;
+    let unit = match ttl.chars().last() {
+        Some('s') => 1,
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d') => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = ttl[..ttl.len() - 1].parse().map_err(|_| bad())?;
+    Ok((
+        pattern.to_owned(),
+        Duration::from_secs(n.saturating_mul(unit)),
+    ))
 }
 
 fn seconds(s: &str) -> Result<u64, String> {
@@ -109,6 +153,7 @@ fn main() -> ExitCode {
     if args.json {
         let json = serde_json::json!({
             "seconds_watched": args.seconds,
+            "expiry_applied": args.apply,
             "verdict": severity.as_str(),
             "maxmemory_for_48h": sizing[0],
             "maxmemory_for_72h": sizing[1],
@@ -144,14 +189,18 @@ fn code(severity: Severity) -> u8 {
 }
 
 async fn watch(args: &Args) -> Result<Report, fusebox::ConfigError> {
-    let builder = Watchdog::builder()
+    let mut builder = Watchdog::builder()
         .name("doctor")
         .interval(Duration::from_millis(500))
         .timeout(Duration::from_secs(1))
         .min_span(Duration::from_secs(args.seconds.clamp(2, 60) * 2 / 3))
         .horizon(Duration::from_secs(3600))
         .samples_per_round(500)
-        .keys_per_second(5000);
+        .keys_per_second(5000)
+        .expire_dry_run(!args.apply);
+    for (pattern, ttl) in &args.expire {
+        builder = builder.expire(pattern, *ttl);
+    }
     // A node of a cluster: every primary is watched, one line each.
     let watchdog = match cluster_node(&args.url).await {
         true => builder.redis_cluster([&args.url]),

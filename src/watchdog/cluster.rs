@@ -224,6 +224,15 @@ pub(super) fn merge(name: &str, nodes: Vec<Report>) -> Report {
         report.levels_raised.extend(&r.levels_raised);
         report.leeway_alert |= r.leeway_alert;
         report.keys_sampled += r.keys_sampled;
+        for (i, p) in r.expiry.iter().enumerate() {
+            match report.expiry.get_mut(i) {
+                Some(total) => {
+                    total.expired += p.expired;
+                    total.would_expire += p.would_expire;
+                }
+                None => report.expiry.push(p.clone()),
+            }
+        }
         report.shedding_writes |= r.shedding_writes;
         for w in &r.warnings {
             if !report.warnings.contains(w) {

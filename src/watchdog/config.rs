@@ -21,6 +21,8 @@ pub(crate) struct WatchdogConfig {
     pub(super) keys_per_second: u32,
     pub(super) shed_above: Option<f64>,
     pub(super) no_ttl_warning_share: f64,
+    pub(super) expiry: Vec<super::expiry::ExpiryRule>,
+    pub(super) expire_dry_run: bool,
 }
 
 /// Builds a [`Watchdog`]. Every setter documents its default.
@@ -72,6 +74,8 @@ impl Default for WatchdogBuilder {
                 keys_per_second: 500,
                 shed_above: None,
                 no_ttl_warning_share: 0.5,
+                expiry: Vec::new(),
+                expire_dry_run: false,
             },
             redis: None,
         }
@@ -145,6 +149,48 @@ impl WatchdogBuilder {
     /// The sampler's pace cap. Defaults to 500 keys per second.
     pub fn keys_per_second(mut self, n: u32) -> Self {
         self.config.keys_per_second = n;
+        self
+    }
+
+    /// Holds keys matching `pattern` (a Redis glob, as `SCAN … MATCH`
+    /// takes: `*`, `?`, `[…]`) to an expiry policy, whoever writes them: a
+    /// matching key the sampler finds **without a TTL** is given `ttl`
+    /// (`EXPIRE key ttl NX`, so a key with a TTL, even one set a moment
+    /// ago, keeps its own). Keys matching no policy are never touched.
+    /// Policies are tried in the order given; the first match applies.
+    ///
+    /// It runs at the sampler's pace
+    /// ([`samples_per_round`](Self::samples_per_round) keys per poll, at
+    /// most [`keys_per_second`](Self::keys_per_second)): one pipelined
+    /// `EXPIRE` per batch of keys found, never a `KEYS`. What each policy
+    /// did is in [`Report::expiry`] and in
+    /// `fusebox_watchdog_keys_expired_total{pattern, mode}`. On Redis
+    /// before 7 (no `NX`), the same check-and-set runs as a one-key Lua
+    /// script. Over a cluster, every primary's keys are held to it.
+    ///
+    /// For the outage this crate exists for, a job queue's completed jobs:
+    /// `.expire("jobs:done:*", Duration::from_secs(72 * 3600))`. Refused at
+    /// build: an empty pattern or one over 1024 bytes, a TTL under 1 s or
+    /// over 100 years (sub-second parts are rounded up to whole seconds),
+    /// more than 64 policies, or the sampler off.
+    ///
+    /// [`Report::expiry`]: super::Report::expiry
+    pub fn expire(mut self, pattern: impl Into<String>, ttl: Duration) -> Self {
+        self.config.expiry.push(super::expiry::ExpiryRule {
+            pattern: pattern.into(),
+            ttl,
+        });
+        self
+    }
+
+    /// With `true`, the [`expire`](Self::expire) policies only count the
+    /// keys they would give a TTL ([`PolicyCount::would_expire`]) and
+    /// change nothing: run it first against a Redis you do not know well.
+    /// Defaults to `false`.
+    ///
+    /// [`PolicyCount::would_expire`]: super::PolicyCount::would_expire
+    pub fn expire_dry_run(mut self, dry_run: bool) -> Self {
+        self.config.expire_dry_run = dry_run;
         self
     }
 
@@ -278,6 +324,7 @@ impl WatchdogBuilder {
                 "must be at least 1",
             ));
         }
+        check_expiry(c)?;
         if c.shed_above.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
             return Err(ConfigError::new(
                 "watchdog",
@@ -325,4 +372,27 @@ impl WatchdogBuilder {
             Watched::Cluster(seeds) => Ok(Watchdog::spawn_cluster(self.config()?, seeds)),
         }
     }
+}
+
+/// The expiry policies can work as given.
+fn check_expiry(c: &WatchdogConfig) -> Result<(), ConfigError> {
+    let refuse = |why: String| Err(ConfigError::new("watchdog", "expire", why));
+    if c.expiry.len() > 64 {
+        return refuse(format!("at most 64 policies, got {}", c.expiry.len()));
+    }
+    if !c.expiry.is_empty() && c.samples_per_round == 0 {
+        return refuse("needs the sampler: samples_per_round must be at least 1".into());
+    }
+    for rule in &c.expiry {
+        if rule.pattern.is_empty() || rule.pattern.len() > 1024 {
+            return refuse("a pattern must be 1 to 1024 bytes".into());
+        }
+        if rule.ttl < Duration::from_secs(1) || rule.ttl > super::expiry::MAX_TTL {
+            return refuse(format!(
+                "the TTL of {:?} must be 1 s to 100 years, got {:?}",
+                rule.pattern, rule.ttl
+            ));
+        }
+    }
+    Ok(())
 }

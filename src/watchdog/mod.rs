@@ -21,6 +21,10 @@
 //!   TTL;
 //! * samples keys with a bounded, paced `SCAN` and names the patterns that
 //!   hold most no-TTL bytes;
+//! * holds keys any client wrote to an expiry policy
+//!   ([`expire`](WatchdogBuilder::expire)): a key matching a policy's
+//!   pattern that has no TTL is given the policy's, as the `SCAN` meets it
+//!   (`EXPIRE … NX`); counted by pattern, with a dry run;
 //! * publishes `metrics` gauges, a `tracing` event per alert and clear, a
 //!   subscription, and a [`Report`] for health endpoints. An alert makes the
 //!   service [`Status::Degraded`], never not-ready.
@@ -52,6 +56,7 @@
 mod alert;
 mod cluster;
 mod config;
+mod expiry;
 mod forecast;
 mod info;
 mod levels;
@@ -68,6 +73,7 @@ pub use sampler::PrefixShare;
 pub use alert::{Alert, Warning};
 pub use config::WatchdogBuilder;
 pub(crate) use config::WatchdogConfig;
+pub use expiry::PolicyCount;
 pub use report::{Report, Severity, Status};
 pub use task::Watchdog;
 

@@ -62,6 +62,10 @@ pub struct Report {
     pub no_ttl_prefixes: Vec<PrefixShare>,
     /// Keys sampled so far in the current (or last full) pass.
     pub keys_sampled: u64,
+    /// What each [`expire`](super::WatchdogBuilder::expire) policy did
+    /// since the watchdog started (over a cluster: every primary's, added
+    /// up), in the order given.
+    pub expiry: Vec<super::PolicyCount>,
     /// Keys evicted and expired since the previous poll.
     pub evicted_since_last: Option<u64>,
     /// Keys expired since the previous poll.
@@ -143,6 +147,7 @@ impl Report {
             warnings: Vec::new(),
             no_ttl_prefixes: Vec::new(),
             keys_sampled: 0,
+            expiry: Vec::new(),
             evicted_since_last: None,
             expired_since_last: None,
             last_error: None,
@@ -230,6 +235,33 @@ impl fmt::Display for Report {
                 p.keys,
                 bytes(p.bytes)
             )?;
+        }
+        // The finding, turned into the line that would stop it.
+        if let Some(top) = self
+            .no_ttl_prefixes
+            .first()
+            .filter(|_| self.expiry.is_empty())
+        {
+            writeln!(
+                f,
+                "advice: give `{0}` keys a TTL where they are written, or hold them to one: \
+                 Watchdog::builder().expire(\"{0}\", Duration::from_secs(72 * 3600)) \
+                 (once: fusebox-doctor --expire '{0}=72h' --apply)",
+                top.pattern
+            )?;
+        }
+        for p in &self.expiry {
+            write!(
+                f,
+                "expiry: `{}` → {}: {} keys given a TTL",
+                p.pattern,
+                human(Duration::from_secs(p.ttl_secs)),
+                p.expired
+            )?;
+            match p.would_expire {
+                0 => writeln!(f)?,
+                n => writeln!(f, ", {n} would be (dry run)")?,
+            }
         }
         if let Some(e) = &self.last_error {
             writeln!(f, "last error: {e}")?;

@@ -122,13 +122,14 @@ impl Sampler {
     }
 
     /// One round: up to `samples` keys, paced to `per_second`, each call
-    /// bounded by `timeout`.
+    /// bounded by `timeout`; keys without TTL held to `expiry`'s policies.
     pub(crate) async fn round(
         &mut self,
         conn: &mut MultiplexedConnection,
         samples: usize,
         per_second: u32,
         timeout: Duration,
+        expiry: &mut super::expiry::Expiry,
     ) -> redis::RedisResult<()> {
         let batch = samples.clamp(1, 100);
         let mut done = 0;
@@ -154,13 +155,18 @@ impl Sampler {
                         .arg(0);
                 }
                 let replies: Vec<Option<i64>> = bounded(timeout, pipe.query_async(conn)).await?;
+                let mut held = Vec::new();
                 for (key, pair) in keys.iter().zip(replies.chunks(2)) {
                     self.current.sampled += 1;
                     if let [Some(-1), bytes] = pair {
                         let bytes = bytes.and_then(|b| u64::try_from(b).ok()).unwrap_or(0);
                         self.current.add(key, bytes);
+                        if let Some(rule) = expiry.policy_of(key) {
+                            held.push((key.clone(), rule));
+                        }
                     }
                 }
+                expiry.apply(conn, &held, timeout).await?;
             }
             done += keys.len().max(1);
             self.cursor = next;

@@ -102,6 +102,7 @@ pub(super) struct State {
     pub(super) forecaster: Forecaster,
     pub(super) levels: Levels,
     pub(super) sampler: Sampler,
+    pub(super) expiry: super::expiry::Expiry,
     pub(super) previous: Option<Info>,
     pub(super) warned: Vec<Warning>,
     /// A cluster node's `cluster-require-full-coverage`, when known.
@@ -115,6 +116,11 @@ impl State {
             forecaster: Forecaster::new(config.horizon, config.min_span),
             levels: Levels::new(&config.levels, config.hysteresis),
             sampler: Sampler::default(),
+            expiry: super::expiry::Expiry::new(
+                &config.name,
+                config.expiry.clone(),
+                config.expire_dry_run,
+            ),
             conn: None,
             started: Instant::now(),
             previous: None,
@@ -179,13 +185,18 @@ impl State {
             if let Some(mut conn) = self.conn.clone() {
                 let c = &self.config;
                 let (n, rate, t) = (c.samples_per_round, c.keys_per_second, c.timeout);
-                if let Err(e) = self.sampler.round(&mut conn, n, rate, t).await {
+                if let Err(e) = self
+                    .sampler
+                    .round(&mut conn, n, rate, t, &mut self.expiry)
+                    .await
+                {
                     tracing::debug!(target: "fusebox::watchdog", error = %crate::backend::RedisError::from(e), "no-TTL sampling round failed");
                 }
                 let tally = self.sampler.tally();
                 let mut report = lock(&shared.report);
                 report.no_ttl_prefixes = tally.top(5);
                 report.keys_sampled = tally.sampled;
+                report.expiry.clone_from(&self.expiry.counts);
             }
         }
     }

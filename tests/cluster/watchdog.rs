@@ -162,3 +162,54 @@ async fn a_dead_primary_is_reported_down_then_its_replica_is_watched() {
     );
     assert_ne!(after.status, Status::Down, "{after}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_policy_holds_every_primarys_keys() {
+    let cluster = RedisCluster::start(3, 0, &["--cluster-require-full-coverage", "no"]);
+    // Completed jobs without TTL on every shard (each key written to the
+    // primary that owns it), and a user record that must keep none.
+    let mut on = [0u64; 3];
+    for k in 0..150 {
+        let key = format!("jobs:done:{k}");
+        let node = cluster.primary_of(&key).unwrap();
+        cluster.nodes()[node].cmd(&["SET", &key, "x"]);
+        on[node] += 1;
+    }
+    assert!(on.iter().all(|&n| n > 0), "keys on every shard: {on:?}");
+    let user = cluster.primary_of("user:1").unwrap();
+    cluster.nodes()[user].cmd(&["SET", "user:1", "x"]);
+    let watchdog = Watchdog::builder()
+        .interval(Duration::from_millis(100))
+        .samples_per_round(500)
+        .keys_per_second(10_000)
+        .expire("jobs:done:*", Duration::from_secs(3600))
+        .redis_cluster(cluster.urls())
+        .build()
+        .unwrap();
+    let report = until(&watchdog, |r| {
+        r.expiry.first().is_some_and(|p| p.expired == 150)
+    })
+    .await;
+    assert_eq!(report.expiry[0].expired, 150, "{:?}", report.expiry);
+    for node in &report.nodes {
+        assert!(
+            node.expiry[0].expired > 0,
+            "{:?}: {:?}",
+            node.node,
+            node.expiry
+        );
+    }
+    for k in [0, 75, 149] {
+        let key = format!("jobs:done:{k}");
+        let node = cluster.primary_of(&key).unwrap();
+        let ttl: i64 = cluster.nodes()[node]
+            .cmd(&["TTL", &key])
+            .trim()
+            .trim_start_matches(':')
+            .parse()
+            .unwrap();
+        assert!(ttl > 3500 && ttl <= 3600, "{key}: {ttl}");
+    }
+    let ttl = cluster.nodes()[user].cmd(&["TTL", "user:1"]);
+    assert!(ttl.contains("-1"), "{ttl}");
+}

@@ -101,3 +101,60 @@ fn a_sentinel_url_watches_the_primary_it_names() {
     assert!(code.is_some_and(|c| c < 2), "{stdout}{stderr}");
     assert!(stdout.contains("keys: 1 (1 without TTL"), "{stdout}");
 }
+
+#[test]
+fn an_expiry_policy_is_a_dry_run_until_applied() {
+    let redis = RedisServer::start(&[]);
+    for i in 0..40 {
+        redis.cmd(&["SET", &format!("jobs:done:{i}"), "x"]);
+    }
+    redis.cmd(&["SET", "jobs:done:kept", "x", "EX", "1000"]);
+    redis.cmd(&["SET", "user:1", "x"]);
+    let ttl = |key: &str| -> i64 {
+        let reply = redis.cmd(&["TTL", key]);
+        reply.trim().trim_start_matches(':').parse().unwrap()
+    };
+
+    // The finding names the pattern and the line that would hold it.
+    let (_, stdout, _) = doctor(&[&redis.url(), "1"]);
+    assert!(
+        stdout.contains("advice: give `jobs:done:*` keys a TTL")
+            && stdout.contains(".expire(\"jobs:done:*\""),
+        "{stdout}"
+    );
+
+    // A dry run: counted, nothing changed.
+    let (_, stdout, stderr) = doctor(&["--json", "--expire", "jobs:done:*=72h", &redis.url(), "2"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect(&stderr);
+    assert_eq!(json["expiry_applied"], false);
+    let policy = &json["report"]["expiry"][0];
+    assert_eq!(policy["pattern"], "jobs:done:*");
+    assert_eq!(policy["ttl_secs"], 72 * 3600);
+    assert!(policy["would_expire"].as_u64().unwrap() >= 40, "{policy}");
+    assert_eq!(policy["expired"], 0);
+    assert_eq!(ttl("jobs:done:0"), -1);
+
+    // Applied: every matching key without TTL has it; nothing else moved.
+    let (_, stdout, _) = doctor(&["--expire", "jobs:done:*=72h", "--apply", &redis.url(), "2"]);
+    assert!(
+        stdout.contains("expiry: `jobs:done:*` → 3.0 days: 40 keys given a TTL"),
+        "{stdout}"
+    );
+    for i in [0, 39] {
+        let t = ttl(&format!("jobs:done:{i}"));
+        assert!(t > 72 * 3600 - 60 && t <= 72 * 3600, "{t}");
+    }
+    assert!((1..=1000).contains(&ttl("jobs:done:kept")));
+    assert_eq!(ttl("user:1"), -1);
+
+    // Bad policies are refused with the usage, exit code 3.
+    for bad in [
+        &["--expire", "jobs:*"][..],
+        &["--expire", "jobs:*=3w"],
+        &["--expire", "jobs:*=0s"],
+        &["--apply"],
+    ] {
+        let (code, _, stderr) = doctor(bad);
+        assert_eq!(code, Some(3), "{bad:?}: {stderr}");
+    }
+}

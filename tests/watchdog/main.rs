@@ -3,6 +3,7 @@
 
 #[path = "../cache/common.rs"]
 mod common;
+mod expiry;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
