@@ -28,8 +28,15 @@
 //! consistent by Redis' client tracking): while Redis is down, pages are
 //! served from it, stale, instead of from the source of truth.
 //!
+//! With `--policy` the watchdog holds the job queue's completed jobs to an
+//! expiry policy (`expire("queue:todo:completed:*", 8 s)`, 8 h at this
+//! replay's scale): the queue still writes them without a TTL, the
+//! watchdog's `SCAN` gives each one, and memory levels off instead of
+//! reaching `OOM`.
+//!
 //! ```sh
 //! cargo run --release --example incident_replay --features http -- --near
+//! cargo run --release --example incident_replay --features http -- --policy
 //! ```
 //!
 //! Time is compressed: the watchdog's leeway budget of 48 h becomes 48 s.
@@ -68,6 +75,20 @@ const PHASES: [&str; 7] = [
     "redis down (20 s)",
     "back",
 ];
+
+/// The phases with the expiry policy on: Redis never fills.
+const POLICY_PHASES: [&str; 7] = [
+    "healthy",
+    "leaking",
+    "leak held by the policy",
+    "redis restarted",
+    "recovered",
+    "redis down (20 s)",
+    "back",
+];
+
+/// How long the policy keeps a completed job (8 h at this replay's scale).
+const JOB_RETENTION: Duration = Duration::from_secs(8);
 
 /// How long Redis stays down in the replay.
 const DOWN_FOR: Duration = Duration::from_secs(20);
@@ -316,6 +337,16 @@ fn watchdog() -> fusebox::watchdog::WatchdogBuilder {
         .keys_per_second(4000)
 }
 
+/// The watchdog with the expiry policy: a sampler fast enough to pass over
+/// the keyspace well within the jobs' retention (the queue writes ~1 200
+/// jobs a second).
+fn policy_watchdog() -> fusebox::watchdog::WatchdogBuilder {
+    watchdog()
+        .samples_per_round(2000)
+        .keys_per_second(20_000)
+        .expire("queue:todo:completed:*", JOB_RETENTION)
+}
+
 /// Prints the watchdog's alerts as they come, with the forecast and the
 /// leaking pattern (and, on a cluster, the node).
 fn timeline(replay: &Arc<Replay>, watchdog: &Watchdog, stop: &Arc<AtomicBool>) {
@@ -449,13 +480,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return without_redis().await;
     };
     let (port, url) = (redis.port(), redis.url());
-    let replay = Replay::new(&PHASES);
+    let policy = std::env::args().any(|a| a == "--policy");
+    let replay = Replay::new(if policy { &POLICY_PHASES } else { &PHASES });
     println!("fusebox incident replay — Redis {MAXMEMORY}, noeviction, on port {port}; time compressed (48 h of leeway = 48 s)\n");
 
     let near = std::env::args().any(|a| a == "--near");
     // The cache's own breaker: open 0.4-0.5 s however long the outage, so
     // hits resume within half a second of Redis answering again.
-    let mut builder = Cache::builder().name("pages").watchdog(watchdog());
+    let mut builder = Cache::builder().name("pages").watchdog(match policy {
+        true => {
+            println!("expiry policy on: the watchdog gives completed jobs without a TTL one of {} s (8 h at this scale)\n", JOB_RETENTION.as_secs());
+            policy_watchdog()
+        }
+        false => watchdog(),
+    });
     if near {
         // 32 MiB of L1, entries served stale for up to 10 minutes.
         builder = builder.near_cache(NearCache::new());
@@ -489,19 +527,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Until OOM (at most 60 s), then the full state for a while.
-    replay.until_full().await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    replay.say(format!(
-        "while full: {} of the app's cache writes skipped as out-of-memory (then shed without asking Redis); reads kept hitting; breaker {}",
-        replay.writes_shed.load(Relaxed),
-        cache.breaker().state()
-    ));
+    if policy {
+        // As long as the leak took to fill Redis without the policy.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        replay.enter(2);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let report = watchdog.report();
+        let used = report.info.as_ref().map_or(0, |i| i.used_memory);
+        replay.say(format!(
+            "the leak goes on, held: Redis at {:.1} MiB of {MAXMEMORY} ({}), {} completed jobs given a TTL by the policy; {} of the app's writes shed",
+            used as f64 / f64::from(1 << 20),
+            if replay.oom_at.lock().unwrap().is_some() { "it did reach OOM" } else { "never OOM" },
+            report.expiry.first().map_or(0, |p| p.expired),
+            replay.writes_shed.load(Relaxed),
+        ));
+    } else {
+        replay.until_full().await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        replay.say(format!(
+            "while full: {} of the app's cache writes skipped as out-of-memory (then shed without asking Redis); reads kept hitting; breaker {}",
+            replay.writes_shed.load(Relaxed),
+            cache.breaker().state()
+        ));
+    }
 
     // An operator restarts Redis; the leak gets fixed.
     leak_stop.store(true, Relaxed);
     let _ = leak.await;
     replay.enter(3);
-    replay.say("operator restarts Redis (memory freed; the job queue now sets a TTL)");
+    replay.say(match policy {
+        true => "operator restarts Redis (an upgrade, say)",
+        false => "operator restarts Redis (memory freed; the job queue now sets a TTL)",
+    });
     redis.kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     redis.restart();
