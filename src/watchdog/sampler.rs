@@ -2,8 +2,10 @@
 //! rate-limited `SCAN` sampler, and the pure grouping behind it.
 //!
 //! Cost, per round: one `SCAN … COUNT n` and one pipeline of `TTL` and
-//! `MEMORY USAGE … SAMPLES 0` per key returned, for at most
-//! `samples_per_round` keys, paced to `keys_per_second`. `SCAN` never blocks
+//! `MEMORY USAGE … SAMPLES 0` per key returned (and of `EXPIRE … NX` for
+//! those an expiry policy holds), for at most `samples_per_round` keys,
+//! paced to `keys_per_second` and to Redis's own latency (each step waits
+//! as long again as Redis took over it). `SCAN` never blocks
 //! Redis the way `KEYS` does; `MEMORY USAGE … SAMPLES 0` is O(1) for strings
 //! and bounded for collections.
 
@@ -174,8 +176,12 @@ impl Sampler {
                 self.complete = Some(std::mem::take(&mut self.current));
                 break;
             }
-            // Pace: `keys.len()` keys may take no less than this.
+            // Pace: `keys.len()` keys may take no less than this, nor less
+            // than twice the time Redis took over them: a Redis slow to
+            // answer (loaded, or a large `SCAN` step) is left at least half
+            // its time for everyone else.
             let floor = Duration::from_secs_f64(keys.len() as f64 / f64::from(per_second.max(1)));
+            let floor = floor.max(started.elapsed().saturating_mul(2));
             tokio::time::sleep_until(started + floor).await;
         }
         Ok(())
