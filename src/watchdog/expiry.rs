@@ -278,4 +278,69 @@ mod tests {
         assert_eq!(secs(Duration::from_millis(1500)), 2);
         assert_eq!(secs(Duration::from_secs(72 * 3600)), 259_200);
     }
+
+    /// Against a real redis-server: the `NX` of `EXPIRE … NX`, and the
+    /// script used where Redis has no `NX`, keep the TTL a key gained
+    /// between the sampler's `TTL` and the `EXPIRE`.
+    #[tokio::test]
+    async fn a_key_that_gained_a_ttl_meanwhile_keeps_it_with_nx_or_the_script() {
+        let redis = fusebox_testkit::RedisServer::start(&[]);
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let reader = conn.clone();
+        let ttl_of = |key: &'static str| {
+            let mut conn = reader.clone();
+            async move {
+                redis::cmd("TTL")
+                    .arg(key)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .unwrap()
+            }
+        };
+        let rule = ExpiryRule {
+            pattern: "jobs:*".into(),
+            ttl: Duration::from_secs(3600),
+        };
+        for script in [false, true] {
+            let mut expiry = Expiry::new("test", vec![rule.clone()], false);
+            expiry.no_nx = script;
+            let (gained, bare): (&'static str, &'static str) = match script {
+                false => ("jobs:gained", "jobs:bare"),
+                true => ("jobs:gained2", "jobs:bare2"),
+            };
+            // Both were found without TTL; one gained a TTL since.
+            let _: () = redis::cmd("SET")
+                .arg(gained)
+                .arg("x")
+                .arg("EX")
+                .arg(100)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let _: () = redis::cmd("SET")
+                .arg(bare)
+                .arg("x")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let found = [
+                (gained.as_bytes().to_vec(), 0),
+                (bare.as_bytes().to_vec(), 0),
+            ];
+            expiry
+                .apply(&mut conn, &found, Duration::from_secs(2))
+                .await
+                .unwrap();
+            assert_eq!(expiry.counts[0].expired, 1, "script: {script}");
+            assert!(
+                (1..=100).contains(&ttl_of(gained).await),
+                "script: {script}"
+            );
+            assert!(
+                (3500..=3600).contains(&ttl_of(bare).await),
+                "script: {script}"
+            );
+        }
+    }
 }

@@ -165,7 +165,9 @@ async fn a_dead_primary_is_reported_down_then_its_replica_is_watched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiry_policy_holds_every_primarys_keys() {
-    let cluster = RedisCluster::start(3, 0, &["--cluster-require-full-coverage", "no"]);
+    // 3 primaries and 3 replicas: the replicas are never written to (they
+    // would refuse), and take the TTLs from their primaries.
+    let cluster = RedisCluster::start(3, 1, &["--cluster-require-full-coverage", "no"]);
     // Completed jobs without TTL on every shard (each key written to the
     // primary that owns it), and a user record that must keep none.
     let mut on = [0u64; 3];

@@ -157,3 +157,77 @@ fn a_policy_that_cannot_work_is_refused_at_build() {
         "expire"
     );
 }
+
+/// How many times Redis ran `command`, from `INFO commandstats`.
+fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let info = redis.cmd(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_100k_keys_the_policy_keeps_to_its_budget() {
+    let redis = RedisServer::start(&[]);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for chunk in 0..10 {
+        let mut pipe = redis::pipe();
+        for i in 0..10_000 {
+            pipe.cmd("SET")
+                .arg(format!("jobs:done:{chunk}:{i}"))
+                .arg("x")
+                .ignore();
+        }
+        let () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // At most 2 000 keys a second, 500 a poll.
+    let start = std::time::Instant::now();
+    let watchdog = quick()
+        .name("expiry-budget")
+        .samples_per_round(500)
+        .keys_per_second(2_000)
+        .expire("jobs:done:*", Duration::from_secs(3600))
+        .redis_url(redis.url())
+        .build()
+        .unwrap();
+    eventually(Duration::from_secs(20), || {
+        let report = watchdog.report();
+        async move { report.expiry.first().is_some_and(|p| p.expired >= 2_000) }
+    })
+    .await;
+    let (expired, scans, expires) = (
+        watchdog.report().expiry[0].expired,
+        calls(&redis, "scan"),
+        calls(&redis, "expire"),
+    );
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(watchdog);
+    assert!(expired >= 2_000, "{expired}");
+    // Never more than the pace allows (a slow machine does less, never
+    // more): keys examined, and so expired, at most 2 000 a second (and
+    // one step of 100 over).
+    let allowed = (2_000.0 * elapsed + 100.0) as u64;
+    assert!(expires <= allowed, "{expires} EXPIREs in {elapsed:.1} s");
+    // SCAN steps of at most 100 keys: at least a step per 100 keys seen.
+    assert!(
+        scans >= expires / 100,
+        "{scans} SCAN steps for {expires} keys"
+    );
+    // Every one expired was a key without TTL, given exactly the policy's.
+    let ttl: i64 = redis
+        .cmd(&["TTL", "jobs:done:0:0"])
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    assert!(ttl == -1 || (3500..=3600).contains(&ttl), "{ttl}");
+}
