@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
+use super::sampler::bounded;
+
 /// One rule: keys matching `pattern` (a Redis glob: `*`, `?`, `[…]`, `\`)
 /// that have no TTL get `ttl`.
 #[derive(Clone, Debug, PartialEq)]
@@ -153,16 +155,6 @@ fn refuses_nx(e: &redis::RedisError) -> bool {
 /// A TTL in whole seconds, at least 1.
 fn secs(d: Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
-}
-
-async fn bounded<T>(
-    timeout: Duration,
-    f: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> redis::RedisResult<T> {
-    match tokio::time::timeout(timeout, f).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
-    }
 }
 
 /// Whether `key` matches the Redis glob `pattern` (`*`, `?`, `[abc]`,

@@ -188,7 +188,8 @@ impl Sampler {
     }
 }
 
-async fn bounded<T>(
+/// `f`, failed as a timeout after `timeout`.
+pub(super) async fn bounded<T>(
     timeout: Duration,
     f: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> redis::RedisResult<T> {

@@ -10,7 +10,7 @@ use fusebox::backend::RedisConfig;
 use fusebox::breaker::State;
 use fusebox::cache::Cache;
 
-use crate::common::{counter, metrics, RedisServer};
+use crate::common::{calls, counter, metrics, RedisServer};
 
 /// A cache whose deadlines fit a loaded machine (what is tested is which
 /// answer each caller gets, not speed).
@@ -23,17 +23,6 @@ fn cache(redis: &RedisServer, name: &str, max_batch: usize) -> Cache {
         .build()
         .unwrap();
     Cache::builder().name(name).redis(config).build().unwrap()
-}
-
-/// How many times Redis ran `command` (lower case), from `INFO commandstats`.
-fn calls(redis: &RedisServer, command: &str) -> u64 {
-    let info = redis.cmd(&["INFO", "commandstats"]);
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 fn value(i: usize) -> Bytes {

@@ -124,3 +124,15 @@ pub(crate) fn metric_keys() -> Vec<String> {
     let gauges = seen.gauges.iter().map(|(k, _)| k);
     counters.chain(gauges).map(|k| format!("{k:?}")).collect()
 }
+
+/// How many times `redis` ran `command` (lower case), from `INFO
+/// commandstats`.
+pub(crate) fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let info = redis.cmd(&["INFO", "commandstats"]);
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

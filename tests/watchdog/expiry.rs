@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fusebox::watchdog::Watchdog;
 
-use crate::common::{counter, eventually, RedisServer};
+use crate::common::{calls, counter, eventually, RedisServer};
 use crate::quick;
 
 /// What another client (a job queue) left in Redis: 300 completed jobs
@@ -158,17 +158,6 @@ fn a_policy_that_cannot_work_is_refused_at_build() {
     );
 }
 
-/// How many times Redis ran `command`, from `INFO commandstats`.
-fn calls(redis: &RedisServer, command: &str) -> u64 {
-    let info = redis.cmd(&["INFO", "commandstats"]);
-    let prefix = format!("cmdstat_{command}:calls=");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_100k_keys_the_policy_keeps_to_its_budget() {
     let redis = RedisServer::start(&[]);
@@ -213,13 +202,16 @@ async fn over_100k_keys_the_policy_keeps_to_its_budget() {
     drop(watchdog);
     assert!(expired >= 2_000, "{expired}");
     // Never more than the pace allows (a slow machine does less, never
-    // more): keys examined, and so expired, at most 2 000 a second (and
-    // one step of 100 over).
-    let allowed = (2_000.0 * elapsed + 100.0) as u64;
+    // more): keys examined, and so expired, at most 2 000 a second, and
+    // the last step's keys, not yet paid for (a SCAN step returns about
+    // its COUNT of 100: `COUNT` is a hint, a bucket's chain can add a few,
+    // so a round's budget of 500 is the slack).
+    let allowed = (2_000.0 * elapsed + 500.0) as u64;
     assert!(expires <= allowed, "{expires} EXPIREs in {elapsed:.1} s");
-    // SCAN steps of at most 100 keys: at least a step per 100 keys seen.
+    // Small SCAN steps, never a `KEYS`-like sweep: at most twice the COUNT
+    // of 100 keys a step.
     assert!(
-        scans >= expires / 100,
+        scans * 200 >= expires,
         "{scans} SCAN steps for {expires} keys"
     );
     // Every one expired was a key without TTL, given exactly the policy's.

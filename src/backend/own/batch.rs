@@ -297,18 +297,18 @@ async fn get_many_with_ttl(
     conn: &mut redis::aio::MultiplexedConnection,
     batch: &[Waiting],
 ) -> Result<Vec<Answer>, RedisError> {
+    let keys = batch.iter().filter_map(|w| match &w.request {
+        CacheRequest::GetWithTtl(key) => Some(&key[..]),
+        _ => None,
+    });
     let mut mget = redis::cmd("MGET");
-    let mut pipe = redis::pipe();
-    for w in batch {
-        if let CacheRequest::GetWithTtl(key) = &w.request {
-            mget.arg(&key[..]);
-            pipe.cmd("PTTL").arg(&key[..]);
-        }
+    for key in keys.clone() {
+        mget.arg(key);
     }
-    let mut all = redis::pipe();
+    let mut all = redis::Pipeline::with_capacity(batch.len() + 1);
     all.add_command(mget);
-    for cmd in pipe.cmd_iter() {
-        all.add_command(cmd.clone());
+    for key in keys {
+        all.cmd("PTTL").arg(key);
     }
     let mut replies: Vec<redis::Value> = all.query_async(conn).await?;
     if replies.len() != batch.len() + 1 {
