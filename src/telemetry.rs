@@ -122,6 +122,18 @@ pub(crate) fn watchdog_key_expired(watchdog: &str, pattern: &str, mode: &'static
         .increment(1);
 }
 
+/// Counter: watchdog alerts delivered to a webhook (`outcome` = `sent`),
+/// attempts that failed and will be retried (`retried`), and alerts given
+/// up (`dropped`: the queue was full, or the watchdog was dropped while
+/// the receiver failed); labels `watchdog`, `outcome`.
+pub const WATCHDOG_WEBHOOK_TOTAL: &str = "fusebox_watchdog_webhook_total";
+
+#[cfg_attr(not(feature = "webhook"), allow(dead_code))]
+pub(crate) fn webhook(watchdog: &str, outcome: &'static str, n: u64) {
+    counter!(WATCHDOG_WEBHOOK_TOTAL, "watchdog" => watchdog.to_owned(), "outcome" => outcome)
+        .increment(n);
+}
+
 /// Describes every metric (its help text and unit) to the installed
 /// recorder: the exporter prints them as `# HELP` (and `# UNIT` where it
 /// does). Called as each cache, breaker and watchdog is built, so a
@@ -133,6 +145,11 @@ pub fn describe() {
         WATCHDOG_KEYS_EXPIRED_TOTAL,
         Unit::Count,
         "Keys without TTL a watchdog expiry policy gave one (mode applied), or would have (dry_run), by pattern."
+    );
+    describe_counter!(
+        WATCHDOG_WEBHOOK_TOTAL,
+        Unit::Count,
+        "Watchdog alerts delivered to a webhook (sent), attempts to retry (retried), alerts given up (dropped)."
     );
     describe_counter!(
         BREAKER_CALLS_TOTAL,

@@ -28,6 +28,24 @@ pub enum Alert {
     },
     /// A dangerous setting was seen (at start, or when it appeared).
     Warning(Warning),
+    /// A dangerous setting is gone.
+    WarningCleared(Warning),
+    /// An expiry policy ([`expire`](super::WatchdogBuilder::expire)) began
+    /// giving keys without TTL one (`raised`): some client writes them
+    /// without. Cleared once no such key was met for
+    /// [`POLICY_QUIET_POLLS`] polls.
+    Policy {
+        /// The policy's pattern.
+        pattern: String,
+        /// The TTL it gives.
+        ttl: Duration,
+        /// Keys given it (in a dry run: that would have been) since raised.
+        keys: u64,
+        /// A dry run: nothing was changed.
+        dry_run: bool,
+        /// Raised (`true`) or cleared.
+        raised: bool,
+    },
     /// Redis stopped answering the watchdog.
     Down {
         /// Why (never contains credentials).
@@ -83,12 +101,40 @@ impl fmt::Display for Alert {
                 None => f.write_str("leeway restored: memory no longer growing"),
             },
             Alert::Warning(w) => write!(f, "{w}"),
+            Alert::WarningCleared(w) => write!(f, "resolved: {w}"),
+            Alert::Policy {
+                pattern,
+                ttl,
+                keys,
+                dry_run,
+                raised: true,
+            } => write!(
+                f,
+                "keys matching {pattern:?} are written without TTL: {} {keys} a TTL of {}",
+                if *dry_run { "would give" } else { "gave" },
+                human(*ttl)
+            ),
+            Alert::Policy {
+                pattern,
+                keys,
+                dry_run,
+                raised: false,
+                ..
+            } => write!(
+                f,
+                "no key matching {pattern:?} without TTL for {POLICY_QUIET_POLLS} polls ({keys} {} in all)",
+                if *dry_run { "would have been given one" } else { "given one" }
+            ),
             Alert::Down { error } => write!(f, "redis unreachable: {error}"),
             Alert::Up => f.write_str("redis reachable again"),
             Alert::Node { node, alert } => write!(f, "{node}: {alert}"),
         }
     }
 }
+
+/// Polls without a key of a policy's pattern met without TTL that clear
+/// its [`Alert::Policy`].
+pub const POLICY_QUIET_POLLS: u32 = 6;
 
 /// A dangerous configuration.
 #[derive(Clone, Debug, PartialEq)]

@@ -16,10 +16,13 @@ use crate::backend::Target;
 impl Watchdog {
     /// Watches every primary of the cluster that `seeds` (clients for any
     /// of its nodes) belong to.
-    pub(super) fn spawn_cluster(config: WatchdogConfig, seeds: Vec<redis::Client>) -> Self {
+    pub(super) fn spawn_cluster(mut config: WatchdogConfig, seeds: Vec<redis::Client>) -> Self {
         crate::telemetry::describe();
         let name = config.name.clone();
-        Self::start(&name, move |shared| supervise(config, seeds, shared))
+        let hooks = std::mem::take(&mut config.webhooks);
+        Self::start(&name, &hooks, move |shared| {
+            supervise(config, seeds, shared)
+        })
     }
 }
 

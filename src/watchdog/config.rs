@@ -23,6 +23,7 @@ pub(crate) struct WatchdogConfig {
     pub(super) no_ttl_warning_share: f64,
     pub(super) expiry: Vec<super::expiry::ExpiryRule>,
     pub(super) expire_dry_run: bool,
+    pub(super) webhooks: Hooks,
 }
 
 /// Builds a [`Watchdog`]. Every setter documents its default.
@@ -76,6 +77,7 @@ impl Default for WatchdogBuilder {
                 no_ttl_warning_share: 0.5,
                 expiry: Vec::new(),
                 expire_dry_run: false,
+                webhooks: Vec::new(),
             },
             redis: None,
         }
@@ -194,6 +196,17 @@ impl WatchdogBuilder {
         self
     }
 
+    /// Also posts every alert to `webhook` (call again for more, up to 8):
+    /// JSON that Slack-style incoming webhooks and Alertmanager-style
+    /// receivers read, once per change, from a queue of its own with
+    /// retries; see [`Webhook`](super::Webhook). Refused at build: a
+    /// setting of the webhook out of range, or more than 8.
+    #[cfg(feature = "webhook")]
+    pub fn webhook(mut self, webhook: super::Webhook) -> Self {
+        self.config.webhooks.push(webhook);
+        self
+    }
+
     /// Opt-in: above this usage ratio under `noeviction`, a [`Cache`]
     /// started with this watchdog skips writes (reason `memory_pressure`)
     /// before Redis starts answering `OOM`. Defaults to off.
@@ -270,7 +283,17 @@ impl WatchdogBuilder {
     }
 
     /// Checks the settings.
-    pub(crate) fn config(self) -> Result<WatchdogConfig, ConfigError> {
+    #[cfg_attr(not(feature = "webhook"), allow(unused_mut))]
+    pub(crate) fn config(mut self) -> Result<WatchdogConfig, ConfigError> {
+        #[cfg(feature = "webhook")]
+        {
+            if self.config.webhooks.len() > 8 {
+                return Err(ConfigError::new("watchdog", "webhook", "at most 8"));
+            }
+            for hook in &mut self.config.webhooks {
+                hook.check()?;
+            }
+        }
         let c = &self.config;
         if c.name.is_empty() {
             return Err(ConfigError::new("watchdog", "name", "must not be empty"));
@@ -324,7 +347,7 @@ impl WatchdogBuilder {
                 "must be at least 1",
             ));
         }
-        check_expiry(c)?;
+        super::expiry::check(c)?;
         if c.shed_above.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
             return Err(ConfigError::new(
                 "watchdog",
@@ -372,27 +395,4 @@ impl WatchdogBuilder {
             Watched::Cluster(seeds) => Ok(Watchdog::spawn_cluster(self.config()?, seeds)),
         }
     }
-}
-
-/// The expiry policies can work as given.
-fn check_expiry(c: &WatchdogConfig) -> Result<(), ConfigError> {
-    let refuse = |why: String| Err(ConfigError::new("watchdog", "expire", why));
-    if c.expiry.len() > 64 {
-        return refuse(format!("at most 64 policies, got {}", c.expiry.len()));
-    }
-    if !c.expiry.is_empty() && c.samples_per_round == 0 {
-        return refuse("needs the sampler: samples_per_round must be at least 1".into());
-    }
-    for rule in &c.expiry {
-        if rule.pattern.is_empty() || rule.pattern.len() > 1024 {
-            return refuse("a pattern must be 1 to 1024 bytes".into());
-        }
-        if rule.ttl < Duration::from_secs(1) || rule.ttl > super::expiry::MAX_TTL {
-            return refuse(format!(
-                "the TTL of {:?} must be 1 s to 100 years, got {:?}",
-                rule.pattern, rule.ttl
-            ));
-        }
-    }
-    Ok(())
 }

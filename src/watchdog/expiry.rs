@@ -13,6 +13,10 @@ use redis::aio::MultiplexedConnection;
 
 use super::sampler::bounded;
 
+pub(crate) use glob::glob;
+
+mod glob;
+
 /// One rule: keys matching `pattern` (a Redis glob: `*`, `?`, `[…]`, `\`)
 /// that have no TTL get `ttl`.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,6 +51,20 @@ pub(crate) struct Expiry {
     /// Whether this Redis refused `EXPIRE … NX` (before 7): the script is
     /// used instead.
     no_nx: bool,
+    /// Per policy: its [`Alert::Policy`] state.
+    stretches: Vec<Stretch>,
+}
+
+/// A policy's alert: raised when it acts, cleared after a quiet stretch.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stretch {
+    /// Its count at the last poll.
+    last: u64,
+    /// Its count before it was raised.
+    start: u64,
+    /// Polls since it last acted.
+    quiet: u32,
+    raised: bool,
 }
 
 /// The longest TTL a policy may give.
@@ -54,7 +72,7 @@ pub(crate) const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 impl Expiry {
     pub(crate) fn new(name: &str, rules: Vec<ExpiryRule>, dry_run: bool) -> Self {
-        let counts = rules
+        let counts: Vec<_> = rules
             .iter()
             .map(|p| PolicyCount {
                 pattern: p.pattern.clone(),
@@ -66,9 +84,52 @@ impl Expiry {
             name: name.to_owned(),
             rules,
             dry_run,
+            stretches: vec![Stretch::default(); counts.len()],
             counts,
             no_nx: false,
         }
+    }
+
+    /// The alerts one poll calls for: a policy's is raised when it acts
+    /// after a quiet stretch, and cleared after
+    /// [`POLICY_QUIET_POLLS`](super::alert::POLICY_QUIET_POLLS) polls
+    /// without acting.
+    pub(crate) fn alerts(&mut self) -> Vec<super::Alert> {
+        let mut alerts = Vec::new();
+        let counts = self.rules.iter().zip(&self.counts);
+        for ((rule, count), s) in counts.zip(&mut self.stretches) {
+            let total = count.expired + count.would_expire;
+            let acted = total > s.last;
+            // Whether it stands raised after this poll.
+            let raise = match (s.raised, acted) {
+                (false, true) => {
+                    s.start = s.last;
+                    true
+                }
+                (true, true) => {
+                    s.quiet = 0;
+                    true
+                }
+                (true, false) => {
+                    s.quiet += 1;
+                    s.quiet < super::alert::POLICY_QUIET_POLLS
+                }
+                (false, false) => false,
+            };
+            s.last = total;
+            if raise != s.raised {
+                s.raised = raise;
+                s.quiet = 0;
+                alerts.push(super::Alert::Policy {
+                    pattern: rule.pattern.clone(),
+                    ttl: rule.ttl,
+                    keys: total - s.start,
+                    dry_run: self.dry_run,
+                    raised: raise,
+                });
+            }
+        }
+        alerts
     }
 
     /// The first policy `key` matches.
@@ -139,6 +200,29 @@ impl Expiry {
     }
 }
 
+/// The expiry policies can work as given.
+pub(super) fn check(c: &super::WatchdogConfig) -> Result<(), crate::error::ConfigError> {
+    let refuse = |why: String| Err(crate::error::ConfigError::new("watchdog", "expire", why));
+    if c.expiry.len() > 64 {
+        return refuse(format!("at most 64 policies, got {}", c.expiry.len()));
+    }
+    if !c.expiry.is_empty() && c.samples_per_round == 0 {
+        return refuse("needs the sampler: samples_per_round must be at least 1".into());
+    }
+    for rule in &c.expiry {
+        if rule.pattern.is_empty() || rule.pattern.len() > 1024 {
+            return refuse("a pattern must be 1 to 1024 bytes".into());
+        }
+        if rule.ttl < Duration::from_secs(1) || rule.ttl > MAX_TTL {
+            return refuse(format!(
+                "the TTL of {:?} must be 1 s to 100 years, got {:?}",
+                rule.pattern, rule.ttl
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `EXPIRE key ttl NX` for a Redis without `NX`: only a key without TTL.
 const NX_SCRIPT: &str =
     "if redis.call('TTL', KEYS[1]) == -1 then return redis.call('EXPIRE', KEYS[1], ARGV[1]) end return 0";
@@ -157,111 +241,56 @@ fn secs(d: Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
-/// Whether `key` matches the Redis glob `pattern` (`*`, `?`, `[abc]`,
-/// `[a-z]`, `[^a]`, `\` escapes), as `SCAN … MATCH` and `KEYS` do. Linear
-/// backtracking on the last `*`: no pattern makes it exponential.
-pub(crate) fn glob(pattern: &[u8], key: &[u8]) -> bool {
-    let (mut p, mut k) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while k < key.len() {
-        let step = match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, k));
-                p += 1;
-                continue;
-            }
-            Some(b'?') => Some(1),
-            Some(b'[') => {
-                let (matched, len) = class(&pattern[p..], key[k]);
-                matched.then_some(len)
-            }
-            Some(b'\\') if p + 1 < pattern.len() => (pattern[p + 1] == key[k]).then_some(2),
-            Some(c) => (*c == key[k]).then_some(1),
-            None => None,
-        };
-        match (step, star) {
-            (Some(len), _) => {
-                p += len;
-                k += 1;
-            }
-            // Mismatch: the last `*` takes one more byte.
-            (None, Some((sp, sk))) => {
-                star = Some((sp, sk + 1));
-                p = sp + 1;
-                k = sk + 1;
-            }
-            (None, None) => return false,
-        }
-    }
-    pattern[p.min(pattern.len())..].iter().all(|&c| c == b'*')
-}
-
-/// A `[…]` class at the start of `pattern`: whether `c` is in it, and how
-/// many pattern bytes it spans (to the end, if unclosed).
-fn class(pattern: &[u8], c: u8) -> (bool, usize) {
-    let mut i = 1;
-    let negate = pattern.get(i) == Some(&b'^');
-    if negate {
-        i += 1;
-    }
-    let mut matched = false;
-    while i < pattern.len() && pattern[i] != b']' {
-        if pattern[i] == b'\\' && i + 1 < pattern.len() {
-            matched |= pattern[i + 1] == c;
-            i += 2;
-        } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']' {
-            let (a, b) = (
-                pattern[i].min(pattern[i + 2]),
-                pattern[i].max(pattern[i + 2]),
-            );
-            matched |= (a..=b).contains(&c);
-            i += 3;
-        } else {
-            matched |= pattern[i] == c;
-            i += 1;
-        }
-    }
-    (matched != negate, (i + 1).min(pattern.len()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn globs_match_as_redis_does() {
-        let yes = [
-            ("jobs:done:*", "jobs:done:1"),
-            ("jobs:done:*", "jobs:done:"),
-            ("*", ""),
-            ("*", "anything"),
-            ("h?llo", "hello"),
-            ("h[ae]llo", "hallo"),
-            ("h[^e]llo", "hallo"),
-            ("h[a-b]llo", "hbllo"),
-            ("h\\*llo", "h*llo"),
-            ("*:done:*", "queue:a:done:7"),
-            ("a*b*c", "aXbYbZc"),
-        ];
-        for (p, k) in yes {
-            assert!(glob(p.as_bytes(), k.as_bytes()), "{p} ~ {k}");
+    fn a_policy_alert_rises_when_it_acts_and_clears_after_a_quiet_stretch() {
+        let rule = |p: &str| ExpiryRule {
+            pattern: p.into(),
+            ttl: Duration::from_secs(60),
+        };
+        let mut e = Expiry::new("w", vec![rule("a:*"), rule("b:*")], false);
+        let quiet = super::super::POLICY_QUIET_POLLS;
+        assert!(e.alerts().is_empty());
+        e.counts[0].expired = 3;
+        let raised = e.alerts();
+        assert!(
+            matches!(&raised[..], [super::super::Alert::Policy { pattern, keys: 3, raised: true, .. }] if pattern == "a:*")
+        );
+        // Acting again inside the stretch restarts its quiet count.
+        for _ in 1..quiet {
+            assert!(e.alerts().is_empty());
         }
-        let no = [
-            ("jobs:done:*", "jobs:todo:1"),
-            ("jobs:done:*", "xjobs:done:1"),
-            ("h?llo", "hllo"),
-            ("h[ae]llo", "hillo"),
-            ("h[^e]llo", "hello"),
-            ("h\\*llo", "hello"),
-            ("a*b*c", "aXbYbZ"),
-            ("", "a"),
-        ];
-        for (p, k) in no {
-            assert!(!glob(p.as_bytes(), k.as_bytes()), "{p} !~ {k}");
+        e.counts[0].expired = 5;
+        // The poll that sees it act, then all but the last quiet one.
+        for _ in 0..quiet {
+            assert!(e.alerts().is_empty());
         }
-        // Never exponential: a pathological pattern on a long key.
-        let key = vec![b'a'; 10_000];
-        assert!(!glob(b"*a*a*a*a*a*a*a*a*b", &key));
+        let cleared = e.alerts();
+        assert!(
+            matches!(
+                &cleared[..],
+                [super::super::Alert::Policy {
+                    keys: 5,
+                    raised: false,
+                    ..
+                }]
+            ),
+            "{cleared:?}"
+        );
+        assert!(e.alerts().is_empty());
+        // A new stretch counts from where the last ended.
+        e.counts[0].expired = 6;
+        assert!(matches!(
+            &e.alerts()[..],
+            [super::super::Alert::Policy {
+                keys: 1,
+                raised: true,
+                ..
+            }]
+        ));
     }
 
     #[test]

@@ -63,6 +63,24 @@ mod levels;
 mod report;
 mod sampler;
 mod task;
+#[cfg(feature = "webhook")]
+mod webhook;
+#[cfg(feature = "webhook")]
+pub use webhook::Webhook;
+
+/// The webhooks alerts are posted to (none without the feature).
+#[cfg(feature = "webhook")]
+type Hooks = Vec<Webhook>;
+#[cfg(not(feature = "webhook"))]
+type Hooks = Vec<std::convert::Infallible>;
+
+/// Starts delivering `alerts` to `hooks`.
+#[cfg(feature = "webhook")]
+fn deliver(hooks: &Hooks, name: &str, alerts: &tokio::sync::broadcast::Sender<Alert>) {
+    webhook::spawn(hooks, name, alerts);
+}
+#[cfg(not(feature = "webhook"))]
+fn deliver(_: &Hooks, _: &str, _: &tokio::sync::broadcast::Sender<Alert>) {}
 
 pub(crate) use forecast::Forecaster;
 pub use forecast::Growth;
@@ -70,7 +88,7 @@ pub use info::{parse, Info, InfoError, Keyspace, Policy};
 pub(crate) use levels::Levels;
 pub use sampler::PrefixShare;
 
-pub use alert::{Alert, Warning};
+pub use alert::{Alert, Warning, POLICY_QUIET_POLLS};
 pub use config::WatchdogBuilder;
 pub(crate) use config::WatchdogConfig;
 pub use expiry::PolicyCount;

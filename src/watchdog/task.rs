@@ -48,16 +48,21 @@ impl Watchdog {
         WatchdogBuilder::default()
     }
 
-    pub(crate) fn spawn(config: WatchdogConfig, target: crate::backend::Target) -> Self {
+    pub(crate) fn spawn(mut config: WatchdogConfig, target: crate::backend::Target) -> Self {
         crate::telemetry::describe();
         let name = config.name.clone();
-        Self::start(&name, move |shared| run(config, target, shared))
+        let hooks = std::mem::take(&mut config.webhooks);
+        Self::start(&name, &hooks, move |shared| run(config, target, shared))
     }
 
     /// Spawns `task` over a new report and alert channel; the task stops
     /// when the last handle is dropped (and should return once it cannot
     /// upgrade its `Weak`).
-    pub(super) fn start<F>(name: &str, task: impl FnOnce(std::sync::Weak<Shared>) -> F) -> Self
+    pub(super) fn start<F>(
+        name: &str,
+        hooks: &Hooks,
+        task: impl FnOnce(std::sync::Weak<Shared>) -> F,
+    ) -> Self
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
@@ -66,6 +71,8 @@ impl Watchdog {
             alerts: broadcast::channel(64).0,
             pressure: Arc::new(AtomicBool::new(false)),
         });
+        // Subscribed before the first poll can alert.
+        deliver(hooks, name, &shared.alerts);
         let task = tokio::spawn(task(Arc::downgrade(&shared)));
         Watchdog {
             shared,
@@ -197,6 +204,10 @@ impl State {
                 report.no_ttl_prefixes = tally.top(5);
                 report.keys_sampled = tally.sampled;
                 report.expiry.clone_from(&self.expiry.counts);
+                drop(report);
+                for alert in self.expiry.alerts() {
+                    emit(shared, &self.config.name, alert);
+                }
             }
         }
     }
@@ -283,6 +294,14 @@ impl State {
                 let _ = shared.alerts.send(Alert::Warning(w.clone()));
             }
         }
+        for w in &self.warned {
+            let gone = !warnings
+                .iter()
+                .any(|k| std::mem::discriminant(k) == std::mem::discriminant(w));
+            if gone {
+                emit(shared, &name, Alert::WarningCleared(w.clone()));
+            }
+        }
         self.warned = warnings.clone();
         let shedding = match (self.config.shed_above, ratio) {
             (Some(level), Some(r)) => info.policy == Policy::NoEviction && r >= level,
@@ -339,7 +358,11 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 pub(super) fn emit(shared: &Shared, name: &str, alert: Alert) {
     match &alert {
-        Alert::Usage { raised: false, .. } | Alert::Leeway { raised: false, .. } | Alert::Up => {
+        Alert::Usage { raised: false, .. }
+        | Alert::Leeway { raised: false, .. }
+        | Alert::Policy { raised: false, .. }
+        | Alert::WarningCleared(_)
+        | Alert::Up => {
             tracing::info!(target: "fusebox::watchdog", watchdog = name, "{alert}");
         }
         _ => tracing::warn!(target: "fusebox::watchdog", watchdog = name, "{alert}"),
@@ -347,54 +370,8 @@ pub(super) fn emit(shared: &Shared, name: &str, alert: Alert) {
     let _ = shared.alerts.send(alert);
 }
 
-use metrics::{counter, gauge};
-
-use crate::telemetry;
-
-/// Publishes one poll's figures.
-fn watchdog_figures(
-    name: &str,
-    info: &Info,
-    ratio: Option<f64>,
-    growth: Option<f64>,
-    to_full: Option<std::time::Duration>,
-    evicted: Option<u64>,
-    expired: Option<u64>,
-) {
-    let name = name.to_owned();
-    let label = || ("watchdog", name.clone());
-    let set = |metric: &'static str, v: f64| {
-        let (k, n) = label();
-        gauge!(metric, k => n).set(v);
-    };
-    set(telemetry::REDIS_USED_MEMORY_BYTES, info.used_memory as f64);
-    if let Some(r) = ratio {
-        set(telemetry::REDIS_MEMORY_RATIO, r);
-    }
-    if let Some(g) = growth {
-        set(telemetry::REDIS_MEMORY_GROWTH_BYTES_PER_SECOND, g);
-    }
-    match (to_full, growth) {
-        (Some(d), _) => set(telemetry::REDIS_SECONDS_TO_FULL, d.as_secs_f64()),
-        // A forecast, and it says never.
-        (None, Some(_)) => set(telemetry::REDIS_SECONDS_TO_FULL, f64::INFINITY),
-        (None, None) => {}
-    }
-    if let Some(s) = info.no_ttl_share() {
-        set(telemetry::REDIS_NO_TTL_KEY_RATIO, s);
-    }
-    let add = |metric: &'static str, n: u64| {
-        let (k, v) = label();
-        counter!(metric, k => v).increment(n);
-    };
-    if let Some(n) = evicted {
-        add(telemetry::REDIS_EVICTED_KEYS_TOTAL, n);
-    }
-    if let Some(n) = expired {
-        add(telemetry::REDIS_EXPIRED_KEYS_TOTAL, n);
-    }
-}
-
+mod figures;
+use figures::watchdog_figures;
 mod io;
 #[cfg(test)]
 mod tests;

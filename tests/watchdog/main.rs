@@ -4,6 +4,8 @@
 #[path = "../cache/common.rs"]
 mod common;
 mod expiry;
+#[cfg(feature = "webhook")]
+mod webhook;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
