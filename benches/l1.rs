@@ -83,7 +83,7 @@ fn run(store: &impl Store, threads: usize, mix: bool) -> f64 {
                     x ^= x >> 7;
                     x ^= x << 17;
                     let k = &keys[(x % KEYS) as usize];
-                    if x % 10 == 0 {
+                    if x.is_multiple_of(10) {
                         store.insert(k.clone(), value.clone());
                     } else {
                         std::hint::black_box(store.get(k));

@@ -58,6 +58,10 @@ enum Client {
     OverClusterConn(Cache<ClientBackend<redis::cluster_async::ClusterConnection>>),
     Bb8(bb8::Pool<bb8_redis::RedisConnectionManager>),
     Raw(redis::aio::MultiplexedConnection),
+    /// The raw connection behind an `ExpiryGuard` holding `key:*` to 1 h:
+    /// its `SET key value` goes out as `SET key value PX 3600000`, the raw
+    /// client's command; `GET` passes through, inspected.
+    Guarded(fusebox::watchdog::ExpiryGuard<redis::aio::MultiplexedConnection>),
 }
 
 impl Client {
@@ -93,6 +97,16 @@ impl Client {
                 .await
                 .is_ok_and(|v| v.is_some()),
             (Client::Raw(conn), Op::Set) => set_px(conn, key).await,
+            (Client::Guarded(conn), Op::Get) => conn
+                .get::<_, Option<Vec<u8>>>(key)
+                .await
+                .is_ok_and(|v| v.is_some()),
+            (Client::Guarded(conn), Op::Set) => redis::cmd("SET")
+                .arg(key)
+                .arg(&VALUE[..])
+                .query_async::<()>(conn)
+                .await
+                .is_ok(),
         }
     }
 }
@@ -308,15 +322,21 @@ fn main() {
                 .await
                 .unwrap(),
         );
-        let raw = Client::Raw(
-            redis::Client::open(url.as_str())
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
+        let raw_conn = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let guarded = Client::Guarded(
+            fusebox::watchdog::ExpiryGuard::builder()
+                .expire("key:*", Duration::from_secs(3600))
+                .wrap(raw_conn.clone())
                 .unwrap(),
         );
+        let raw = Client::Raw(raw_conn);
         let clients = [
             ("raw redis MultiplexedConnection (one, shared)", raw),
+            ("raw MultiplexedConnection in an ExpiryGuard (SET given PX)", guarded),
             ("fusebox Cache (defaults: breaker, fail-open, deadlines)", fusebox),
             ("fusebox Cache over ClientBackend<ConnectionManager>", over_manager),
             ("fusebox Cache over ClientBackend<MultiplexedConnection>", over_multiplexed),

@@ -202,14 +202,27 @@ impl Expiry {
 
 /// The expiry policies can work as given.
 pub(super) fn check(c: &super::WatchdogConfig) -> Result<(), crate::error::ConfigError> {
-    let refuse = |why: String| Err(crate::error::ConfigError::new("watchdog", "expire", why));
-    if c.expiry.len() > 64 {
-        return refuse(format!("at most 64 policies, got {}", c.expiry.len()));
-    }
     if !c.expiry.is_empty() && c.samples_per_round == 0 {
-        return refuse("needs the sampler: samples_per_round must be at least 1".into());
+        return Err(crate::error::ConfigError::new(
+            "watchdog",
+            "expire",
+            "needs the sampler: samples_per_round must be at least 1",
+        ));
     }
-    for rule in &c.expiry {
+    check_rules(&c.expiry, "watchdog")
+}
+
+/// At most 64 rules, each with a pattern of 1 to 1024 bytes and a TTL of
+/// 1 s to 100 years.
+pub(crate) fn check_rules(
+    rules: &[ExpiryRule],
+    builder: &'static str,
+) -> Result<(), crate::error::ConfigError> {
+    let refuse = |why: String| Err(crate::error::ConfigError::new(builder, "expire", why));
+    if rules.len() > 64 {
+        return refuse(format!("at most 64 policies, got {}", rules.len()));
+    }
+    for rule in rules {
         if rule.pattern.is_empty() || rule.pattern.len() > 1024 {
             return refuse("a pattern must be 1 to 1024 bytes".into());
         }
@@ -224,7 +237,7 @@ pub(super) fn check(c: &super::WatchdogConfig) -> Result<(), crate::error::Confi
 }
 
 /// `EXPIRE key ttl NX` for a Redis without `NX`: only a key without TTL.
-const NX_SCRIPT: &str =
+pub(crate) const NX_SCRIPT: &str =
     "if redis.call('TTL', KEYS[1]) == -1 then return redis.call('EXPIRE', KEYS[1], ARGV[1]) end return 0";
 
 /// Whether Redis refused `EXPIRE`'s `NX` (Redis before 7).
@@ -237,7 +250,7 @@ fn refuses_nx(e: &redis::RedisError) -> bool {
 }
 
 /// A TTL in whole seconds, at least 1.
-fn secs(d: Duration) -> u64 {
+pub(crate) fn secs(d: Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 

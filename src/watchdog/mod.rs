@@ -58,6 +58,7 @@ mod cluster;
 mod config;
 mod expiry;
 mod forecast;
+mod guard;
 mod info;
 mod levels;
 mod report;
@@ -92,6 +93,7 @@ pub use alert::{Alert, Warning, POLICY_QUIET_POLLS};
 pub use config::WatchdogBuilder;
 pub(crate) use config::WatchdogConfig;
 pub use expiry::PolicyCount;
+pub use guard::{ExpiryGuard, ExpiryGuardBuilder};
 pub use report::{Report, Severity, Status};
 pub use task::Watchdog;
 

@@ -4,6 +4,7 @@
 #[path = "../cache/common.rs"]
 mod common;
 mod expiry;
+mod guard;
 #[cfg(feature = "webhook")]
 mod webhook;
 
