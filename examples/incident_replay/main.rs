@@ -60,6 +60,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[cfg(feature = "cluster")]
 mod cluster;
+mod picture;
 
 const MAXMEMORY: &str = "32mb";
 const CLIENTS: usize = 12;
@@ -106,6 +107,11 @@ struct Replay {
     near: Mutex<Vec<NearStats>>,
     /// Where they are read from: the cache's near cache, if it has one.
     near_source: Mutex<Option<NearSource>>,
+    /// For the picture: the load since the last sample, when each phase
+    /// began, and the alerts.
+    window: Mutex<picture::Window>,
+    phase_starts: Mutex<Vec<(f64, &'static str)>>,
+    marks: Mutex<Vec<(f64, String)>>,
 }
 
 type NearSource = Box<dyn Fn() -> Option<NearStats> + Send>;
@@ -132,6 +138,9 @@ impl Replay {
             oom_at: Mutex::new(None),
             near: Mutex::new(Vec::new()),
             near_source: Mutex::new(None),
+            window: Mutex::default(),
+            phase_starts: Mutex::default(),
+            marks: Mutex::default(),
         })
     }
 
@@ -162,6 +171,8 @@ impl Replay {
     fn enter(&self, phase: usize) {
         self.mark_near();
         self.phase.store(phase, Relaxed);
+        let start = (self.t(), self.phases[phase]);
+        self.phase_starts.lock().unwrap().push(start);
         println!("[{:>5.1} s] ── phase: {} ──", self.t(), self.phases[phase]);
     }
 }
@@ -318,6 +329,14 @@ fn load(
                             _ => s.errors += 1,
                         }
                     }
+                    {
+                        let mut w = replay.window.lock().unwrap();
+                        w.latencies_us.push(us);
+                        match answer {
+                            Some((200, hit)) => w.cached += u64::from(hit),
+                            _ => w.errors += 1,
+                        }
+                    }
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
             })
@@ -362,6 +381,8 @@ fn timeline(replay: &Arc<Replay>, watchdog: &Watchdog, stop: &Arc<AtomicBool>) {
                 .lock()
                 .unwrap()
                 .get_or_insert(replay.start.elapsed());
+            let at = replay.t();
+            replay.marks.lock().unwrap().push((at, alert.to_string()));
             let mut line = format!("watchdog: {alert}");
             // A cluster node's alert: that node's own figures.
             let (inner, node) = match &alert {
@@ -509,6 +530,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let watchdog = cache.watchdog().expect("started with the cache").clone();
     timeline(&replay, &watchdog, &stop);
     breaker_timeline(&replay, cache.breaker(), "breaker", &stop);
+    let recorder = picture::record(&replay, &watchdog, &stop);
 
     let clients = load(addr, replay.clone(), stop.clone());
     replay.enter(0);
@@ -583,6 +605,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     drop(redis);
     summary(&replay, PHASES.len());
+    let points = recorder.await?;
+    let (default, title) = match (near, policy) {
+        (_, true) => (
+            "target/incident_replay-policy.svg",
+            "fusebox incident replay, with the expiry policy",
+        ),
+        (true, _) => (
+            "target/incident_replay-near.svg",
+            "fusebox incident replay, with the near cache",
+        ),
+        _ => ("target/incident_replay.svg", "fusebox incident replay"),
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let path = args
+        .iter()
+        .position(|a| a == "--svg")
+        .and_then(|i| args.get(i + 1))
+        .map_or(default, String::as_str);
+    picture::draw(&replay, &points, title, path)?;
+    println!("\nthe timeline: {path}");
     Ok(())
 }
 

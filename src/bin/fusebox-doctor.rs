@@ -7,7 +7,12 @@
 //! fusebox-doctor --json --seconds 10 redis://…     # the same as JSON, for scripts
 //! fusebox-doctor --expire 'jobs:done:*=72h' redis://…          # what the policy would do
 //! fusebox-doctor --expire 'jobs:done:*=72h' --apply redis://…  # do it (EXPIRE … NX)
+//! fusebox-doctor --seconds 60 --svg memory.svg redis://…       # and a chart of the watch
 //! ```
+//!
+//! `--svg FILE` also writes the watch as an SVG timeline: memory against
+//! `maxmemory` with the 20/50/90 % levels, the forecast time until full
+//! with the 48 h leeway line, and each alert marked where it fired.
 //!
 //! `--expire PATTERN=TTL` (repeatable; TTL as `90s`, `30m`, `72h` or `3d`)
 //! holds the keys the watch's `SCAN` meets that match `PATTERN` and have no
@@ -36,15 +41,16 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use fusebox::watchdog::{Report, Severity, Status, Watchdog};
+use fusebox::watchdog::{Chart, Panel, Report, Severity, Status, Watchdog};
 
 const USAGE: &str =
-    "usage: fusebox-doctor [--json] [--seconds N] [--expire PATTERN=TTL]… [--apply] [URL [N]]
+    "usage: fusebox-doctor [--json] [--seconds N] [--expire PATTERN=TTL]… [--apply] [--svg FILE] [URL [N]]
   URL: redis://[:password@]host:port[/db], rediss://…, or redis+sentinel://host:port,…/service
        (default redis://127.0.0.1:6379)
   N:   seconds to watch, 1 to 3600 (default 5)
   --expire PATTERN=TTL: keys matching PATTERN without a TTL get TTL (90s, 30m, 72h, 3d);
-       a dry run (counted, nothing changed) unless --apply";
+       a dry run (counted, nothing changed) unless --apply
+  --svg FILE: also write the watch as an SVG chart (memory, forecast, alerts)";
 
 struct Args {
     url: String,
@@ -52,6 +58,7 @@ struct Args {
     json: bool,
     expire: Vec<(String, Duration)>,
     apply: bool,
+    svg: Option<String>,
 }
 
 fn args() -> Result<Args, String> {
@@ -61,6 +68,7 @@ fn args() -> Result<Args, String> {
         json: false,
         expire: Vec::new(),
         apply: false,
+        svg: None,
     };
     let mut args = std::env::args().skip(1);
     let mut positional = Vec::new();
@@ -72,6 +80,7 @@ fn args() -> Result<Args, String> {
                 let rule = args.next().ok_or("--expire needs PATTERN=TTL")?;
                 out.expire.push(expire_rule(&rule)?);
             }
+            "--svg" => out.svg = Some(args.next().ok_or("--svg needs a file")?),
             "--seconds" => {
                 let n = args.next().ok_or("--seconds needs a number")?;
                 out.seconds = seconds(&n)?;
@@ -141,13 +150,19 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let report = match runtime.block_on(watch(&args)) {
+    let (report, watched) = match runtime.block_on(watch(&args)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("fusebox-doctor: {e}");
             return ExitCode::from(3);
         }
     };
+    if let Some(path) = &args.svg {
+        if let Err(e) = std::fs::write(path, watched.chart(args.seconds).to_svg()) {
+            eprintln!("fusebox-doctor: cannot write {path}: {e}");
+            return ExitCode::from(3);
+        }
+    }
     let severity = report.severity();
     let sizing = [2 * DAY, 3 * DAY].map(|d| report.maxmemory_for(d));
     if args.json {
@@ -188,7 +203,51 @@ fn code(severity: Severity) -> u8 {
     }
 }
 
-async fn watch(args: &Args) -> Result<Report, fusebox::ConfigError> {
+/// One sample of the watch: seconds since it began, bytes used, the
+/// limit, seconds to full.
+type Sample = (f64, Option<u64>, Option<u64>, Option<f64>);
+
+/// What the watch saw, for `--svg`: a sample every 250 ms, and the alerts.
+#[derive(Default)]
+struct Watched {
+    samples: Vec<Sample>,
+    alerts: Vec<(f64, String)>,
+}
+
+impl Watched {
+    fn chart(&self, seconds: u64) -> Chart {
+        let mib = |b: u64| b as f64 / f64::from(1 << 20);
+        let limit = self.samples.iter().rev().find_map(|s| s.2).map(mib);
+        let used = self
+            .samples
+            .iter()
+            .map(|s| (s.0, s.1.map_or(f64::NAN, mib)));
+        let mut memory = Panel::new("Redis memory, MiB").series("used", used.collect());
+        if let Some(limit) = limit {
+            for level in [0.2, 0.5, 0.9] {
+                memory = memory.rule(limit * level, format!("{:.0} %", level * 100.0));
+            }
+            memory = memory.rule(limit, "maxmemory").y_max(limit * 1.08);
+        }
+        let hours = self
+            .samples
+            .iter()
+            .map(|s| (s.0, s.3.map_or(f64::NAN, |t| t / 3600.0)));
+        let forecast = Panel::new("forecast: time until full, h")
+            .series("time to full", hours.collect())
+            .rule(48.0, "48 h leeway")
+            .y_max(144.0);
+        let mut chart = Chart::new(format!("fusebox doctor: {seconds} s of watching"))
+            .panel(memory)
+            .panel(forecast);
+        for (at, alert) in &self.alerts {
+            chart = chart.mark(*at, alert.clone());
+        }
+        chart
+    }
+}
+
+async fn watch(args: &Args) -> Result<(Report, Watched), fusebox::ConfigError> {
     let mut builder = Watchdog::builder()
         .name("doctor")
         .interval(Duration::from_millis(500))
@@ -207,16 +266,28 @@ async fn watch(args: &Args) -> Result<Report, fusebox::ConfigError> {
         false => builder.redis_url(&args.url),
     }
     .build()?;
+    let mut alerts = watchdog.subscribe();
+    let mut watched = Watched::default();
     // The whole watch, unless Redis is seen to be down first: nothing more
     // to learn by waiting.
-    let end = tokio::time::Instant::now() + Duration::from_secs(args.seconds);
+    let start = tokio::time::Instant::now();
+    let end = start + Duration::from_secs(args.seconds);
     while tokio::time::Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if watchdog.report().status == Status::Down {
+        let report = watchdog.report();
+        let t = start.elapsed().as_secs_f64();
+        while let Ok(alert) = alerts.try_recv() {
+            watched.alerts.push((t, alert.to_string()));
+        }
+        let used = report.info.as_ref().map(|i| i.used_memory);
+        watched
+            .samples
+            .push((t, used, report.limit, report.seconds_to_full));
+        if report.status == Status::Down {
             break;
         }
     }
-    Ok(watchdog.report())
+    Ok((watchdog.report(), watched))
 }
 
 /// Whether the Redis at `url` says it is a node of a cluster (`INFO

@@ -54,6 +54,7 @@
 //! ```
 
 mod alert;
+mod chart;
 mod cluster;
 mod config;
 mod expiry;
@@ -90,6 +91,7 @@ pub(crate) use levels::Levels;
 pub use sampler::PrefixShare;
 
 pub use alert::{Alert, Warning, POLICY_QUIET_POLLS};
+pub use chart::{Chart, Panel};
 pub use config::WatchdogBuilder;
 pub(crate) use config::WatchdogConfig;
 pub use expiry::PolicyCount;

@@ -158,3 +158,42 @@ fn an_expiry_policy_is_a_dry_run_until_applied() {
         assert_eq!(code, Some(3), "{bad:?}: {stderr}");
     }
 }
+
+#[test]
+fn svg_draws_the_watch_memory_levels_forecast_and_alerts() {
+    // 10 MiB of limit, about 5 used: the 20 % level fires at the first poll.
+    let redis = RedisServer::start(&["--maxmemory", "10mb", "--maxmemory-policy", "noeviction"]);
+    let value = "x".repeat(200);
+    for batch in 0..20 {
+        let keys: Vec<String> = (0..1000).map(|i| format!("leak:{batch}:{i}")).collect();
+        let mut args = vec!["MSET"];
+        for k in &keys {
+            args.extend([k.as_str(), &value]);
+        }
+        redis.cmd(&args);
+    }
+    let dir = std::env::temp_dir().join(format!("fusebox-doctor-svg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("memory.svg");
+    let url = redis.url();
+    let (code, stdout, stderr) = doctor(&["--svg", path.to_str().unwrap(), "--seconds", "2", &url]);
+    assert!(code.is_some_and(|c| c <= 2), "{stdout}{stderr}");
+    let svg = std::fs::read_to_string(&path).expect("the SVG was written");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    for part in [
+        "Redis memory, MiB",
+        "maxmemory",
+        "20 %",
+        "90 %",
+        "48 h leeway",
+        "memory above 20 %",
+    ] {
+        assert!(svg.contains(part), "{part} missing");
+    }
+    assert!(svg.matches("<path d=\"M").count() >= 1, "the memory line");
+    // Without a writable place: a clear error, exit 3.
+    let (code, _, stderr) = doctor(&["--svg", "/nonexistent/dir/x.svg", "--seconds", "1", &url]);
+    assert_eq!(code, Some(3));
+    assert!(stderr.contains("cannot write"), "{stderr}");
+}
