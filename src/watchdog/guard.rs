@@ -211,13 +211,24 @@ impl<C: ConnectionLike + Send> ExpiryGuard<C> {
             .inner
             .req_packed_command(redis::cmd("INFO").arg("server"))
             .await;
-        let major = match info {
-            Ok(Value::BulkString(b)) => version_major(&String::from_utf8_lossy(&b)),
-            Ok(Value::VerbatimString { text, .. }) => version_major(&text),
-            // Unknown (a cluster's many answers, INFO renamed): the
-            // script, which every version runs; asked again next time.
-            _ => return false,
+        let text = |v: &Value| match v {
+            Value::BulkString(b) => version_major(&String::from_utf8_lossy(b)),
+            Value::VerbatimString { text, .. } => version_major(text),
+            _ => None,
         };
+        let major = match info {
+            // A cluster's answer, by node: the oldest decides.
+            Ok(Value::Map(nodes)) => nodes
+                .iter()
+                .map(|(_, v)| text(v))
+                .collect::<Option<Vec<_>>>()
+                .and_then(|v| v.into_iter().min()),
+            Ok(v) => text(&v),
+            // Not known now: the script, which every version runs; asked
+            // again next time.
+            Err(_) => return false,
+        };
+        // An answer without a version (INFO renamed, say): the script.
         let nx = major.is_some_and(|m| m >= 7);
         self.nx.store(if nx { 1 } else { 2 }, Relaxed);
         nx

@@ -136,8 +136,6 @@ impl Webhook {
         if first.is_zero() || first > max {
             return refuse("the back-off must start above zero and at most at its maximum");
         }
-        #[cfg(feature = "tls")]
-        let _ = rustls::crypto::ring::default_provider().install_default();
         match reqwest::Client::builder().timeout(self.timeout).build() {
             Ok(client) => self.client = Some(client),
             Err(_) => return refuse("no HTTP client could be built"),
