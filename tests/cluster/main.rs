@@ -13,6 +13,7 @@ use fusebox_testkit::RedisCluster;
 
 mod coverage;
 mod edges;
+mod guard;
 mod watchdog;
 
 const DEADLINE: Duration = Duration::from_millis(200);
