@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock, PoisonError};
+
+use crate::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use crate::sync::Mutex;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -141,10 +143,11 @@ impl Flights {
         S: FnOnce(Bytes, X) -> SFut,
         SFut: Future<Output = ()>,
     {
-        let guard = Landing {
+        let mut guard = Landing {
             flights: self,
             key,
             flight,
+            landed: false,
         };
         let (own, share) = load().await?;
         match share {
@@ -154,6 +157,7 @@ impl Flights {
             }
             None => flight.direct.store(true, Relaxed),
         }
+        guard.landed = true;
         drop(guard);
         Ok(own)
     }
@@ -179,6 +183,8 @@ struct Landing<'a> {
     flights: &'a Flights,
     key: &'a Bytes,
     flight: &'a Arc<Flight>,
+    /// The leader finished (else it failed or was cancelled).
+    landed: bool,
 }
 
 impl Drop for Landing<'_> {
@@ -201,6 +207,11 @@ impl Drop for Landing<'_> {
             }
         }
         drop(flights);
-        self.flight.done.send_replace(true);
+        if self.landed || !crate::sync::seeded("flight_no_wake_on_cancel") {
+            self.flight.done.send_replace(true);
+        }
     }
 }
+
+#[cfg(all(test, fusebox_loom))]
+mod models;

@@ -92,5 +92,6 @@ mod flight;
 mod hold;
 mod near;
 mod request;
+mod sync;
 
 pub use error::ConfigError;
