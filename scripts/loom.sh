@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Model checks (loom) of the concurrent protocols, over every interleaving:
-# the near cache's tickets and generations, single flight's hand-over.
+# the breaker's epochs and probe slots, the near cache's tickets and
+# generations, single flight's hand-over.
 # Each model must pass as the code is, and fail with its seeded bug planted
 # (FUSEBOX_LOOM_SEED): a model that cannot fail proves nothing.
 #
@@ -29,6 +30,8 @@ while read -r seed model what; do
     echo "caught: $seed ($what): $why"
   fi
 done <<'SEEDS'
+breaker_any_epoch breaker::models::loom_an_outcome_from an outcome recorded whatever epoch admitted its call
+breaker_probe_limit breaker::models::loom_a_half_open a half-open circuit that admits probes past its slots
 near_no_recheck near::models::loom_a_read_racing a fill that does not check its ticket again after storing
 near_any_generation near::models::loom_a_read_across a lookup that ignores the entry's generation
 flight_no_wake_on_cancel flight::models::loom_a_cancelled a cancelled leader that does not wake its followers

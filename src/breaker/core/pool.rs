@@ -26,21 +26,24 @@ impl Core {
         let now = Instant::now();
         // Only a core whose base is not after now: with real time that is
         // every core; a paused test clock can be behind an earlier one's.
-        let pooled = {
+        // Under the model checks, a core per model run (loom's atomics
+        // live for one run).
+        let pooled = (!cfg!(fusebox_loom)).then(|| {
             let mut pool = lock(&POOL);
             let found = pool.iter().rposition(|core| core.base <= now);
             found.map(|i| pool.swap_remove(i))
-        };
+        });
+        let pooled = pooled.flatten();
         let core: &'static Core = pooled.unwrap_or_else(|| {
             Box::leak(Box::new(Core {
                 head: Head::default(),
                 base: now,
                 stripes: std::array::from_fn(|_| Stripe::default()),
-                live: Mutex::new(None),
+                live: crate::sync::Mutex::new(None),
                 latency: std::sync::RwLock::new(None),
             }))
         });
-        let mut live = lock(&core.live);
+        let mut live = core.live();
         let totals = core.totals();
         let epoch = epoch_of(core.head.word.load(Relaxed)) + 1;
         let mut flags = 0;
@@ -85,7 +88,10 @@ impl Core {
             .word
             .store(flags | (epoch << EPOCH_SHIFT), Release);
         drop(live);
-        register(core);
+        if !cfg!(fusebox_loom) {
+            // No publisher thread under the model checks.
+            register(core);
+        }
         core
     }
 
@@ -94,7 +100,7 @@ impl Core {
         // The last totals of this breaker, then no more.
         self.publish();
         lock(&PUBLISHER).cores.retain(|c| !std::ptr::eq(*c, self));
-        let mut live = lock(&self.live);
+        let mut live = self.live();
         if let Some(l) = live.as_mut() {
             if let Some(timer) = l.timer.take() {
                 timer.abort();
@@ -111,6 +117,8 @@ impl Core {
             .word
             .store((epoch << EPOCH_SHIFT) | State::Disabled.code(), Release);
         drop(live);
-        lock(&POOL).push(self);
+        if !cfg!(fusebox_loom) {
+            lock(&POOL).push(self);
+        }
     }
 }

@@ -24,7 +24,7 @@ impl Core {
     pub(super) fn publish(&self) {
         let totals = self.totals();
         let (name, delta) = {
-            let mut live = lock(&self.live);
+            let mut live = self.live();
             let Some(live) = live.as_mut() else { return };
             let base = live.metrics_base;
             let now = Totals {
