@@ -159,3 +159,42 @@ pub struct Snapshot {
     /// Probes running now, while half-open.
     pub probes_in_flight: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names are metrics labels and the codes the lock-free word:
+    /// both must stay as they are (mutation testing found them unchecked
+    /// by the unit tests).
+    #[test]
+    fn names_codes_and_rejection_are_stable() {
+        let all = [
+            (State::Closed, "closed", false),
+            (State::Open, "open", true),
+            (State::HalfOpen, "half_open", false),
+            (State::ForcedOpen, "forced_open", true),
+            (State::Disabled, "disabled", false),
+        ];
+        for (state, name, rejecting) in all {
+            assert_eq!(state.as_str(), name);
+            assert_eq!(state.to_string(), name);
+            assert_eq!(state.is_rejecting(), rejecting, "{name}");
+            assert_eq!(State::from_code(state.code()), state);
+        }
+        let causes = [
+            (Cause::FailureRate, "failure_rate"),
+            (Cause::SlowCallRate, "slow_call_rate"),
+            (Cause::ConsecutiveFailures, "consecutive_failures"),
+            (Cause::OpenElapsed, "open_elapsed"),
+            (Cause::ProbesSucceeded, "probes_succeeded"),
+            (Cause::ProbeFailed, "probe_failed"),
+            (Cause::HalfOpenTimedOut, "half_open_timed_out"),
+            (Cause::Forced, "forced"),
+            (Cause::Reset, "reset"),
+        ];
+        for (cause, name) in causes {
+            assert_eq!(cause.as_str(), name);
+        }
+    }
+}

@@ -163,3 +163,64 @@ fn a_million_distinct_keys_stay_within_the_bound() {
     // The store's own reckoning, tables included: within twice the bound.
     assert!(near.memory_used() <= 2 * bound, "{}", near.memory_used());
 }
+
+/// Mutation testing found these gaps (issue 24). The ticket's re-check
+/// after storing (`fill`) is a race that no sequential test reaches: the
+/// loom model `near::models::loom_a_read_racing_…` kills its mutants.
+mod mutants {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_says_how_long_redis_keeps_the_key() {
+        let near = near(false);
+        fill(&near, "t", "v", Ttl::After(Duration::from_secs(10)));
+        fill(&near, "n", "v", Ttl::Never);
+        advance(Duration::from_secs(4)).await;
+        let now = Instant::now();
+        let (t, _) = near.lookup(b"t", now).unwrap();
+        assert_eq!(t.ttl_left(now), Some(Duration::from_secs(6)));
+        let (n, _) = near.lookup(b"n", now).unwrap();
+        assert_eq!(n.ttl_left(now), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_ends_exactly_at_its_end() {
+        let near = near(false);
+        fill(&near, "k", "v", Ttl::Never);
+        let (entry, _) = near.lookup(b"k", Instant::now()).unwrap();
+        // Fresh for the lifetime (60 s), then stale for 600 s.
+        advance(Duration::from_secs(660) - Duration::from_nanos(1)).await;
+        assert!(near.servable_stale(&entry, Instant::now()));
+        advance(Duration::from_nanos(1)).await;
+        assert!(!near.servable_stale(&entry, Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_lost_connection_counts_as_tracking_lost() {
+        let near = near(true);
+        near.tracking(true);
+        assert_eq!(near.stats().tracking_lost, 0, "coming up is no loss");
+        near.tracking(false);
+        near.tracking(false);
+        assert_eq!(near.stats().tracking_lost, 1, "one loss, said twice");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_invalidation_leaves_other_keys_reads_alone() {
+        let near = near(false);
+        // Two keys in different buckets.
+        let (a, b) = ("a", "b");
+        assert_ne!(
+            super::super::bucket_of(a.as_bytes()),
+            super::super::bucket_of(b.as_bytes())
+        );
+        let ticket = near.ticket(b.as_bytes());
+        near.invalidate(a.as_bytes());
+        near.fill(Bytes::from(b), Some((Bytes::from("v"), Ttl::Never)), ticket);
+        assert_eq!(
+            fresh(&near, b),
+            Some(true),
+            "b's read was not b's invalidation"
+        );
+    }
+}
