@@ -134,6 +134,9 @@ impl CountWindow {
         if slow {
             self.slow.push_back(pos);
         }
+        // Housekeeping only: `figures` filters by position itself, so an
+        // off-by-one here (a mutant of `pos + 1`) keeps one entry longer
+        // and changes no answer.
         let oldest = (pos + 1).saturating_sub(self.size);
         for queue in [&mut self.failures, &mut self.slow] {
             while queue.front().is_some_and(|&p| p < oldest) {
@@ -186,6 +189,8 @@ pub(crate) struct TimeWindow {
 impl TimeWindow {
     fn index(&self, now: Instant) -> u64 {
         let elapsed = now.saturating_duration_since(self.origin);
+        // Past u64::MAX buckets (584 years at 1 ns): unreachable, so the
+        // mutants of this fallback are equivalent.
         u64::try_from(elapsed.as_nanos() / self.width).unwrap_or(u64::MAX - 1)
     }
 
@@ -248,6 +253,34 @@ mod tests {
         let f = w.figures(4, now);
         assert_eq!((f.calls, f.failures), (4, 1));
         assert_eq!(w.next_position(4), 6);
+    }
+
+    #[test]
+    fn a_full_count_window_holds_exactly_its_size() {
+        let now = Instant::now();
+        let mut w = count(2);
+        for (fast, pos) in [(0, 0), (0, 1), (0, 2)] {
+            assert_eq!(w.record(true, true, fast, now), pos);
+        }
+        let f = w.figures(0, now);
+        assert_eq!(
+            (f.calls, f.failures, f.slow),
+            (2, 2, 2),
+            "the oldest is out"
+        );
+    }
+
+    #[test]
+    fn time_window_positions_follow_one_another() {
+        let now = Instant::now();
+        let window = Window::Time {
+            span: Duration::from_secs(10),
+            buckets: 5,
+        };
+        let mut w = WindowState::new(window, 0, now);
+        assert_eq!(w.record(true, false, 0, now), 0);
+        assert_eq!(w.record(true, false, 0, now), 1);
+        assert_eq!(w.next_position(0), 2);
     }
 
     #[test]
