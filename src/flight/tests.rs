@@ -60,28 +60,22 @@ async fn a_cancelled_leader_hands_on_and_try_lead_stands_aside_meanwhile() {
         tokio::pin!(leader);
         assert!(futures_poll_once(leader.as_mut()).await.is_none());
         // A flight is under way: a refresh does not start another.
-        let refresh = flights
-            .try_lead(
-                &key,
-                || async { Ok::<_, ()>(((), None::<(Bytes, ())>)) },
-                |_, ()| async {},
-            )
-            .await;
+        let refresh = refresh(&flights, &key).await;
         assert!(refresh.is_none());
         // The leader is dropped here, mid-load.
     }
     assert_eq!(flights.size().0, 0, "the cancelled flight is gone");
-    let refresh = flights
-        .try_lead(
-            &key,
-            || async { Ok::<_, ()>(((), None::<(Bytes, ())>)) },
-            |_, ()| async {},
-        )
-        .await;
+    let refresh = refresh(&flights, &key).await;
     assert!(matches!(refresh, Some(Ok(()))), "no flight: it leads");
     gate.notify_one();
     let next = tokio::time::timeout(Duration::from_secs(5), call(&flights, &gate, &loads));
     assert!(matches!(next.await, Ok(Ok(Coalesced::Led(())))));
+}
+
+/// A refresh of `key` that loads nothing to share.
+async fn refresh(flights: &Flights, key: &Bytes) -> Option<Result<(), ()>> {
+    let load = || async { Ok::<_, ()>(((), None::<(Bytes, ())>)) };
+    flights.try_lead(key, load, |_, ()| async {}).await
 }
 
 /// Polls `f` once: `Some` if it finished.

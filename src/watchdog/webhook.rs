@@ -74,6 +74,15 @@ impl fmt::Debug for Webhook {
     }
 }
 
+/// The longest wait or deadline used: settings above it (up to
+/// `Duration::MAX`) mean "practically never".
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `wait` from now, or [`FAR`] from now if `wait` is longer.
+fn after(wait: Duration) -> Instant {
+    Instant::now() + wait.min(FAR)
+}
+
 /// The most alerts a webhook's queue may hold.
 const MAX_QUEUE: usize = 1 << 16;
 
@@ -136,7 +145,10 @@ impl Webhook {
         if first.is_zero() || first > max {
             return refuse("the back-off must start above zero and at most at its maximum");
         }
-        match reqwest::Client::builder().timeout(self.timeout).build() {
+        // `Duration::MAX` means "practically never": a far deadline, not an
+        // overflow.
+        let timeout = self.timeout.min(FAR);
+        match reqwest::Client::builder().timeout(timeout).build() {
             Ok(client) => self.client = Some(client),
             Err(_) => return refuse("no HTTP client could be built"),
         }
@@ -221,7 +233,7 @@ impl Courier {
                             let wait = backoff(self.backoff, failures);
                             tracing::warn!(target: "fusebox::watchdog", watchdog = &*self.watchdog, host = &*self.host, error = &*why, retry_in = ?wait, "webhook delivery failed");
                             self.count("retried", 1);
-                            retry_at = Some(Instant::now() + wait);
+                            retry_at = Some(after(wait));
                         }
                     }
                 }
@@ -363,7 +375,12 @@ mod tests {
             let full = Duration::from_millis(full);
             assert!(wait <= full && wait >= full / 2, "{failures}: {wait:?}");
         }
-        assert!(backoff((Duration::MAX, Duration::MAX), u32::MAX) > Duration::ZERO);
+        let longest = backoff((Duration::MAX, Duration::MAX), u32::MAX);
+        assert!(longest > Duration::ZERO);
+        assert!(
+            after(longest) > Instant::now(),
+            "no overflow at the extreme"
+        );
     }
 
     #[test]
