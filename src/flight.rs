@@ -23,6 +23,17 @@ pub(crate) enum Coalesced<T, A> {
     Direct(A),
 }
 
+/// What [`Cache::in_flight`](crate::cache::Cache::in_flight) sees: the single-flight table, which holds
+/// only the keys being loaded and shrinks back when a burst has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InFlight {
+    /// Keys being loaded now.
+    pub keys: usize,
+    /// Keys the table has room for without growing.
+    pub capacity: usize,
+}
+
 /// One in-flight load: followers wait for `done`, then read `value`.
 struct Flight {
     done: watch::Sender<bool>,
@@ -170,10 +181,12 @@ impl Flights {
     }
 
     /// Keys in flight, and the table's capacity.
-    #[cfg(test)]
-    pub(crate) fn size(&self) -> (usize, usize) {
+    pub(crate) fn size(&self) -> InFlight {
         let flights = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        (flights.len(), flights.capacity())
+        InFlight {
+            keys: flights.len(),
+            capacity: flights.capacity(),
+        }
     }
 }
 

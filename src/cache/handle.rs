@@ -18,12 +18,14 @@ use crate::request::{CacheRequest, CacheResponse, Fault, FaultClassifier, Reason
 
 mod load;
 mod near;
+#[cfg(feature = "http")]
+mod purges;
 mod read;
 mod write;
 
 #[cfg(test)]
 mod tests;
-use crate::flight::Flights;
+use crate::flight::{Flights, InFlight};
 
 /// The stack a [`Cache`] drives over a backend `B`: fail-open over a
 /// circuit breaker over `B`.
@@ -146,6 +148,9 @@ struct Shared {
     tracking: Option<crate::near::tracking::TrackingTask>,
     /// This cache's prefix on its Redis, while it lives.
     prefix: Option<crate::cache::config::prefixes::PrefixClaim>,
+    /// HTTP purges Redis did not take, held in this process.
+    #[cfg(feature = "http")]
+    purges: purges::LocalPurges,
 }
 
 /// A cache's near cache and its tracking task, if it has them.
@@ -208,6 +213,8 @@ impl<B: Backend> Cache<B> {
                 near,
                 tracking,
                 prefix: None,
+                #[cfg(feature = "http")]
+                purges: purges::LocalPurges::default(),
             }),
         }
     }
@@ -249,6 +256,14 @@ impl<B: Backend> Cache<B> {
     /// holds, if there is one.
     pub fn near_stats(&self) -> Option<crate::near::NearStats> {
         self.shared.near.as_ref().map(|n| n.stats())
+    }
+
+    /// The loads in flight right now (single flight of
+    /// [`get_or_load`](Self::get_or_load) and the HTTP and gRPC response
+    /// caches): for dashboards and leak checks, as the soak
+    /// (`scripts/soak.sh`) uses it.
+    pub fn in_flight(&self) -> InFlight {
+        self.shared.flights.size()
     }
 
     /// Whether the cache has a near cache.

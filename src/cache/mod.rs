@@ -59,6 +59,7 @@ mod config;
 mod fail_open;
 mod handle;
 
+pub use crate::flight::InFlight;
 pub use crate::near::{Invalidation, NearCache, NearStats};
 pub use crate::request::{CacheRequest, CacheResponse, Fault, FaultClassifier, Reason, Ttl};
 #[cfg(feature = "serde")]

@@ -49,7 +49,7 @@ fn loom_a_leader_and_a_follower_share_one_load_or_lead_in_turn() {
         assert_eq!(led + shared, 2, "{mine:?} {theirs:?}");
         assert_eq!(loads.load(SeqCst), led, "one load per leader");
         assert!(led >= 1);
-        assert_eq!(flights.size().0, 0, "no flight left behind");
+        assert_eq!(flights.size().keys, 0, "no flight left behind");
     });
 }
 
@@ -83,6 +83,6 @@ fn loom_a_cancelled_leader_hands_on_to_its_follower() {
         // once the cancelled leader is gone.
         assert!(matches!(answer, Ok(Coalesced::Led(()))), "{answer:?}");
         assert_eq!(loads.load(SeqCst), 1);
-        assert_eq!(flights.size().0, 0, "no flight left behind");
+        assert_eq!(flights.size().keys, 0, "no flight left behind");
     });
 }

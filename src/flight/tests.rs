@@ -47,7 +47,7 @@ async fn a_follower_shares_the_leaders_value_and_no_flight_is_left() {
     assert!(matches!(led, Ok(Coalesced::Led(()))));
     assert!(matches!(followed, Ok(Coalesced::Shared(v, ())) if v == "v"));
     assert_eq!(loads.load(SeqCst), 1);
-    assert_eq!(flights.size().0, 0);
+    assert_eq!(flights.size().keys, 0);
 }
 
 #[tokio::test]
@@ -64,7 +64,7 @@ async fn a_cancelled_leader_hands_on_and_try_lead_stands_aside_meanwhile() {
         assert!(refresh.is_none());
         // The leader is dropped here, mid-load.
     }
-    assert_eq!(flights.size().0, 0, "the cancelled flight is gone");
+    assert_eq!(flights.size().keys, 0, "the cancelled flight is gone");
     let refresh = refresh(&flights, &key).await;
     assert!(matches!(refresh, Some(Ok(()))), "no flight: it leads");
     gate.notify_one();

@@ -267,7 +267,7 @@ where
     let header = &config.status_header;
     // A reply past its method's TTL is never served, even if the cache
     // still holds it (a near cache's copy while Redis is down).
-    if let Some(entry) = cached_entry(&cache, "grpc", &key, None).await {
+    if let (Some(entry), _) = cached_entry(&cache, "grpc", &key, None).await {
         let now = now_ms();
         if entry.lifetime.at(now) == Use::Fresh {
             return Ok(mark_with(entry.into_response(false, now), header, "hit"));
@@ -275,7 +275,7 @@ where
     }
     through_flight(
         &cache,
-        &key,
+        (&key, 0),
         header,
         (inner, parts, message),
         move |(mut inner, parts, message)| async move {

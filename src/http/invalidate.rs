@@ -55,7 +55,9 @@ where
 }
 
 /// Sets the purge marker of one URL to now: counted, by `trigger`, and
-/// logged when it could not be written (the old entries stay usable).
+/// logged when it could not be written. This process then holds the purge
+/// itself (the cache's `LocalPurges`); other processes may still serve the old
+/// entries from Redis until they expire.
 pub(super) async fn purge<C: Backend>(
     cache: &Cache<C>,
     host: &str,
@@ -64,16 +66,20 @@ pub(super) async fn purge<C: Backend>(
     trigger: &'static str,
 ) -> Write {
     let marker = key::purge(host, path, query);
-    let now = Bytes::from(now_ms().to_string());
-    let write = cache.set_for_max_ttl(&marker, now, false).await;
+    let at = now_ms();
+    let write = cache
+        .set_for_max_ttl(&marker, Bytes::from(at.to_string()), false)
+        .await;
     crate::telemetry::http_purge(cache.label(), trigger, write.is_done());
     if !write.is_done() {
+        let (held, horizon) = cache.local_purges();
+        held.hold(&marker, at, horizon);
         tracing::warn!(
             target: "fusebox::http",
             cache = cache.name(),
             trigger,
             result = ?write,
-            "a purge could not be written: that URL's stored responses may still be served"
+            "a purge could not be written: this process holds it, others may still serve that URL's stored responses"
         );
     }
     write

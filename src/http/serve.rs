@@ -73,7 +73,8 @@ where
     // while revalidated in the background, or kept for the case the
     // handler fails.
     let mut if_error = None;
-    if let Some(entry) = cached_entry(&cache, "http", &keys.entry, Some(&keys.purge)).await {
+    let (entry, purged) = cached_entry(&cache, "http", &keys.entry, Some(&keys.purge)).await;
+    if let Some(entry) = entry {
         let now = now_ms();
         match entry
             .lifetime
@@ -100,7 +101,7 @@ where
     let (policy, cache_ref, purge) = (&policy, &cache, &keys.purge);
     let res = through_flight(
         &cache,
-        &keys.entry,
+        (&keys.entry, purged),
         &config.status_header,
         (inner, req),
         move |(mut inner, req)| async move {
@@ -137,20 +138,33 @@ pub(super) fn policy_request<B>(req: &Request<B>) -> Request<()> {
 }
 
 /// The cached entry for `key`, if there is a valid one that no purge of
-/// its URL (the marker at `purge`) came after; an entry that does not
-/// decode is counted and treated as a miss.
+/// its URL (the marker at `purge`) came after, and the time (ms) of that
+/// URL's last purge (0: none known); an entry that does not decode is
+/// counted and treated as a miss.
 pub(super) async fn cached_entry<C: Backend>(
     cache: &Cache<C>,
     op: &'static str,
     key: &[u8],
     purge: Option<&[u8]>,
-) -> Option<Entry> {
+) -> (Option<Entry>, u64) {
     let (bytes, marker) = match purge {
         // Both in one round trip's time.
         Some(purge) => join(cache.get(key), cache.get(purge)).await,
         None => (cache.get(key).await, None),
     };
-    let entry = Entry::decode(&bytes?);
+    // A marker that does not read as a time purges everything; a purge
+    // Redis did not take is held here.
+    let purged = marker.map_or(0, |m| {
+        std::str::from_utf8(&m)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(u64::MAX)
+    });
+    let purged = purge.map_or(purged, |p| purged.max(cache.local_purges().0.of(p)));
+    let Some(bytes) = bytes else {
+        return (None, purged);
+    };
+    let entry = Entry::decode(&bytes);
     if entry.is_none() {
         crate::telemetry::cache_fail_open(
             &Arc::from(cache.name()),
@@ -158,18 +172,8 @@ pub(super) async fn cached_entry<C: Backend>(
             Reason::Undecodable.as_str(),
         );
     }
-    let entry = entry?;
-    if let Some(marker) = marker {
-        // A marker that does not read as a time purges everything.
-        let purged = std::str::from_utf8(&marker)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(u64::MAX);
-        if entry.lifetime.requested <= purged {
-            return None;
-        }
-    }
-    Some(entry)
+    let entry = entry.filter(|e| e.lifetime.requested > purged);
+    (entry, purged)
 }
 
 /// Both futures' outputs, polled together.
@@ -201,10 +205,12 @@ async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
 /// After a miss: the first caller for `key` runs `lead` with its request
 /// through the cache's single flight (storing what it may share); callers
 /// arriving meanwhile get that shared response, or, when it could not be
-/// shared, run `direct` with their own request.
+/// shared or was requested no later than `purged` (the last purge of the
+/// URL this caller knows of: a flight that began before a `POST` this
+/// caller has seen answered), run `direct` with their own request.
 pub(super) async fn through_flight<C, P, B, E, L, LFut, D, DFut>(
     cache: &Cache<C>,
-    key: &[u8],
+    (key, purged): (&[u8], u64),
     header: &HeaderName,
     pending: P,
     lead: L,
@@ -231,11 +237,11 @@ where
     let pending = match cache.coalesce(key, pending, lead).await? {
         Coalesced::Led(res) => return Ok(mark_with(res, header, "miss")),
         Coalesced::Shared(bytes, pending) => match Entry::decode(&bytes) {
-            Some(entry) => {
+            Some(entry) if entry.lifetime.requested > purged => {
                 let res = entry.into_response(false, now_ms());
                 return Ok(mark_with(res, header, "hit"));
             }
-            None => pending,
+            _ => pending,
         },
         Coalesced::Direct(pending) => pending,
     };

@@ -210,6 +210,12 @@ impl Near {
     }
 
     /// Whether `entry` may be served while Redis fails, at `now`.
+    /// How long past its lifetime an entry may still be served stale.
+    #[cfg(feature = "http")]
+    pub(crate) fn stale_for(&self) -> Duration {
+        self.stale_for
+    }
+
     pub(crate) fn servable_stale(&self, entry: &Entry, now: Instant) -> bool {
         !self.stale_for.is_zero() && now < entry.stale_until
     }

@@ -20,10 +20,22 @@ use super::common::{counter, eventually, metrics, RedisServer};
 use super::exchange;
 
 /// Renders so far, and the render (by number) that never answers.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Origin {
     renders: Arc<AtomicU32>,
     hang_on: Arc<AtomicU32>,
+    /// Requests with `x-hold: 1` wait for a permit.
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin {
+            renders: Arc::default(),
+            hang_on: Arc::default(),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        }
+    }
 }
 
 impl Origin {
@@ -36,6 +48,9 @@ async fn origin(State(o): State<Origin>, headers: HeaderMap) -> Response<Body> {
     let n = o.renders.fetch_add(1, SeqCst) + 1;
     if o.hang_on.load(SeqCst) == n {
         std::future::pending::<()>().await;
+    }
+    if headers.contains_key("x-hold") {
+        o.gate.acquire().await.unwrap().forget();
     }
     let mut res = Response::new(Body::from(format!("render {n}")));
     if let Some(status) = headers.get("x-status") {
@@ -285,6 +300,96 @@ async fn unsafe_methods_invalidate_every_variant_and_the_urls_they_name() {
     assert_eq!(purges("purge"), 1);
     // POST: 3 URLs; PUT: 1; DELETE, PATCH, PURGE: 1 each.
     assert_eq!(purges("unsafe_method"), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_redis_does_not_take_still_holds_in_this_process() {
+    metrics();
+    let cc = "x-respond: cache-control: max-age=600";
+    // Out of memory: Redis still serves the stored page, but refuses the
+    // purge marker.
+    let redis = RedisServer::start(&["--maxmemory-policy", "noeviction"]);
+    let addr = serve(
+        HttpCacheLayer::new(cache(&redis, "rfc-held")),
+        Origin::default(),
+    )
+    .await;
+    get(addr, "/o/p", &[cc]).await;
+    assert_eq!(get(addr, "/o/p", &[]).await.body, "render 1");
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+    assert_eq!(send(addr, "POST", "/o/p", &[]).await.status, 200);
+    for _ in 0..3 {
+        let after = get(addr, "/o/p", &[cc]).await;
+        assert_eq!(after.x_cache(), "miss", "not the page from before the POST");
+        assert_ne!(after.body, "render 1");
+    }
+    let skipped = counter(
+        "fusebox_http_purges_total",
+        &[
+            ("cache", "rfc-held"),
+            ("trigger", "unsafe_method"),
+            ("result", "skipped"),
+        ],
+    );
+    assert_eq!(skipped, 1);
+    // Once Redis takes writes again (and the cache has stopped shedding
+    // them), a new page is stored and hits.
+    redis.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    let stored = eventually(Duration::from_secs(10), || async {
+        let hit = get(addr, "/o/p", &[cc]).await;
+        hit.x_cache() == "hit" && hit.body != "render 1"
+    });
+    assert!(stored.await, "a new page stored");
+
+    // A near cache with Redis down: L1 holds the page, and Redis cannot
+    // be told of the purge.
+    let mut redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("rfc-held-near")
+        .redis_url(redis.url())
+        .near_cache(NearCache::new())
+        .build()
+        .unwrap();
+    let addr = serve(HttpCacheLayer::new(cache), Origin::default()).await;
+    get(addr, "/o/q", &[cc]).await;
+    assert_eq!(get(addr, "/o/q", &[]).await.x_cache(), "hit");
+    redis.kill();
+    let from_l1 = get(addr, "/o/q", &[]).await;
+    assert_eq!(
+        (from_l1.x_cache(), from_l1.body.as_str()),
+        ("hit", "render 1")
+    );
+    assert_eq!(send(addr, "POST", "/o/q", &[]).await.status, 200);
+    let after = get(addr, "/o/q", &[]).await;
+    assert_eq!((after.x_cache(), after.body.as_str()), ("miss", "render 3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_after_a_post_never_takes_a_render_begun_before_it() {
+    let redis = RedisServer::start(&[]);
+    let o = Origin::default();
+    let addr = serve(
+        HttpCacheLayer::new(cache(&redis, "rfc-collapse")),
+        o.clone(),
+    )
+    .await;
+    let cc = "x-respond: cache-control: max-age=600";
+    // A render of the page begins, and is held.
+    let early = tokio::spawn(async move { get(addr, "/o/f", &[cc, "x-hold: 1"]).await });
+    assert!(eventually(Duration::from_secs(5), || async { o.renders() == 1 }).await);
+    // The page changes.
+    assert_eq!(send(addr, "POST", "/o/f", &[]).await.status, 200);
+    // A request after the POST finds the early render in flight: it must
+    // not take it (nor, once stored, serve it).
+    let late = tokio::spawn(async move { get(addr, "/o/f", &[cc]).await });
+    // (Give it time to join the flight; the check below holds either way.)
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    o.gate.add_permits(1);
+    let (early, late) = (early.await.unwrap(), late.await.unwrap());
+    assert_eq!(early.body, "render 1");
+    assert_ne!(late.body, "render 1", "the page from before the POST");
+    let after = get(addr, "/o/f", &[]).await;
+    assert_ne!(after.body, "render 1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

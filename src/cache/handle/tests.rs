@@ -196,17 +196,17 @@ async fn a_burst_of_distinct_keys_leaves_no_peak_table_behind() {
     }
     drop(released);
     for _ in 0..100_000 {
-        if cache.shared.flights.size().0 == 5_000 {
+        if cache.shared.flights.size().keys == 5_000 {
             break;
         }
         tokio::task::yield_now().await;
     }
-    assert!(cache.shared.flights.size().1 >= 5_000);
+    assert!(cache.shared.flights.size().capacity >= 5_000);
     release.send_replace(true);
     for load in loads {
         load.await.unwrap().unwrap();
     }
-    let capacity = cache.shared.flights.size().1;
+    let capacity = cache.shared.flights.size().capacity;
     assert!(capacity <= 2 * MIN_CAPACITY, "{capacity}");
 }
 
