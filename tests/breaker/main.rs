@@ -5,4 +5,5 @@ mod concurrency;
 mod contract;
 mod extremes;
 mod model;
+mod mutants;
 mod service;

@@ -271,3 +271,149 @@ async fn breakers_sharing_a_name_add_up() {
         Some(2.0)
     );
 }
+
+/// Errors named "ignored" say nothing about health.
+fn classify(r: Result<&(), &BoxError>) -> fusebox::breaker::Outcome {
+    use fusebox::breaker::Outcome;
+    match r {
+        Ok(_) => Outcome::Success,
+        Err(e) if e.to_string() == "ignored" => Outcome::Ignored,
+        Err(_) => Outcome::Failure,
+    }
+}
+
+/// Answers `Ok`, or the error named by the request, at once.
+#[derive(Clone)]
+struct Answer;
+
+impl Service<Option<&'static str>> for Answer {
+    type Response = ();
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<(), BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, e: Option<&'static str>) -> Self::Future {
+        std::future::ready(e.map_or(Ok(()), |e| Err(e.into())))
+    }
+}
+
+fn answering() -> Answer {
+    Answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_outcome_is_counted_exactly_from_more_threads_than_stripes() {
+    let _serial = SERIAL.lock().await;
+    snapshotter();
+    let name = "telemetry-threads";
+    let breaker = Breaker::new(exact().name(name).consecutive_failures(1).build().unwrap());
+    let layer = breaker
+        .layer()
+        .classifier(classify as fn(Result<&(), &BoxError>) -> fusebox::breaker::Outcome);
+    // More threads than owned stripes (64): the last ones count on the
+    // shared stripe.
+    let threads: Vec<_> = (0..72)
+        .map(|_| {
+            let mut svc = layer.layer(answering());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    for i in 0..20 {
+                        let e = (i % 4 == 0).then_some("ignored");
+                        let _ = svc.ready().await.unwrap().call(e).await;
+                    }
+                });
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut svc = layer.layer(answering());
+    svc.ready()
+        .await
+        .unwrap()
+        .call(Some("down"))
+        .await
+        .unwrap_err();
+    for _ in 0..3 {
+        svc.ready().await.unwrap().call(None).await.unwrap_err();
+    }
+    fusebox::breaker::publish_counts();
+    let m = metrics_of(name);
+    let outcome = |o| value(&m, BREAKER_CALLS_TOTAL, ("outcome", o));
+    assert_eq!(outcome("success"), Some(72.0 * 15.0));
+    assert_eq!(outcome("ignored"), Some(72.0 * 5.0));
+    assert_eq!(outcome("failure"), Some(1.0));
+    assert_eq!(outcome("rejected"), Some(3.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn locked_calls_probes_and_durations_are_counted() {
+    let _serial = SERIAL.lock().await;
+    snapshotter();
+    let name = "telemetry-locked";
+    // A time window: every closed call's outcome goes through the lock;
+    // durations recorded.
+    let breaker = Breaker::new(
+        exact()
+            .name(name)
+            .time_window(Duration::from_secs(10), 10)
+            .minimum_calls(4)
+            .failure_rate(0.5)
+            .half_open_probes(3)
+            .half_open_successes(2)
+            .record_latency(true)
+            .build()
+            .unwrap(),
+    );
+    let layer = breaker
+        .layer()
+        .classifier(classify as fn(Result<&(), &BoxError>) -> fusebox::breaker::Outcome);
+    let mut svc = layer.layer(answering());
+    for e in [
+        None,
+        None,
+        Some("ignored"),
+        Some("down"),
+        Some("down"),
+        Some("down"),
+    ] {
+        let _ = svc.ready().await.unwrap().call(e).await;
+    }
+    assert_eq!(breaker.state(), fusebox::breaker::State::Open);
+    advance(Duration::from_secs(5)).await;
+    // Probes: one ignored, one failed (reopens).
+    let _ = svc.ready().await.unwrap().call(Some("ignored")).await;
+    let _ = svc.ready().await.unwrap().call(Some("down")).await;
+    assert_eq!(breaker.state(), fusebox::breaker::State::Open);
+    advance(Duration::from_secs(60)).await;
+    for _ in 0..2 {
+        svc.ready().await.unwrap().call(None).await.unwrap();
+    }
+    assert_eq!(breaker.state(), fusebox::breaker::State::Closed);
+    fusebox::breaker::publish_counts();
+    let m = metrics_of(name);
+    let outcome = |o| value(&m, BREAKER_CALLS_TOTAL, ("outcome", o));
+    assert_eq!(outcome("success"), Some(4.0), "2 closed, 2 probes");
+    assert_eq!(outcome("ignored"), Some(2.0), "1 closed, 1 probe");
+    // The second closed failure trips it (2 of 4); the third is rejected.
+    assert_eq!(outcome("failure"), Some(3.0), "2 closed, 1 probe");
+    assert_eq!(outcome("rejected"), Some(1.0));
+    let durations = m
+        .iter()
+        .find(|(n, _, _)| n == fusebox::telemetry::BREAKER_CALL_DURATION_SECONDS)
+        .map(|(_, _, v)| match v {
+            DebugValue::Histogram(h) => h.len(),
+            _ => 0,
+        });
+    assert_eq!(durations, Some(9), "every admitted call timed");
+}
