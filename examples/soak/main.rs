@@ -88,6 +88,7 @@ impl Soak {
     }
 
     fn note(&self, kind: &'static str, what: String) {
+        println!("[{:>7.1} s] {what}", self.t());
         let mut examples = self.examples.lock().unwrap();
         let (n, first) = examples.entry(kind).or_default();
         *n += 1;
@@ -168,6 +169,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients = service::clients(&soak, &service, &stop);
     let cycle = tokio::spawn(faults::cycle(soak.clone(), redis.clone(), stop.clone()));
+    // Ctrl-C or SIGTERM end the run early, and the servers still go.
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            println!("stopping early: the servers are being shut down");
+            stop.store(true, Relaxed);
+        });
+    }
     let sampler = figures::Sampler::new(&soak, &service, &redis);
     let rows = sampler
         .run(Duration::from_secs_f64(minutes * 60.0), &stop)

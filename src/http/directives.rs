@@ -215,6 +215,40 @@ mod tests {
     }
 
     #[test]
+    fn quoted_commas_do_not_split_and_quotes_are_taken_off() {
+        let items: Vec<_> =
+            split(r#"private="set-cookie, x-user", max-age=60 , ,no-cache"#).collect();
+        assert_eq!(
+            items,
+            [
+                ("private", Some("set-cookie, x-user")),
+                ("max-age", Some("60")),
+                ("no-cache", None)
+            ]
+        );
+        // A quote left open runs to the end of the line.
+        let items: Vec<_> = split(r#"a="x, y, b=1"#).collect();
+        assert_eq!(items, [("a", Some(r#""x, y, b=1"#))]);
+        // One directive after a quoted one with a comma in it still counts.
+        let d = cc(&[r#"no-cache="a, b", max-age=5"#]);
+        assert_eq!(d.max_age, Some(Delta::Secs(5)));
+    }
+
+    #[test]
+    fn stale_is_allowed_unless_a_directive_forbids_it() {
+        assert!(cc(&["max-age=5, stale-if-error=60"]).allows_stale());
+        for forbid in [
+            "must-revalidate",
+            "proxy-revalidate",
+            "s-maxage=5",
+            "no-cache",
+        ] {
+            let d = cc(&["max-age=5, stale-if-error=60", forbid]);
+            assert!(!d.allows_stale(), "{forbid}");
+        }
+    }
+
+    #[test]
     fn names_are_read_in_any_case() {
         let d = cc(&["Private, No-Store, NO-CACHE, Public, Must-Revalidate, Proxy-Revalidate"]);
         assert!(d.private && d.no_store && d.no_cache && d.public);

@@ -316,21 +316,41 @@ async fn every_outcome_is_counted_exactly_from_more_threads_than_stripes() {
     let layer = breaker
         .layer()
         .classifier(classify as fn(Result<&(), &BoxError>) -> fusebox::breaker::Outcome);
-    // More threads than owned stripes (64): the last ones count on the
-    // shared stripe.
+    // More threads alive at once than there are owned stripes (64): the
+    // last ones count on the shared stripe, at the same time.
+    // (A bounded wait, not a barrier: a thread that panics must fail the
+    // test, not hang it.)
+    let arrived = Arc::new([
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    ]);
+    let all_here = |arrived: &std::sync::atomic::AtomicUsize| {
+        arrived.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while arrived.load(std::sync::atomic::Ordering::SeqCst) < 72
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
     let threads: Vec<_> = (0..72)
         .map(|_| {
             let mut svc = layer.layer(answering());
+            let arrived = arrived.clone();
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .build()
                     .unwrap();
+                // Each takes its stripe (or the shared one) first.
+                rt.block_on(async { svc.ready().await.unwrap().call(None).await.unwrap() });
+                all_here(&arrived[0]);
                 rt.block_on(async {
-                    for i in 0..20 {
+                    for i in 0..2000 {
                         let e = (i % 4 == 0).then_some("ignored");
                         let _ = svc.ready().await.unwrap().call(e).await;
                     }
                 });
+                all_here(&arrived[1]);
             })
         })
         .collect();
@@ -350,8 +370,8 @@ async fn every_outcome_is_counted_exactly_from_more_threads_than_stripes() {
     fusebox::breaker::publish_counts();
     let m = metrics_of(name);
     let outcome = |o| value(&m, BREAKER_CALLS_TOTAL, ("outcome", o));
-    assert_eq!(outcome("success"), Some(72.0 * 15.0));
-    assert_eq!(outcome("ignored"), Some(72.0 * 5.0));
+    assert_eq!(outcome("success"), Some(72.0 * 1501.0));
+    assert_eq!(outcome("ignored"), Some(72.0 * 500.0));
     assert_eq!(outcome("failure"), Some(1.0));
     assert_eq!(outcome("rejected"), Some(3.0));
 }
@@ -416,4 +436,20 @@ async fn locked_calls_probes_and_durations_are_counted() {
             _ => 0,
         });
     assert_eq!(durations, Some(9), "every admitted call timed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disabled_circuit_counts_no_failure() {
+    let _serial = SERIAL.lock().await;
+    snapshotter();
+    let name = "telemetry-disabled";
+    let breaker = Breaker::new(exact().name(name).build().unwrap());
+    breaker.disable();
+    let (inner, mut handle) = tower_test::mock::pair::<(), ()>();
+    let mut svc = tower_test::mock::Spawn::new(breaker.layer().layer(inner));
+    handle.send_error("not ready");
+    assert!(svc.poll_ready().is_ready());
+    fusebox::breaker::publish_counts();
+    let m = metrics_of(name);
+    assert_eq!(value(&m, BREAKER_CALLS_TOTAL, ("outcome", "failure")), None);
 }
