@@ -43,15 +43,17 @@ fn failing_unless_true() -> Answer {
     Answer
 }
 
+/// Opens at the first failure, for an hour.
+fn trips_for_an_hour() -> Breaker {
+    let config = exact()
+        .consecutive_failures(1)
+        .open_for(Duration::from_secs(3600));
+    Breaker::new(config.build().unwrap())
+}
+
 #[test]
 fn tripped_outside_any_runtime_it_rejects_until_its_period_ends() {
-    let breaker = Breaker::new(
-        exact()
-            .consecutive_failures(1)
-            .open_for(Duration::from_secs(3600))
-            .build()
-            .unwrap(),
-    );
+    let breaker = trips_for_an_hour();
     let mut svc = breaker.layer().layer(failing_unless_true());
     let mut cx = Context::from_waker(Waker::noop());
     assert!(svc.poll_ready(&mut cx).is_ready());
@@ -78,13 +80,7 @@ impl<S: Service<bool>> Drop for TripOnDrop<S> {
 
 #[test]
 fn tripped_while_its_runtime_shuts_down_it_still_rejects() {
-    let breaker = Breaker::new(
-        exact()
-            .consecutive_failures(1)
-            .open_for(Duration::from_secs(3600))
-            .build()
-            .unwrap(),
-    );
+    let breaker = trips_for_an_hour();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
