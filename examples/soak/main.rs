@@ -170,8 +170,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clients = service::clients(&soak, &service, &stop);
     let cycle = tokio::spawn(faults::cycle(soak.clone(), redis.clone(), stop.clone()));
     // Ctrl-C or SIGTERM end the run early, and the servers still go.
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
-        let stop = stop.clone();
+        let (stop, interrupted) = (stop.clone(), interrupted.clone());
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let (Ok(mut int), Ok(mut term)) = (
@@ -185,6 +186,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 _ = term.recv() => {}
             }
             println!("stopping early: the servers are being shut down");
+            interrupted.store(true, Relaxed);
             stop.store(true, Relaxed);
         });
     }
@@ -222,6 +224,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if wrong > 0 || errors > 0 || !verdict.flat {
         println!("\nsoak FAILED");
         std::process::exit(1);
+    }
+    if interrupted.load(Relaxed) {
+        println!("\nsoak stopped early: nothing wrong so far, but not a full run");
+        std::process::exit(130);
     }
     println!("\nsoak passed: every figure flat, 0 wrong values, 0 errors surfaced");
     Ok(())
