@@ -159,6 +159,16 @@ fn requests_bound_the_age_they_accept() {
         l.for_request(30_000, &d(None, Some(Secs(50)))),
         Use::Expired
     );
+    // At the boundaries, to the millisecond: an age equal to `max-age`
+    // is accepted (RFC 9111 §5.2.1.1), and so is time left equal to
+    // `min-fresh` (§5.2.1.3); one more millisecond is not.
+    assert_eq!(l.for_request(6_000, &d(Some(Secs(5)), None)), Use::Fresh);
+    assert_eq!(l.for_request(6_001, &d(Some(Secs(5)), None)), Use::Expired);
+    assert_eq!(l.for_request(11_000, &d(None, Some(Secs(50)))), Use::Fresh);
+    assert_eq!(
+        l.for_request(11_001, &d(None, Some(Secs(50)))),
+        Use::Expired
+    );
 }
 
 proptest! {
