@@ -213,3 +213,40 @@ fn a_breaker_tells_its_config() {
     assert_eq!(told.name(), "configured");
     assert_eq!(format!("{told:?}"), format!("{config:?}"));
 }
+
+/// A half-open period with every probe slot held ends at its maximum
+/// duration even with no timer task to end it: the next caller turned away
+/// checks the clock and trips the circuit (`HalfOpenTimedOut`), so a probe
+/// that never finishes cannot hold the circuit half-open for good.
+#[test]
+fn a_lazy_half_open_period_ends_at_its_maximum_with_its_slot_held() {
+    let open_for = Duration::from_millis(5);
+    let max = Duration::from_millis(20);
+    let breaker = Breaker::new(
+        exact()
+            .consecutive_failures(1)
+            .half_open_probes(1)
+            .open_for(open_for)
+            .half_open_max_duration(max)
+            .build()
+            .unwrap(),
+    );
+    let mut cx = Context::from_waker(Waker::noop());
+    // Outside any runtime: no timer task, every deadline is checked lazily.
+    let mut holder = breaker.layer().layer(failing_unless_true());
+    assert!(holder.poll_ready(&mut cx).is_ready());
+    now(holder.call(false)).unwrap_err();
+    assert_eq!(breaker.state(), State::Open);
+    // Real time is what this tests: a sleep only ever lasts at least as
+    // long as asked, so the deadline has passed after it.
+    std::thread::sleep(open_for * 2);
+    // Made ready, the holder takes the one probe slot and keeps it.
+    assert!(holder.poll_ready(&mut cx).is_ready());
+    assert_eq!(breaker.state(), State::HalfOpen);
+    std::thread::sleep(max * 2);
+    let mut other = breaker.layer().layer(failing_unless_true());
+    assert!(other.poll_ready(&mut cx).is_ready());
+    assert!(is_open(&now(other.call(true)).unwrap_err()));
+    assert_eq!(breaker.state(), State::Open, "the period timed out");
+    assert_eq!(breaker.snapshot().trips, 2);
+}
