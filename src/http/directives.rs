@@ -11,7 +11,7 @@ use http::HeaderMap;
 
 /// The largest delta-seconds a cache must represent (RFC 9111 §1.2.2):
 /// larger values count as this.
-const MAX_DELTA: u64 = 1 << 31;
+pub(super) const MAX_DELTA: u64 = 1 << 31;
 
 /// A delta-seconds argument (`max-age=60`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,7 +21,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! * Caches successful responses to `GET` (and answers `HEAD` from them).
+//! * Caches responses to `GET` (and answers `HEAD` from them): any final
+//!   status with a lifetime (errors for at most
+//!   [`max_error_freshness`](HttpCacheLayer::max_error_freshness)), never
+//!   `206` or `304`.
 //! * **The key** is the scheme (when the request has one, as HTTP/2
 //!   requests do), the host (the URI's authority, else `Host`;
 //!   lower-cased), the path and query, the request headers named with
@@ -80,7 +83,7 @@
 //! | rule | what the layer does | tested by (`tests/http/`) |
 //! |---|---|---|
 //! | §5.2 directive names in any case, quoted arguments, first of repeated directives | `Private`, `NO-STORE`, `S-Maxage=0`, `private="set-cookie"` all obeyed, in responses and requests | `directive_names_are_obeyed_in_any_case` |
-//! | §3, §3.5 storing | only `200` to `GET`; never `no-store`, `private` (any form), `no-cache` (it would need a validation on every use), a `Set-Cookie`; a request with `Authorization` only if `public`, `s-maxage` or `must-revalidate` | `hits_misses_bypasses_and_cache_control`, `two_users_never_share_a_response` |
+//! | §3, §3.5 storing | responses to `GET` of any final status with an explicit lifetime (errors capped by [`max_error_freshness`](HttpCacheLayer::max_error_freshness)), or a heuristic one for the statuses RFC 9110 §15.1 names; never `206`, `304`, `no-store`, `private` (any form), `no-cache` (it would need a validation on every use), a `Set-Cookie`; a request with `Authorization` only if `public`, `s-maxage` or `must-revalidate` | `hits_misses_bypasses_and_cache_control`, `two_users_never_share_a_response` |
 //! | §4.2.1 freshness lifetime | `s-maxage`, else `max-age`, else `Expires` − `Date`; an invalid number or `Expires` means already stale (§5.3); heuristic only when asked | `hits_carry_their_current_age_and_old_responses_are_not_fresh`, `last_modified_alone_is_not_a_lifetime_unless_asked_for` |
 //! | §4.2.3 age, §5.1 `Age` | a hit carries `Age`: the stored response's corrected initial age (its `Age`, the time from `Date`, the handler's time) plus the time stored; a response already older than its lifetime is not fresh | `hits_carry_their_current_age_and_old_responses_are_not_fresh` |
 //! | §5.2.1 request directives | `no-cache`, `no-store`, `Pragma: no-cache`: bypass; `max-age`, `min-fresh`: a stored response that does not meet them is not served | `directive_names_are_obeyed_in_any_case`, `a_hung_background_revalidation_holds_no_caller` |
@@ -89,14 +92,17 @@
 //! | §4.4 invalidation | unsafe methods answered 2xx/3xx invalidate the target, `Location` and `Content-Location` on the same host | `unsafe_methods_invalidate_every_variant_and_the_urls_they_name` |
 //! | §4.2.4 serving stale | never where `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache` say so; otherwise only within RFC 5861's windows below, labelled `stale` | `directives_that_forbid_stale_win_over_stale_windows`, `with_a_near_cache_and_redis_down_no_expired_page_is_a_hit` |
 //! | RFC 5861 `stale-while-revalidate` | served stale while one background revalidation per key runs, bounded by [`revalidation_timeout`](HttpCacheLayer::revalidation_timeout); no request waits on it | `stale_while_revalidate_serves_stale_and_revalidates_once_in_the_background`, `a_hung_background_revalidation_holds_no_caller` |
-//! | RFC 5861 `stale-if-error` | served stale only when the handler errs or answers 5xx | `stale_if_error_serves_stale_only_when_the_handler_fails` |
+//! | RFC 5861 `stale-if-error` | served stale only when the handler errs or answers 5xx; a 5xx never replaces the copy kept for that case | `stale_if_error_serves_stale_only_when_the_handler_fails` |
+//! | stale on error by policy | [`serve_stale_on_error`](HttpCacheLayer::serve_stale_on_error): as if every response said `stale-if-error`, never where §4.2.4 forbids stale | `breadth::the_layers_stale_on_error_policy_serves_a_copy_unless_a_directive_forbids_it` |
+//! | RFC 9213 targeted fields | `CDN-Cache-Control` (or the fields named with [`targeted_cache_control`](HttpCacheLayer::targeted_cache_control)), when a valid Structured Field Dictionary, replaces `Cache-Control` and `Expires`; an invalid one is ignored whole | `breadth::a_targeted_field_replaces_cache_control_and_expires_when_valid` |
 //!
 //! Not implemented (yet): validation with `If-None-Match` /
 //! `If-Modified-Since` and `304` (§4.3), so `no-cache` responses are not
 //! stored and a stale response is never revalidated in the foreground;
-//! statuses other than `200` and partial content (`206`); storing
-//! variants for `Vary` headers outside the key; request `max-stale` and
-//! `only-if-cached`; `CDN-Cache-Control` (RFC 9213).
+//! partial content (`206` is passed through, never stored, and a request
+//! with `Range` may be answered with a stored full `200`, which RFC 9110
+//! §14.2 allows); storing variants for `Vary` headers outside the key;
+//! request `max-stale` and `only-if-cached`.
 //!
 //! Entries are checked on every read, so bytes in Redis that are not an
 //! entry this version wrote (another version's, or anything else) are a
@@ -107,10 +113,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HeaderName;
 use http::{Request, Response};
 use http_body::Body;
 use tower::{BoxError, Layer, Service};
@@ -128,7 +132,9 @@ mod invalidate;
 mod key;
 mod policy;
 mod serve;
+mod settings;
 mod stale;
+mod targeted;
 
 pub use body::CachedBody;
 pub use breaker::{
@@ -138,8 +144,8 @@ pub use breaker::{
 pub use client::HttpClientBreakerLayer;
 use entry::Entry;
 pub use grpc::{GrpcCache, GrpcCacheLayer};
-use key::Scope;
 use serve::{mark, mark_with};
+use settings::Config;
 
 /// Adds response caching to an HTTP service; see the [module docs](self).
 pub struct HttpCacheLayer<C = RedisBackend> {
@@ -161,106 +167,6 @@ impl<C> fmt::Debug for HttpCacheLayer<C> {
         f.debug_struct("HttpCacheLayer")
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Config {
-    scope: Scope,
-    max_body: usize,
-    status_header: HeaderName,
-    /// The fraction of the time since `Last-Modified` a response without an
-    /// explicit lifetime is kept for; 0 stores none.
-    heuristic: f32,
-    /// How long a background revalidation may take.
-    revalidation_timeout: Duration,
-}
-
-impl<C> HttpCacheLayer<C> {
-    /// Caches responses in `cache` (whose prefix, size cap and breaker
-    /// apply; its TTL settings are replaced by the responses' own).
-    pub fn new(cache: Cache<C>) -> Self {
-        HttpCacheLayer {
-            cache,
-            config: Arc::new(Config {
-                scope: Scope::new(),
-                max_body: 1 << 20,
-                status_header: HeaderName::from_static("x-cache"),
-                heuristic: 0.0,
-                revalidation_timeout: Duration::from_secs(10),
-            }),
-        }
-    }
-
-    /// Request headers that are part of the key (like `Vary`): for example
-    /// `accept-language`, or `cookie` for one entry per cookie (such keys
-    /// are hashed). Defaults to none; each call replaces the list. Names
-    /// that are not valid header names are ignored.
-    pub fn vary<I, N>(mut self, names: I) -> Self
-    where
-        I: IntoIterator<Item = N>,
-        N: AsRef<str>,
-    {
-        Arc::make_mut(&mut self.config).scope.vary = key::header_names(names);
-        self
-    }
-
-    /// More request headers that carry a caller's identity (an API key
-    /// header, say): requests with one bypass the cache unless it is in
-    /// [`vary`](Self::vary). `Authorization`, `Proxy-Authorization` and
-    /// `Cookie` always are.
-    pub fn credential_headers<I, N>(mut self, names: I) -> Self
-    where
-        I: IntoIterator<Item = N>,
-        N: AsRef<str>,
-    {
-        let names = key::header_names(names);
-        Arc::make_mut(&mut self.config).scope.add_credentials(names);
-        self
-    }
-
-    /// Declares that the routes under this layer answer the same whoever
-    /// asks: credentials and cookies no longer keep a request out of the
-    /// cache. For assets and public pages only; a response marked
-    /// `private`, or one to a request with `Authorization` that is not
-    /// marked `public`, `s-maxage` or `must-revalidate`, is still never
-    /// stored.
-    pub fn public(mut self) -> Self {
-        Arc::make_mut(&mut self.config).scope.public = true;
-        self
-    }
-
-    /// Stores responses that give no lifetime (no `max-age`, `s-maxage` or
-    /// `Expires`) but a `Last-Modified`, for `percent` % of the time since
-    /// (RFC 9111 heuristic freshness; browsers use 10). Off by default, as
-    /// static-file handlers send `Last-Modified` on content that may change
-    /// at any time. Values above 100 count as 100.
-    pub fn heuristic_freshness(mut self, percent: u8) -> Self {
-        Arc::make_mut(&mut self.config).heuristic = f32::from(percent.min(100)) / 100.0;
-        self
-    }
-
-    /// Larger bodies are passed through uncached. Defaults to 1 MiB.
-    pub fn max_body_size(mut self, bytes: usize) -> Self {
-        Arc::make_mut(&mut self.config).max_body = bytes;
-        self
-    }
-
-    /// The response header saying `hit`, `stale`, `miss` or `bypass`. Defaults to
-    /// `x-cache`.
-    pub fn status_header(mut self, name: HeaderName) -> Self {
-        Arc::make_mut(&mut self.config).status_header = name;
-        self
-    }
-
-    /// How long a background revalidation (`stale-while-revalidate`) may
-    /// take before it is abandoned; none waits behind it meanwhile, and the
-    /// next stale hit may start another once it is. `Duration::ZERO`: stale
-    /// copies are served but never revalidated in the background (misses
-    /// past the window still render). Defaults to 10 s.
-    pub fn revalidation_timeout(mut self, timeout: Duration) -> Self {
-        Arc::make_mut(&mut self.config).revalidation_timeout = timeout;
-        self
     }
 }
 

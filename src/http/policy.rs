@@ -10,6 +10,7 @@ use tower::BoxError;
 
 use super::directives::{self, Directives};
 use super::entry::Lifetime;
+use super::targeted;
 use super::{CachedBody, Config, Entry};
 use crate::cache::Ttl;
 
@@ -75,13 +76,21 @@ pub(super) fn lifetime_of(
     requested: u64,
     received: u64,
 ) -> Option<Lifetime> {
-    if status != StatusCode::OK
+    // §3: final statuses only; `206` (ranges are not stored) and `304`
+    // (an answer to a validation, not a response to keep) are never stored.
+    if status.is_informational()
+        || status == StatusCode::PARTIAL_CONTENT
+        || status == StatusCode::NOT_MODIFIED
         || headers.contains_key(header::SET_COOKIE)
         || !config.scope.covers_vary(headers)
     {
         return None;
     }
-    let cc = Directives::of(headers);
+    // RFC 9213: a valid targeted field replaces `Cache-Control` and
+    // `Expires` for this cache.
+    let targeted = targeted::directives(headers, &config.targeted);
+    let explicit_only = targeted.is_some();
+    let cc = targeted.unwrap_or_else(|| Directives::of(headers));
     // `no-cache` would need a validation on every use, which this layer
     // does not do yet: not stored. Qualified `private`/`no-cache` count
     // whole (the safe reading).
@@ -98,7 +107,10 @@ pub(super) fn lifetime_of(
     let date = directives::date(headers, &header::DATE)
         .flatten()
         .unwrap_or(received);
-    let fresh = freshness(config, &cc, headers, date)?;
+    let mut fresh = freshness(config, &cc, (status, headers), date, explicit_only)?;
+    if status.as_u16() >= 400 {
+        fresh = fresh.min(config.max_error_freshness);
+    }
     // §4.2.3, in ms. `Date` has a resolution of one second: a response
     // dated this second is not yet old.
     let apparent = (received / 1000).saturating_sub(date / 1000) * 1000;
@@ -108,7 +120,10 @@ pub(super) fn lifetime_of(
         .saturating_add(received.saturating_sub(requested));
     let window = |d: Option<directives::Delta>| d.map_or(0, directives::Delta::millis);
     let (revalidate, if_error) = match cc.allows_stale() {
-        true => (window(cc.stale_while_revalidate), window(cc.stale_if_error)),
+        true => (
+            window(cc.stale_while_revalidate),
+            window(cc.stale_if_error).max(config.stale_on_error),
+        ),
         false => (0, 0),
     };
     let lifetime = Lifetime {
@@ -124,20 +139,38 @@ pub(super) fn lifetime_of(
 
 /// The freshness lifetime in ms (§4.2.1): `s-maxage`, else `max-age`,
 /// else `Expires` minus `Date` (an invalid `Expires` is already expired,
-/// §5.3), else the heuristic share of the time since `Last-Modified` when
-/// it is on; `None` when there is none.
-fn freshness(config: &Config, cc: &Directives, headers: &HeaderMap, date: u64) -> Option<u64> {
+/// §5.3; ignored under a targeted field), else, when heuristics are on and
+/// the status is heuristically cacheable, their share of the time since
+/// `Last-Modified`; `None` when there is none.
+fn freshness(
+    config: &Config,
+    cc: &Directives,
+    (status, headers): (StatusCode, &HeaderMap),
+    date: u64,
+    targeted: bool,
+) -> Option<u64> {
     if let Some(delta) = cc.s_maxage.or(cc.max_age) {
         return Some(delta.millis());
     }
-    if let Some(expires) = directives::date(headers, &header::EXPIRES) {
-        return Some(expires.map_or(0, |e| e.saturating_sub(date)));
+    if !targeted {
+        if let Some(expires) = directives::date(headers, &header::EXPIRES) {
+            return Some(expires.map_or(0, |e| e.saturating_sub(date)));
+        }
     }
-    if config.heuristic > 0.0 {
+    if config.heuristic > 0.0 && heuristically_cacheable(status) {
         if let Some(Some(modified)) = directives::date(headers, &header::LAST_MODIFIED) {
             let since = date.saturating_sub(modified) as f64;
             return Some((since * f64::from(config.heuristic)) as u64);
         }
     }
     None
+}
+
+/// The statuses a cache may give a heuristic lifetime (RFC 9110 §15.1),
+/// but `206`, which is never stored.
+fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
 }

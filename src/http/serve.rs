@@ -99,6 +99,7 @@ where
     let policy = policy_request(&req);
     let rules = &*config;
     let (policy, cache_ref, purge) = (&policy, &cache, &keys.purge);
+    let keeps_stale = if_error.is_some();
     let res = through_flight(
         &cache,
         (&keys.entry, purged),
@@ -108,6 +109,8 @@ where
             let requested = now_ms();
             let res = inner.call(req).await?;
             let (res, share) = buffer_if_cacheable(rules, policy, requested, res).await;
+            // A server error does not replace a copy kept for that case.
+            let share = share.filter(|_| !(keeps_stale && res.status().is_server_error()));
             if share.is_some() {
                 invalidate::mark_unpurged(cache_ref, purge).await;
             }

@@ -56,7 +56,10 @@ pub(super) fn revalidate<S, C, ReqBody, ResBody>(
         let refresh = cache.try_refresh_apart(&key, || async {
             let requested = now_ms();
             let res = inner.call(req).await.map_err(drop)?;
-            let (_, share) = buffer_if_cacheable(&config, &policy, requested, res).await;
+            let (res, share) = buffer_if_cacheable(&config, &policy, requested, res).await;
+            // A server error does not replace the stale copy: it is served
+            // until its windows end, or a better answer comes.
+            let share = share.filter(|_| !res.status().is_server_error());
             Ok::<_, ()>(((), share))
         });
         let _ = tokio::time::timeout(config.revalidation_timeout, refresh).await;

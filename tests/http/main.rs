@@ -1,6 +1,7 @@
 //! Response caching in a real axum server, with a real redis-server and a
 //! real HTTP/1.1 client on loopback.
 
+mod breadth;
 mod client;
 #[path = "../cache/common.rs"]
 mod common;

@@ -21,7 +21,7 @@ use super::exchange;
 
 /// Renders so far, and the render (by number) that never answers.
 #[derive(Clone)]
-struct Origin {
+pub(super) struct Origin {
     renders: Arc<AtomicU32>,
     hang_on: Arc<AtomicU32>,
     /// Requests with `x-hold: 1` wait for a permit.
@@ -39,7 +39,7 @@ impl Default for Origin {
 }
 
 impl Origin {
-    fn renders(&self) -> u32 {
+    pub(super) fn renders(&self) -> u32 {
         self.renders.load(SeqCst)
     }
 }
@@ -66,7 +66,7 @@ async fn origin(State(o): State<Origin>, headers: HeaderMap) -> Response<Body> {
     res
 }
 
-async fn serve(layer: HttpCacheLayer, origin_state: Origin) -> std::net::SocketAddr {
+pub(super) async fn serve(layer: HttpCacheLayer, origin_state: Origin) -> std::net::SocketAddr {
     let app = Router::new()
         .route("/o/{*rest}", any(origin))
         .with_state(origin_state)
@@ -77,7 +77,7 @@ async fn serve(layer: HttpCacheLayer, origin_state: Origin) -> std::net::SocketA
     addr
 }
 
-fn cache(redis: &RedisServer, name: &str) -> Cache {
+pub(super) fn cache(redis: &RedisServer, name: &str) -> Cache {
     Cache::builder()
         .name(name)
         .redis_url(redis.url())
@@ -86,26 +86,31 @@ fn cache(redis: &RedisServer, name: &str) -> Cache {
 }
 
 /// A response: status, head (lower-cased), body.
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
+pub(super) struct Reply {
+    pub(super) status: u16,
+    pub(super) head: String,
+    pub(super) body: String,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         let prefix = format!("{name}: ");
         self.head.lines().find_map(|l| l.strip_prefix(&prefix))
     }
 
-    fn x_cache(&self) -> &str {
+    pub(super) fn x_cache(&self) -> &str {
         self.header("x-cache").unwrap_or("")
     }
 }
 
 /// One request on a fresh connection, to host `test`, with `headers`
 /// (`name: value` lines).
-async fn send(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[&str]) -> Reply {
+pub(super) async fn send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+) -> Reply {
     let mut req = format!("{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n");
     for h in headers {
         req.push_str(h);
@@ -124,7 +129,7 @@ async fn send(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[&
     }
 }
 
-async fn get(addr: std::net::SocketAddr, path: &str, headers: &[&str]) -> Reply {
+pub(super) async fn get(addr: std::net::SocketAddr, path: &str, headers: &[&str]) -> Reply {
     send(addr, "GET", path, headers).await
 }
 
