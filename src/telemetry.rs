@@ -196,7 +196,7 @@ pub fn describe() {
         Unit::Seconds,
         "Durations of cache calls, by op, failures answered as misses included."
     );
-    describe_counter!(HTTP_RESPONSES_TOTAL, Unit::Count, "Responses through an HTTP or gRPC response cache, by layer, outcome (hit, stale, miss, bypass) and a bypass's reason.");
+    describe_counter!(HTTP_RESPONSES_TOTAL, Unit::Count, "Responses through an HTTP or gRPC response cache, by layer, outcome (hit, stale, revalidated, miss, bypass) and a bypass's reason.");
     describe_counter!(
         HTTP_STORES_TOTAL,
         Unit::Count,
@@ -252,7 +252,7 @@ pub fn describe() {
 pub const HTTP_PURGES_TOTAL: &str = "fusebox_http_purges_total";
 
 /// Counter of responses through an HTTP or gRPC response cache, by
-/// `cache`, `layer` (`http`, `grpc`) and `outcome` (`hit`; `stale`; `miss`:
+/// `cache`, `layer` (`http`, `grpc`) and `outcome` (`hit`; `stale`; `revalidated`: stored, confirmed by a `304`; `miss`:
 /// from the handler; `bypass`: the cache could not answer it, with a
 /// `reason`: `method`, not a `GET` or `HEAD`; `request`, a request it may
 /// not answer from a shared cache: credentials, a cookie, `no-store`, no

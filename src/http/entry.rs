@@ -9,7 +9,7 @@ use super::directives::Directives;
 use super::CachedBody;
 
 /// A cached response: status, headers, body, and trailers (gRPC).
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(super) struct Entry {
     pub(super) status: StatusCode,
     pub(super) headers: HeaderMap,

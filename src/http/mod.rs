@@ -61,7 +61,8 @@
 //!   `stale-if-error=N` is kept N seconds more and served (marked `stale`)
 //!   only when the handler fails meanwhile (an error or a 5xx).
 //! * A response header (default `x-cache`) says `hit` (from the cache, or
-//!   shared from a concurrent miss), `stale`, `miss` or `bypass`
+//!   shared from a concurrent miss), `stale`, `revalidated` (stored, and
+//!   confirmed by the handler with a `304`), `miss` or `bypass`
 //!   (not a `GET`/`HEAD`, a per-caller request, or one with
 //!   `Cache-Control: no-cache`/`no-store`).
 //! * Concurrent misses for one key are coalesced: one request reaches the
@@ -83,9 +84,11 @@
 //! | rule | what the layer does | tested by (`tests/http/`) |
 //! |---|---|---|
 //! | §5.2 directive names in any case, quoted arguments, first of repeated directives | `Private`, `NO-STORE`, `S-Maxage=0`, `private="set-cookie"` all obeyed, in responses and requests | `directive_names_are_obeyed_in_any_case` |
-//! | §3, §3.5 storing | responses to `GET` of any final status with an explicit lifetime (errors capped by [`max_error_freshness`](HttpCacheLayer::max_error_freshness)), or a heuristic one for the statuses RFC 9110 §15.1 names; never `206`, `304`, `no-store`, `private` (any form), `no-cache` (it would need a validation on every use), a `Set-Cookie`; a request with `Authorization` only if `public`, `s-maxage` or `must-revalidate` | `hits_misses_bypasses_and_cache_control`, `two_users_never_share_a_response` |
+//! | §3, §3.5 storing | responses to `GET` of any final status with an explicit lifetime (or `no-cache` and a validator) (errors capped by [`max_error_freshness`](HttpCacheLayer::max_error_freshness)), or a heuristic one for the statuses RFC 9110 §15.1 names; never `206`, `304`, `no-store`, `private` (any form), `no-cache` without a validator, a `Set-Cookie` (a cookie is one user's); a request with `Authorization` only if `public`, `s-maxage` or `must-revalidate` | `hits_misses_bypasses_and_cache_control`, `two_users_never_share_a_response` |
 //! | §4.2.1 freshness lifetime | `s-maxage`, else `max-age`, else `Expires` − `Date`; an invalid number or `Expires` means already stale (§5.3); heuristic only when asked | `hits_carry_their_current_age_and_old_responses_are_not_fresh`, `last_modified_alone_is_not_a_lifetime_unless_asked_for` |
 //! | §4.2.3 age, §5.1 `Age` | a hit carries `Age`: the stored response's corrected initial age (its `Age`, the time from `Date`, the handler's time) plus the time stored; a response already older than its lifetime is not fresh | `hits_carry_their_current_age_and_old_responses_are_not_fresh` |
+//! | §4.3 validation | a stored response that may not be served as it is (stale past its windows, `no-cache`, `must-revalidate` once stale, or older than a request's `max-age`) but has an `ETag` or `Last-Modified` is revalidated with `If-None-Match` / `If-Modified-Since`, one request per key at a time; a `304` updates its headers and freshness (§4.3.4) and the caller gets the stored response (`revalidated`); such entries are kept [`keep_for_validation`](HttpCacheLayer::keep_for_validation) past their freshness; `no-cache` responses are stored only with a validator | `breadth::a_stale_copy_with_a_validator_is_revalidated_and_a_304_freshens_it`, `breadth::no_cache_responses_are_stored_only_with_a_validator_and_validated_on_every_use` |
+//! | §4.3.2 a client's conditional request | answered `304` from a stored copy it matches (`If-None-Match` by weak comparison, else `If-Modified-Since`) | `breadth::a_clients_conditional_request_is_answered_304_from_a_stored_copy` |
 //! | §5.2.1 request directives | `no-cache`, `no-store`, `Pragma: no-cache`: bypass; `max-age`, `min-fresh`: a stored response that does not meet them is not served | `directive_names_are_obeyed_in_any_case`, `a_hung_background_revalidation_holds_no_caller` |
 //! | §3.1 hop-by-hop headers | `Connection`, the headers it names, `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`, `Proxy-*` are not stored | `hop_by_hop_headers_are_not_replayed_and_head_has_the_gets_headers` |
 //! | §4.3.5 `HEAD` | answered from a stored `GET` with its headers (`Content-Length` too), no body | same |
@@ -96,10 +99,7 @@
 //! | stale on error by policy | [`serve_stale_on_error`](HttpCacheLayer::serve_stale_on_error): as if every response said `stale-if-error`, never where §4.2.4 forbids stale | `breadth::the_layers_stale_on_error_policy_serves_a_copy_unless_a_directive_forbids_it` |
 //! | RFC 9213 targeted fields | `CDN-Cache-Control` (or the fields named with [`targeted_cache_control`](HttpCacheLayer::targeted_cache_control)), when a valid Structured Field Dictionary, replaces `Cache-Control` and `Expires`; an invalid one is ignored whole | `breadth::a_targeted_field_replaces_cache_control_and_expires_when_valid` |
 //!
-//! Not implemented (yet): validation with `If-None-Match` /
-//! `If-Modified-Since` and `304` (§4.3), so `no-cache` responses are not
-//! stored and a stale response is never revalidated in the foreground;
-//! partial content (`206` is passed through, never stored, and a request
+//! Not implemented (yet): partial content (`206` is passed through, never stored, and a request
 //! with `Range` may be answered with a stored full `200`, which RFC 9110
 //! §14.2 allows); storing variants for `Vary` headers outside the key;
 //! request `max-stale` and `only-if-cached`.
@@ -135,6 +135,7 @@ mod serve;
 mod settings;
 mod stale;
 mod targeted;
+mod validate;
 
 pub use body::CachedBody;
 pub use breaker::{

@@ -10,7 +10,7 @@ use tower::BoxError;
 
 use super::directives::{self, Directives};
 use super::entry::Lifetime;
-use super::targeted;
+use super::{targeted, validate};
 use super::{CachedBody, Config, Entry};
 use crate::cache::Ttl;
 
@@ -56,7 +56,7 @@ where
                 trailers: None,
                 lifetime,
             };
-            let ttl = Ttl::After(std::time::Duration::from_millis(lifetime.kept()));
+            let ttl = ttl_of(config, &entry);
             let res = Response::from_parts(parts, CachedBody::full(body));
             (res, Some((entry.encode(), ttl)))
         }
@@ -91,10 +91,13 @@ pub(super) fn lifetime_of(
     let targeted = targeted::directives(headers, &config.targeted);
     let explicit_only = targeted.is_some();
     let cc = targeted.unwrap_or_else(|| Directives::of(headers));
-    // `no-cache` would need a validation on every use, which this layer
-    // does not do yet: not stored. Qualified `private`/`no-cache` count
-    // whole (the safe reading).
-    if cc.no_store || cc.private || cc.no_cache || Directives::of(req.headers()).no_store {
+    // Qualified `private`/`no-cache` count whole (the safe reading).
+    // `no-cache`: stored only with a validator, and validated on every use.
+    if cc.no_store
+        || cc.private
+        || (cc.no_cache && !validate::has_validator(headers))
+        || Directives::of(req.headers()).no_store
+    {
         return None;
     }
     // §3.5: a response to a request with credentials only if it says so.
@@ -107,7 +110,11 @@ pub(super) fn lifetime_of(
     let date = directives::date(headers, &header::DATE)
         .flatten()
         .unwrap_or(received);
-    let mut fresh = freshness(config, &cc, (status, headers), date, explicit_only)?;
+    let mut fresh = match freshness(config, &cc, (status, headers), date, explicit_only) {
+        _ if cc.no_cache && heuristically_cacheable(status) => 0,
+        Some(_) if cc.no_cache => 0,
+        fresh => fresh?,
+    };
     if status.as_u16() >= 400 {
         fresh = fresh.min(config.max_error_freshness);
     }
@@ -134,7 +141,25 @@ pub(super) fn lifetime_of(
         revalidate,
         if_error,
     };
-    (lifetime.kept() > 0).then_some(lifetime)
+    (kept(config, &lifetime, headers) > 0).then_some(lifetime)
+}
+
+/// How long Redis keeps an entry (ms): while it may be served, fresh or
+/// stale, and, when it has a validator, for the layer's
+/// `keep_for_validation` past its freshness.
+fn kept(config: &Config, lifetime: &Lifetime, headers: &HeaderMap) -> u64 {
+    let validation = match validate::has_validator(headers) {
+        true => config.keep_for_validation,
+        false => 0,
+    };
+    let left = lifetime.fresh.saturating_sub(lifetime.age);
+    lifetime.kept().max(left.saturating_add(validation))
+}
+
+/// The TTL to store `entry` with.
+pub(super) fn ttl_of(config: &Config, entry: &Entry) -> Ttl {
+    let ms = kept(config, &entry.lifetime, &entry.headers);
+    Ttl::After(std::time::Duration::from_millis(ms))
 }
 
 /// The freshness lifetime in ms (§4.2.1): `s-maxage`, else `max-age`,

@@ -9,14 +9,14 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower::{BoxError, Service};
 
 use super::directives::{now_ms, Directives};
 use super::entry::Use;
 use super::policy::buffer_if_cacheable;
-use super::{invalidate, key, stale, CachedBody, Config, Entry};
+use super::{invalidate, key, stale, validate, CachedBody, Config, Entry};
 use crate::cache::{Backend, Cache, Reason, Ttl};
 use crate::flight::Coalesced;
 
@@ -71,23 +71,34 @@ where
     };
     // Fresh: a hit. Stale (RFC 5861, where RFC 9111 allows it): served
     // while revalidated in the background, or kept for the case the
-    // handler fails.
-    let mut if_error = None;
+    // handler fails. Otherwise, with a validator: validated (§4.3).
+    let conditions = validate::Conditions::of(req.headers());
+    let (mut if_error, mut validating) = (None, None);
     let (entry, purged) = cached_entry(&cache, "http", &keys.entry, Some(&keys.purge)).await;
     if let Some(entry) = entry {
         let now = now_ms();
-        match entry
+        let usable = entry
             .lifetime
-            .for_request(now, &Directives::of(req.headers()))
-        {
-            Use::Fresh => return Ok(mark(entry.into_response(head, now), &config, "hit")),
+            .for_request(now, &Directives::of(req.headers()));
+        let validator = validate::has_validator(&entry.headers) && !head;
+        match usable {
+            Use::Fresh => {
+                let res = mark(entry.into_response(head, now), &config, "hit");
+                return Ok(conditions.apply(res, &config.status_header));
+            }
             Use::Revalidate => {
                 if !head {
                     stale::revalidate(inner, cache, config.clone(), req, keys.entry);
                 }
-                return Ok(mark(entry.into_response(head, now), &config, "stale"));
+                let res = mark(entry.into_response(head, now), &config, "stale");
+                return Ok(conditions.apply(res, &config.status_header));
+            }
+            Use::IfError if validator => {
+                validating = Some(entry.clone());
+                if_error = Some(entry);
             }
             Use::IfError => if_error = Some(entry),
+            Use::Expired if validator => validating = Some(entry),
             Use::Expired => {}
         }
     }
@@ -105,9 +116,17 @@ where
         (&keys.entry, purged),
         &config.status_header,
         (inner, req),
-        move |(mut inner, req)| async move {
+        move |(mut inner, mut req)| async move {
+            if let Some(stored) = &validating {
+                validate::make_conditional(&mut req, stored);
+            }
             let requested = now_ms();
             let res = inner.call(req).await?;
+            if let Some(stored) = validating.filter(|_| res.status() == StatusCode::NOT_MODIFIED) {
+                let (res, share) =
+                    validate::freshen(rules, policy, stored, res.headers(), requested);
+                return Ok((mark(res, rules, "revalidated"), share));
+            }
             let (res, share) = buffer_if_cacheable(rules, policy, requested, res).await;
             // A server error does not replace a copy kept for that case.
             let share = share.filter(|_| !(keeps_stale && res.status().is_server_error()));
@@ -119,7 +138,19 @@ where
         |(mut inner, req)| async move { Ok(inner.call(req).await?.map(CachedBody::inner)) },
     )
     .await;
-    stale::or_stale(res, if_error, &config, false)
+    let res = stale::or_stale(res, if_error, &config, false)?;
+    Ok(
+        match res
+            .headers()
+            .get(&config.status_header)
+            .map(HeaderValue::as_bytes)
+        {
+            Some(b"hit" | b"stale" | b"revalidated") => {
+                conditions.apply(res, &config.status_header)
+            }
+            _ => res,
+        },
+    )
 }
 
 /// Methods that do not change what they target (RFC 9110 §9.2.1); any
@@ -238,6 +269,8 @@ where
         Ok((res, share))
     };
     let pending = match cache.coalesce(key, pending, lead).await? {
+        // A leader's answer is a miss, unless it says more (revalidated).
+        Coalesced::Led(res) if res.headers().contains_key(header) => return Ok(res),
         Coalesced::Led(res) => return Ok(mark_with(res, header, "miss")),
         Coalesced::Shared(bytes, pending) => match Entry::decode(&bytes) {
             Some(entry) if entry.lifetime.requested > purged => {
@@ -265,6 +298,7 @@ pub(super) fn count<B>(
         Some(b"hit") => "hit",
         Some(b"stale") => "stale",
         Some(b"miss") => "miss",
+        Some(b"revalidated") => "revalidated",
         Some(b"bypass") => "bypass",
         _ => return,
     };

@@ -29,6 +29,9 @@ pub(super) struct Config {
     pub(super) stale_on_error: u64,
     /// The longest freshness an error (4xx, 5xx) is stored with (ms).
     pub(super) max_error_freshness: u64,
+    /// How long past its freshness an entry with a validator is kept for a
+    /// conditional request (ms).
+    pub(super) keep_for_validation: u64,
 }
 
 impl<C> HttpCacheLayer<C> {
@@ -46,6 +49,7 @@ impl<C> HttpCacheLayer<C> {
                 targeted: vec![HeaderName::from_static("cdn-cache-control")],
                 stale_on_error: 0,
                 max_error_freshness: 5 * 60 * 1000,
+                keep_for_validation: 60 * 1000,
             }),
         }
     }
@@ -104,7 +108,7 @@ impl<C> HttpCacheLayer<C> {
         self
     }
 
-    /// The response header saying `hit`, `stale`, `miss` or `bypass`. Defaults to
+    /// The response header saying `hit`, `stale`, `revalidated`, `miss` or `bypass`. Defaults to
     /// `x-cache`.
     pub fn status_header(mut self, name: HeaderName) -> Self {
         Arc::make_mut(&mut self.config).status_header = name;
@@ -153,6 +157,18 @@ impl<C> HttpCacheLayer<C> {
     /// headers say. Defaults to 5 minutes; zero stores none.
     pub fn max_error_freshness(mut self, max: Duration) -> Self {
         Arc::make_mut(&mut self.config).max_error_freshness = directives::millis(max);
+        self
+    }
+
+    /// How long past its freshness a stored response with a validator
+    /// (`ETag`, `Last-Modified`) is kept, so that the next request
+    /// revalidates it with a conditional request (a `304` costs the handler
+    /// no body) instead of rendering it again; responses marked `no-cache`
+    /// are stored only then, and validated on every use. Defaults to one
+    /// minute; zero keeps none past its freshness (`no-cache` ones are then
+    /// not stored).
+    pub fn keep_for_validation(mut self, window: Duration) -> Self {
+        Arc::make_mut(&mut self.config).keep_for_validation = directives::millis(window);
         self
     }
 }

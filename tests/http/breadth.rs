@@ -210,3 +210,154 @@ async fn the_layers_stale_on_error_policy_serves_a_copy_unless_a_directive_forbi
         assert_eq!((failed.status, failed.x_cache()), (503, "miss"), "{cc}");
     }
 }
+
+/// The `If-None-Match` the origin saw last.
+fn validated_with(o: &Origin) -> Option<String> {
+    o.last_if_none_match.lock().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_copy_with_a_validator_is_revalidated_and_a_304_freshens_it() {
+    let redis = RedisServer::start(&[]);
+    let o = Origin::default();
+    let addr = serve(HttpCacheLayer::new(cache(&redis, "validate")), o.clone()).await;
+    for (path, cc) in [
+        ("/o/v", "max-age=1"),
+        ("/o/must", "max-age=1, must-revalidate"),
+    ] {
+        // Stored already stale: two seconds old, fresh for one.
+        let first = [
+            format!("x-respond: cache-control: {cc}"),
+            "x-respond: age: 2".to_owned(),
+            "x-respond: etag: \"v1\"".to_owned(),
+            "x-respond: x-test: one".to_owned(),
+        ];
+        let first: Vec<&str> = first.iter().map(String::as_str).collect();
+        let stored = get(addr, path, &first).await;
+        assert_eq!(stored.x_cache(), "miss");
+        assert_eq!(validated_with(&o), None);
+        // The handler says it has not changed, with new headers.
+        let renders = o.renders();
+        let second = [
+            "x-respond: cache-control: max-age=60",
+            "x-respond: etag: \"v1\"",
+            "x-respond: x-test: two",
+        ];
+        let revalidated = get(addr, path, &second).await;
+        assert_eq!(validated_with(&o).as_deref(), Some("\"v1\""), "{cc}");
+        assert_eq!(o.renders(), renders + 1);
+        assert_eq!(
+            (revalidated.status, revalidated.x_cache()),
+            (200, "revalidated")
+        );
+        assert_eq!(revalidated.body, stored.body, "the stored body");
+        assert_eq!(revalidated.header("x-test"), Some("two"), "headers updated");
+        // Freshened: a hit now, with the new headers.
+        let hit = get(addr, path, &second).await;
+        assert_eq!(
+            (hit.x_cache(), hit.body.as_str()),
+            ("hit", stored.body.as_str())
+        );
+        assert_eq!(hit.header("x-test"), Some("two"));
+        assert_eq!(o.renders(), renders + 1);
+    }
+    // A validation answered with a new response: that one is served and
+    // stored.
+    let old = [
+        "x-respond: cache-control: max-age=1",
+        "x-respond: age: 2",
+        "x-respond: etag: \"a\"",
+    ];
+    get(addr, "/o/changed", &old).await;
+    let new = [
+        "x-respond: cache-control: max-age=60",
+        "x-respond: etag: \"b\"",
+    ];
+    let changed = get(addr, "/o/changed", &new).await;
+    assert_eq!(validated_with(&o).as_deref(), Some("\"a\""));
+    assert_eq!((changed.status, changed.x_cache()), (200, "miss"));
+    let hit = get(addr, "/o/changed", &new).await;
+    assert_eq!(hit.x_cache(), "hit");
+    assert_eq!(hit.body, changed.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cache_responses_are_stored_only_with_a_validator_and_validated_on_every_use() {
+    let redis = RedisServer::start(&[]);
+    let o = Origin::default();
+    let addr = serve(HttpCacheLayer::new(cache(&redis, "no-cache")), o.clone()).await;
+    let ask = [
+        "x-respond: cache-control: no-cache",
+        "x-respond: etag: \"n\"",
+    ];
+    let first = get(addr, "/o/nc", &ask).await;
+    for _ in 0..3 {
+        let renders = o.renders();
+        let again = get(addr, "/o/nc", &ask).await;
+        assert_eq!(o.renders(), renders + 1, "the handler is asked every time");
+        assert_eq!(validated_with(&o).as_deref(), Some("\"n\""));
+        assert_eq!(
+            (again.x_cache(), again.body.as_str()),
+            ("revalidated", first.body.as_str())
+        );
+    }
+    // Without a validator, nothing to validate: not stored.
+    let bare = ["x-respond: cache-control: no-cache"];
+    let one = get(addr, "/o/bare", &bare).await;
+    let two = get(addr, "/o/bare", &bare).await;
+    assert_eq!(two.x_cache(), "miss");
+    assert_ne!(one.body, two.body);
+    // Nor with validation turned off.
+    let off =
+        HttpCacheLayer::new(cache(&redis, "no-cache-off")).keep_for_validation(Duration::ZERO);
+    let addr = serve(off, o.clone()).await;
+    get(addr, "/o/off", &ask).await;
+    assert_eq!(get(addr, "/o/off", &ask).await.x_cache(), "miss");
+    assert_eq!(validated_with(&o), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_conditional_request_is_answered_304_from_a_stored_copy() {
+    let redis = RedisServer::start(&[]);
+    let o = Origin::default();
+    let addr = serve(HttpCacheLayer::new(cache(&redis, "conditional")), o.clone()).await;
+    let ask = [
+        "x-respond: cache-control: max-age=60",
+        "x-respond: etag: W/\"e1\"",
+        "x-respond: last-modified: Mon, 01 Jan 2024 00:00:00 GMT",
+        "x-respond: x-other: dropped",
+    ];
+    let stored = get(addr, "/o/c", &ask).await;
+    assert_eq!(stored.x_cache(), "miss");
+    let renders = o.renders();
+    let with = |extra: &'static str| {
+        let mut h = ask.to_vec();
+        h.push(extra);
+        h
+    };
+    let not_modified = get(addr, "/o/c", &with("if-none-match: \"e0\", \"e1\"")).await;
+    assert_eq!((not_modified.status, not_modified.x_cache()), (304, "hit"));
+    assert_eq!(not_modified.body, "");
+    assert_eq!(not_modified.header("etag"), Some("w/\"e1\""));
+    assert_eq!(not_modified.header("x-other"), None);
+    let other = get(addr, "/o/c", &with("if-none-match: \"e2\"")).await;
+    assert_eq!(
+        (other.status, other.body.as_str()),
+        (200, stored.body.as_str())
+    );
+    let since = get(
+        addr,
+        "/o/c",
+        &with("if-modified-since: Tue, 02 Jan 2024 00:00:00 GMT"),
+    )
+    .await;
+    assert_eq!(since.status, 304);
+    let before = get(
+        addr,
+        "/o/c",
+        &with("if-modified-since: Sun, 31 Dec 2023 00:00:00 GMT"),
+    )
+    .await;
+    assert_eq!(before.status, 200);
+    assert_eq!(o.renders(), renders, "all answered from the cache");
+}

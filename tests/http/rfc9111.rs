@@ -26,6 +26,8 @@ pub(super) struct Origin {
     hang_on: Arc<AtomicU32>,
     /// Requests with `x-hold: 1` wait for a permit.
     gate: Arc<tokio::sync::Semaphore>,
+    /// The `If-None-Match` of the last request, if it had one.
+    pub(super) last_if_none_match: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Default for Origin {
@@ -34,6 +36,7 @@ impl Default for Origin {
             renders: Arc::default(),
             hang_on: Arc::default(),
             gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            last_if_none_match: Arc::default(),
         }
     }
 }
@@ -62,6 +65,17 @@ async fn origin(State(o): State<Origin>, headers: HeaderMap) -> Response<Body> {
             HeaderName::from_bytes(name.as_bytes()).unwrap(),
             HeaderValue::from_str(value).unwrap(),
         );
+    }
+    // A validation that matches the `ETag` it is told to send: a `304`.
+    let asked = headers
+        .get("if-none-match")
+        .map(|v| v.to_str().unwrap().to_owned());
+    *o.last_if_none_match.lock().unwrap() = asked.clone();
+    if asked.is_some()
+        && asked.as_deref() == res.headers().get("etag").and_then(|v| v.to_str().ok())
+    {
+        *res.status_mut() = StatusCode::NOT_MODIFIED;
+        *res.body_mut() = Body::empty();
     }
     res
 }

@@ -1,0 +1,244 @@
+//! Validation (RFC 9111 §4.3): a stored response that may not be served
+//! as it is, but has a validator, is checked with the handler by a
+//! conditional request; a `304` freshens it (§4.3.4) and the caller gets
+//! the stored response. A client's own conditional request is answered
+//! `304` from a stored response that matches it (§4.3.2).
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+
+use super::directives::{self, now_ms};
+use super::policy::{lifetime_of, ttl_of};
+use super::{CachedBody, Config, Entry};
+use crate::cache::Ttl;
+
+/// Whether a response carries a validator (`ETag` or `Last-Modified`), so a
+/// conditional request can check it.
+pub(super) fn has_validator(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
+}
+
+/// Makes `req` a validation of `stored`: `If-None-Match` with its `ETag`,
+/// `If-Modified-Since` with its `Last-Modified`, in place of the client's
+/// own conditions (the answer is the stored response's, then the client's
+/// conditions are evaluated on it).
+pub(super) fn make_conditional<B>(req: &mut Request<B>, stored: &Entry) {
+    let headers = req.headers_mut();
+    headers.remove(header::IF_NONE_MATCH);
+    headers.remove(header::IF_MODIFIED_SINCE);
+    if let Some(etag) = stored.headers.get(header::ETAG) {
+        headers.insert(header::IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(modified) = stored.headers.get(header::LAST_MODIFIED) {
+        headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+    }
+}
+
+/// `stored` updated by the `304` the handler answered a validation with
+/// (§3.2, §4.3.4): its headers replace the stored ones (but
+/// `Content-Length`, which describes the stored body), and its freshness
+/// is computed afresh. The response to serve, and what to store: nothing
+/// when the updated response may no longer be stored (then it is still
+/// served once, as the handler has just approved it).
+pub(super) fn freshen<B>(
+    config: &Config,
+    req: &Request<()>,
+    mut stored: Entry,
+    not_modified: &HeaderMap,
+    requested: u64,
+) -> (Response<CachedBody<B>>, Option<(Bytes, Ttl)>) {
+    let received = now_ms();
+    for name in not_modified.keys() {
+        if name == header::CONTENT_LENGTH {
+            continue;
+        }
+        stored.headers.remove(name);
+        for value in not_modified.get_all(name) {
+            stored.headers.append(name.clone(), value.clone());
+        }
+    }
+    let lifetime = lifetime_of(
+        config,
+        req,
+        stored.status,
+        &stored.headers,
+        requested,
+        received,
+    );
+    let share = lifetime.map(|lifetime| {
+        stored.lifetime = lifetime;
+        (stored.encode(), ttl_of(config, &stored))
+    });
+    if share.is_none() {
+        // Served once, as approved, with no age of its own.
+        stored.lifetime = super::entry::Lifetime::fresh_for(received, 0);
+    }
+    (stored.into_response(false, received), share)
+}
+
+/// A client's conditions (`If-None-Match`, `If-Modified-Since`), kept
+/// before the request goes to the handler.
+#[derive(Debug, Default)]
+pub(super) struct Conditions {
+    none_match: Option<Vec<HeaderValue>>,
+    modified_since: Option<u64>,
+}
+
+impl Conditions {
+    pub(super) fn of(headers: &HeaderMap) -> Self {
+        let none_match: Vec<HeaderValue> = headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .cloned()
+            .collect();
+        Conditions {
+            modified_since: directives::date(headers, &header::IF_MODIFIED_SINCE).flatten(),
+            none_match: (!none_match.is_empty()).then_some(none_match),
+        }
+    }
+
+    /// `res` (a `200` the layer serves from the cache) as a `304` when the
+    /// client's conditions say it has it already (RFC 9110 §13.2.2:
+    /// `If-None-Match` by weak comparison, else `If-Modified-Since`
+    /// against `Last-Modified`).
+    /// `label` (the layer's status header) is kept too.
+    pub(super) fn apply<B>(
+        &self,
+        res: Response<CachedBody<B>>,
+        label: &HeaderName,
+    ) -> Response<CachedBody<B>> {
+        if res.status() != StatusCode::OK || !self.matched(res.headers()) {
+            return res;
+        }
+        let (mut parts, _) = res.into_parts();
+        parts.status = StatusCode::NOT_MODIFIED;
+        // RFC 9110 §15.4.5: what a 200 would have said about caching and
+        // the representation's identity, no more.
+        let kept = [
+            label.clone(),
+            header::CACHE_CONTROL,
+            header::CONTENT_LOCATION,
+            header::DATE,
+            header::ETAG,
+            header::EXPIRES,
+            header::VARY,
+            header::AGE,
+            header::LAST_MODIFIED,
+        ];
+        let mut headers = HeaderMap::new();
+        for name in kept {
+            for value in parts.headers.get_all(&name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        parts.headers = headers;
+        Response::from_parts(parts, CachedBody::full(Bytes::new()))
+    }
+
+    fn matched(&self, headers: &HeaderMap) -> bool {
+        if let Some(lines) = &self.none_match {
+            let Some(etag) = headers.get(header::ETAG) else {
+                return false;
+            };
+            let etag = opaque(etag.as_bytes());
+            return lines
+                .iter()
+                .flat_map(|l| tags(l.as_bytes()))
+                .any(|t| t == b"*" || Some(t) == etag);
+        }
+        let Some(since) = self.modified_since else {
+            return false;
+        };
+        directives::date(headers, &header::LAST_MODIFIED)
+            .flatten()
+            .is_some_and(|modified| modified <= since)
+    }
+}
+
+/// An entity tag's opaque part (`W/"x"` and `"x"` compare equal weakly).
+fn opaque(tag: &[u8]) -> Option<&[u8]> {
+    let tag = tag.trim_ascii();
+    let tag = tag.strip_prefix(b"W/").unwrap_or(tag);
+    (tag.len() >= 2 && tag[0] == b'"' && tag[tag.len() - 1] == b'"').then_some(tag)
+}
+
+/// The tags of an `If-None-Match` line (`*`, or quoted tags that may hold
+/// commas), each as its opaque part.
+fn tags(line: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    loop {
+        rest = rest.trim_ascii_start();
+        while let Some(r) = rest.strip_prefix(b",") {
+            rest = r.trim_ascii_start();
+        }
+        if rest.is_empty() {
+            return out;
+        }
+        if let Some(r) = rest.strip_prefix(b"*") {
+            out.push(&b"*"[..]);
+            rest = r;
+            continue;
+        }
+        let start = usize::from(rest.starts_with(b"W/")) * 2;
+        if rest.get(start) != Some(&b'"') {
+            return out;
+        }
+        let Some(close) = rest[start + 1..].iter().position(|&b| b == b'"') else {
+            return out;
+        };
+        let end = start + 1 + close + 1;
+        out.push(&rest[start..end]);
+        rest = &rest[end..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_compares_weakly_and_reads_commas_inside_tags() {
+        assert_eq!(
+            tags(br#""a", W/"b,c" ,*"#),
+            vec![&b"\"a\""[..], b"\"b,c\"", b"*"]
+        );
+        assert_eq!(opaque(br#"W/"x""#), Some(&b"\"x\""[..]));
+        assert_eq!(opaque(b"x"), None);
+        let mut stored = HeaderMap::new();
+        stored.insert(header::ETAG, HeaderValue::from_static("W/\"v1\""));
+        let ask = |line: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_NONE_MATCH, HeaderValue::from_static(line));
+            Conditions::of(&h).matched(&stored)
+        };
+        assert!(ask("\"v1\""));
+        assert!(ask("\"v0\", W/\"v1\""));
+        assert!(ask("*"));
+        assert!(!ask("\"v2\""));
+    }
+
+    #[test]
+    fn if_modified_since_is_read_only_without_if_none_match() {
+        let mut stored = HeaderMap::new();
+        stored.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_static("Mon, 01 Jan 2024 00:00:00 GMT"),
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::IF_MODIFIED_SINCE,
+            HeaderValue::from_static("Tue, 02 Jan 2024 00:00:00 GMT"),
+        );
+        assert!(Conditions::of(&h).matched(&stored));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"other\""));
+        assert!(!Conditions::of(&h).matched(&stored));
+        let mut earlier = HeaderMap::new();
+        earlier.insert(
+            header::IF_MODIFIED_SINCE,
+            HeaderValue::from_static("Sun, 31 Dec 2023 00:00:00 GMT"),
+        );
+        assert!(!Conditions::of(&earlier).matched(&stored));
+    }
+}
