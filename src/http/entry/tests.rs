@@ -84,6 +84,36 @@ fn a_hit_says_its_current_age_and_head_its_length() {
     assert_eq!(res.headers()[header::CONTENT_LENGTH], "6");
 }
 
+/// An entry whose header block says `count` lines of `a: b`.
+fn with_header_lines(count: u32) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_slice(MAGIC);
+    for _ in 0..6 {
+        out.put_u64(0);
+    }
+    out.put_u16(200);
+    out.put_u32(count);
+    for _ in 0..count {
+        out.put_u32(1);
+        out.put_slice(b"a");
+        out.put_u32(1);
+        out.put_slice(b"b");
+    }
+    out.put_u64(0);
+    out.put_u32(u32::MAX);
+    out.freeze()
+}
+
+#[test]
+fn up_to_max_headers_lines_are_read_and_one_more_is_refused() {
+    let read = Entry::decode(&with_header_lines(MAX_HEADERS)).expect("the limit itself is read");
+    assert_eq!(
+        read.headers.get_all("a").iter().count(),
+        MAX_HEADERS as usize
+    );
+    assert!(Entry::decode(&with_header_lines(MAX_HEADERS + 1)).is_none());
+}
+
 #[test]
 fn more_headers_than_a_header_map_holds_are_refused_not_a_panic() {
     let mut out = BytesMut::new();
