@@ -361,3 +361,29 @@ async fn a_clients_conditional_request_is_answered_304_from_a_stored_copy() {
     assert_eq!(before.status, 200);
     assert_eq!(o.renders(), renders, "all answered from the cache");
 }
+
+/// The stated rule for ranges: a `206` is passed through and never
+/// stored; a request with `Range` may be answered with a stored whole
+/// `200` (RFC 9110 §14.2 lets a server ignore `Range`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_content_passes_through_and_a_range_request_may_get_the_stored_whole() {
+    let redis = RedisServer::start(&[]);
+    let o = Origin::default();
+    let addr = serve(HttpCacheLayer::new(cache(&redis, "ranges")), o.clone()).await;
+    let cc = "x-respond: cache-control: max-age=60";
+    let whole = get(addr, "/o/r", &[cc]).await;
+    let ranged = get(addr, "/o/r", &[cc, "range: bytes=0-1"]).await;
+    assert_eq!((ranged.status, ranged.x_cache()), (200, "hit"));
+    assert_eq!(ranged.body, whole.body);
+    let partial = ["x-status: 206", cc, "range: bytes=0-1"];
+    let first = get(addr, "/o/p206", &partial).await;
+    assert_eq!((first.status, first.x_cache()), (206, "miss"));
+    let renders = o.renders();
+    let next = get(addr, "/o/p206", &[cc]).await;
+    assert_eq!(
+        (next.status, next.x_cache()),
+        (200, "miss"),
+        "the 206 was not stored"
+    );
+    assert_eq!(o.renders(), renders + 1);
+}
