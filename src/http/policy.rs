@@ -110,10 +110,12 @@ pub(super) fn lifetime_of(
     let date = directives::date(headers, &header::DATE)
         .flatten()
         .unwrap_or(received);
-    let mut fresh = match freshness(config, &cc, (status, headers), date, explicit_only) {
-        _ if cc.no_cache && heuristically_cacheable(status) => 0,
-        Some(_) if cc.no_cache => 0,
-        fresh => fresh?,
+    let fresh = freshness(config, &cc, (status, headers), date, explicit_only);
+    // `no-cache`: storable with a lifetime or a heuristically cacheable
+    // status (§3), and never fresh.
+    let mut fresh = match cc.no_cache {
+        true if fresh.is_some() || heuristically_cacheable(status) => 0,
+        _ => fresh?,
     };
     if status.as_u16() >= 400 {
         fresh = fresh.min(config.max_error_freshness);

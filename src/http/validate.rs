@@ -39,8 +39,9 @@ pub(super) fn make_conditional<B>(req: &mut Request<B>, stored: &Entry) {
 /// (§3.2, §4.3.4): its headers replace the stored ones (but
 /// `Content-Length`, which describes the stored body), and its freshness
 /// is computed afresh. The response to serve, and what to store: nothing
-/// when the updated response may no longer be stored (then it is still
-/// served once, as the handler has just approved it).
+/// when the updated response may no longer be stored, or the `304` names
+/// another entity tag (then it is still served once, as the handler has
+/// just approved it).
 pub(super) fn freshen<B>(
     config: &Config,
     req: &Request<()>,
@@ -49,6 +50,19 @@ pub(super) fn freshen<B>(
     requested: u64,
 ) -> (Response<CachedBody<B>>, Option<(Bytes, Ttl)>) {
     let received = now_ms();
+    // §4.3.4: a `304` naming another entity tag does not describe the
+    // stored response: it is served once, as the handler approved the tag
+    // it was asked about, but not updated or stored again.
+    let (new_tag, old_tag) = (
+        not_modified.get(header::ETAG),
+        stored.headers.get(header::ETAG),
+    );
+    if let (Some(new), Some(old)) = (new_tag, old_tag) {
+        if opaque(new.as_bytes()).is_none() || opaque(new.as_bytes()) != opaque(old.as_bytes()) {
+            stored.lifetime = super::entry::Lifetime::fresh_for(received, 0);
+            return (stored.into_response(false, received), None);
+        }
+    }
     for name in not_modified.keys() {
         if name == header::CONTENT_LENGTH {
             continue;

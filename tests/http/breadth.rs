@@ -387,3 +387,37 @@ async fn partial_content_passes_through_and_a_range_request_may_get_the_stored_w
     );
     assert_eq!(o.renders(), renders + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_304_naming_another_entity_tag_is_not_stored_over_the_copy() {
+    let redis = RedisServer::start(&[]);
+    let o = Origin::default();
+    let addr = serve(
+        HttpCacheLayer::new(cache(&redis, "etag-mismatch")),
+        o.clone(),
+    )
+    .await;
+    let old = [
+        "x-respond: cache-control: max-age=1",
+        "x-respond: age: 2",
+        "x-respond: etag: \"a\"",
+    ];
+    let stored = get(addr, "/o/m", &old).await;
+    // The origin answers 304 to the validation, but its `ETag` says "b".
+    let contradicting = [
+        "x-status: 304",
+        "x-respond: cache-control: max-age=60",
+        "x-respond: etag: \"b\"",
+    ];
+    let served = get(addr, "/o/m", &contradicting).await;
+    assert_eq!(validated_with(&o).as_deref(), Some("\"a\""));
+    assert_eq!(
+        (served.x_cache(), served.body.as_str()),
+        ("revalidated", stored.body.as_str())
+    );
+    // Not freshened: the next request validates again.
+    let renders = o.renders();
+    get(addr, "/o/m", &old).await;
+    assert_eq!(o.renders(), renders + 1);
+    assert_eq!(validated_with(&o).as_deref(), Some("\"a\""));
+}
