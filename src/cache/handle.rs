@@ -17,6 +17,8 @@ use crate::cache::fail_open::FailOpen;
 use crate::request::{CacheRequest, CacheResponse, Fault, FaultClassifier, Reason, Ttl};
 
 mod load;
+#[cfg(feature = "http")]
+pub(crate) use load::Placed;
 mod near;
 #[cfg(feature = "http")]
 mod purges;

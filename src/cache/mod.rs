@@ -68,4 +68,6 @@ pub use codec::JsonCodec;
 pub use codec::ProstCodec;
 pub use codec::{Codec, Typed};
 pub use config::CacheBuilder;
+#[cfg(feature = "http")]
+pub(crate) use handle::Placed;
 pub use handle::{Backend, Cache, Deletion, Write};

@@ -17,6 +17,9 @@ pub(super) struct Entry {
     pub(super) trailers: Option<HeaderMap>,
     /// How old it is and how long it may be served.
     pub(super) lifetime: Lifetime,
+    /// For a variant (RFC 9111 §4.1): the identity of the request header
+    /// values it was made for ([`variant::id`](super::variant::id)).
+    pub(super) variant: Option<[u8; 32]>,
 }
 
 /// An entry's times, in milliseconds (`requested` and `stored`: since the
@@ -70,6 +73,13 @@ impl Lifetime {
         self.age.saturating_add(now.saturating_sub(self.stored))
     }
 
+    /// Its freshness left at `now`, in whole seconds (negative once stale):
+    /// `Cache-Status`'s `ttl`, its lifetime less the `Age` a hit carries.
+    pub(super) fn ttl_at(&self, now: u64) -> i64 {
+        let left = i128::from(self.fresh / 1000) - i128::from(self.age_at(now) / 1000);
+        i64::try_from(left).unwrap_or(i64::MIN)
+    }
+
     /// What the entry may be used for at `now`: fresh while its age is
     /// under its freshness lifetime, then within each stale window.
     pub(super) fn at(&self, now: u64) -> Use {
@@ -110,7 +120,9 @@ impl Lifetime {
 }
 
 /// The entry format: the magic, the six [`Lifetime`] figures, the status,
-/// the headers, the body, the trailers. Entries of earlier formats (which
+/// the headers, the body, the trailers, and a variant's 32-byte identity
+/// (absent for an entry that does not vary: earlier versions, which do not
+/// know variants, read those alone). Entries of earlier formats (which
 /// did not all carry their age and lifetime) are not read: a miss, and
 /// overwritten by the next store.
 const MAGIC: &[u8; 4] = b"FBH3";
@@ -173,6 +185,9 @@ impl Entry {
             None => out.put_u32(u32::MAX),
             Some(trailers) => put_headers(&mut out, trailers, &[]),
         }
+        if let Some(id) = &self.variant {
+            out.put_slice(id);
+        }
         out.freeze()
     }
 
@@ -200,12 +215,18 @@ impl Entry {
             u32::MAX => None,
             count => Some(take_headers(&mut b, count)?),
         };
-        b.is_empty().then_some(Entry {
+        let variant = match b.len() {
+            0 => None,
+            32 => Some(b.as_ref().try_into().ok()?),
+            _ => return None,
+        };
+        Some(Entry {
             status,
             headers,
             body,
             trailers,
             lifetime,
+            variant,
         })
     }
 

@@ -30,9 +30,10 @@ use super::directives::{millis, now_ms};
 use super::entry::{Lifetime, Use};
 use super::key::{self, Scope};
 use super::serve::{cached_entry, through_flight};
+use super::status::Outcome;
 use super::{mark_with, CachedBody, Entry, ResponseFuture};
 use crate::backend::RedisBackend;
-use crate::cache::{Backend, Cache, Ttl};
+use crate::cache::{Backend, Cache, Placed, Ttl};
 
 /// gRPC's default largest message; longer requests are refused as a gRPC
 /// server would (`RESOURCE_EXHAUSTED`).
@@ -273,16 +274,26 @@ where
             return Ok(mark_with(entry.into_response(false, now), header, "hit"));
         }
     }
+    let at = key.clone();
     through_flight(
         &cache,
         (&key, 0),
-        header,
+        (header, &mut Outcome::default(), &|_| true),
         (inner, parts, message),
         move |(mut inner, parts, message)| async move {
             let res = inner
                 .call(Request::from_parts(parts, rebuild(message)))
                 .await?;
-            Ok(buffer_if_ok(res, ttl).await)
+            let (res, share) = buffer_if_ok(res, ttl).await;
+            let place = |(bytes, ttl)| {
+                let placed = Placed {
+                    ttl,
+                    at,
+                    index: None,
+                };
+                (bytes, placed)
+            };
+            Ok((res, share.map(place)))
         },
         move |(mut inner, parts, message)| async move {
             let res = inner
@@ -346,6 +357,7 @@ where
             body: data.clone(),
             trailers: trailers.clone(),
             lifetime: Lifetime::fresh_for(now_ms(), millis(ttl)),
+            variant: None,
         };
         (entry.encode(), Ttl::After(ttl))
     });

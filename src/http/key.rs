@@ -65,24 +65,15 @@ impl Scope {
                 .any(|n| headers.contains_key(n) && !self.vary.contains(n))
     }
 
-    /// Whether a response that says `Vary: …` may be stored: every header
-    /// it names is in the key (and never `*`).
-    pub(super) fn covers_vary(&self, response: &HeaderMap) -> bool {
-        let mut names = response
-            .get_all(header::VARY)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|n| !n.is_empty());
-        names.all(|n| {
-            n != b"*"
-                && (n.eq_ignore_ascii_case(b"host")
-                    || self
-                        .vary
-                        .iter()
-                        .chain(&FORWARDED)
-                        .any(|k| n.eq_ignore_ascii_case(k.as_str().as_bytes())))
-        })
+    /// Whether the key holds the request header `name` (any case): `Host`,
+    /// the forwarded headers, and those named with `vary`.
+    pub(super) fn keys(&self, name: &[u8]) -> bool {
+        name.eq_ignore_ascii_case(b"host")
+            || self
+                .vary
+                .iter()
+                .chain(&FORWARDED)
+                .any(|k| name.eq_ignore_ascii_case(k.as_str().as_bytes()))
     }
 
     /// Appends a line `\nname=value` per value of each keyed header the
@@ -170,15 +161,27 @@ pub(super) struct Keys {
     pub(super) purge: Vec<u8>,
 }
 
-/// The keys of a cacheable request; `None` when it must bypass the cache
-/// (it does not ask for a stored answer, carries a credential not in the
-/// key, or names two hosts).
-pub(super) fn request<B>(scope: &Scope, req: &http::Request<B>) -> Option<Keys> {
+/// Why a request bypasses the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Bypass {
+    /// It asks for no stored answer (`no-cache`, `no-store`).
+    Request,
+    /// It carries a credential the key does not hold.
+    Credentials,
+    /// Its URI and `Host` name different hosts.
+    Host,
+}
+
+/// The keys of a cacheable request, or why it must bypass the cache.
+pub(super) fn request<B>(scope: &Scope, req: &http::Request<B>) -> Result<Keys, Bypass> {
     let headers = req.headers();
-    if super::directives::request_refuses_stored(headers) || scope.is_personal(headers) {
-        return None;
+    if super::directives::request_refuses_stored(headers) {
+        return Err(Bypass::Request);
     }
-    let host = authority(req.uri(), headers)?;
+    if scope.is_personal(headers) {
+        return Err(Bypass::Credentials);
+    }
+    let host = authority(req.uri(), headers).ok_or(Bypass::Host)?;
     let mut plain = Vec::with_capacity(128);
     plain.extend_from_slice(PREFIX);
     plain.extend_from_slice(b"GET ");
@@ -188,7 +191,7 @@ pub(super) fn request<B>(scope: &Scope, req: &http::Request<B>) -> Option<Keys> 
     }
     push_url(&mut plain, &host, req.uri().path(), req.uri().query());
     let secret = scope.push_lines(&mut plain, headers);
-    Some(Keys {
+    Ok(Keys {
         entry: finish(plain, PREFIX.len(), secret),
         purge: purge(&host, req.uri().path(), req.uri().query()),
     })
@@ -216,11 +219,12 @@ fn push_url(plain: &mut Vec<u8>, host: &str, path: &str, query: Option<&str>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    /// A header map of `pairs`, in order.
+    pub(in crate::http) fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (n, v) in pairs {
             h.append(*n, HeaderValue::from_static(v));
@@ -264,14 +268,15 @@ mod tests {
     }
 
     #[test]
-    fn vary_must_name_only_keyed_headers() {
+    fn the_key_holds_host_forwarded_and_vary_headers() {
         let mut scope = Scope::new();
         scope.vary = vec![HeaderName::from_static("accept-language")];
-        assert!(scope.covers_vary(&HeaderMap::new()));
-        assert!(scope.covers_vary(&headers(&[("vary", "Accept-Language, Host")])));
-        assert!(!scope.covers_vary(&headers(&[("vary", "accept-language, cookie")])));
-        assert!(!scope.covers_vary(&headers(&[("vary", "accept-language"), ("vary", "*")])));
-        assert!(!scope.covers_vary(&headers(&[("vary", "accept-encoding")])));
+        for name in ["Accept-Language", "host", "X-Forwarded-Proto", "forwarded"] {
+            assert!(scope.keys(name.as_bytes()), "{name}");
+        }
+        for name in ["cookie", "accept-encoding", "*", ""] {
+            assert!(!scope.keys(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]

@@ -40,9 +40,12 @@
 //!   is declared [`public`](HttpCacheLayer::public).
 //! * **Whether, and how long**, follows the response's `Cache-Control`,
 //!   `Expires`, `Date` and `Age`, read as a shared cache must (RFC 9111;
-//!   the rules below). Responses that set cookies, that say `Vary: *`, or
-//!   that vary on a request header not in the key (`Vary: Accept-Encoding`
-//!   with no `vary(["accept-encoding"])`) are not stored. A response
+//!   the rules below). Responses that set cookies or say `Vary: *` are
+//!   not stored. One that varies on request headers the key does not hold
+//!   (`Vary: Accept-Encoding` with no `vary(["accept-encoding"])`) is
+//!   stored as one variant per set of their values, at most
+//!   [`max_variants`](HttpCacheLayer::max_variants) per URL, and served
+//!   only to requests with the same values. A response
 //!   without an explicit lifetime (only a `Last-Modified`) is not stored
 //!   unless [`heuristic_freshness`](HttpCacheLayer::heuristic_freshness)
 //!   is set.
@@ -65,6 +68,20 @@
 //!   confirmed by the handler with a `304`), `miss` or `bypass`
 //!   (not a `GET`/`HEAD`, a per-caller request, or one with
 //!   `Cache-Control: no-cache`/`no-store`).
+//! * **`Cache-Status`** (RFC 9211) says the same in the standard form,
+//!   appended after the members of the caches behind the layer (named
+//!   with [`cache_status`](HttpCacheLayer::cache_status), default
+//!   `fusebox`):
+//!
+//!   | `x-cache` | `Cache-Status` member |
+//!   |---|---|
+//!   | `hit` | `fusebox; hit; ttl=42` (freshness left, seconds) |
+//!   | `hit` (a concurrent miss's response) | `fusebox; fwd=uri-miss; fwd-status=200; collapsed` |
+//!   | `stale` (while revalidated) | `fusebox; hit; ttl=-5` |
+//!   | `stale` (the handler failed) | `fusebox; fwd=stale; fwd-status=503; ttl=-5; detail=stale-if-error` |
+//!   | `revalidated` | `fusebox; fwd=stale; fwd-status=304; ttl=-5` |
+//!   | `miss` | `fusebox; fwd=uri-miss` (nothing stored for the URL), `fwd=vary-miss` (not for these values) or `fwd=stale` (a stored copy not usable), `; fwd-status=200`, then `; stored` if it was, `; collapsed=?0` if it waited on a concurrent miss whose response was not for it |
+//!   | `bypass` | `fusebox; fwd=method` (not `GET`/`HEAD`), `fwd=request` (`no-cache`/`no-store` request), `fwd=bypass; detail=bypass-credentials` or `detail=bypass-host` |
 //! * Concurrent misses for one key are coalesced: one request reaches the
 //!   handler; the others get its response if it may be shared, or go to the
 //!   handler themselves if not.
@@ -97,12 +114,15 @@
 //! | RFC 5861 `stale-while-revalidate` | served stale while one background revalidation per key runs, bounded by [`revalidation_timeout`](HttpCacheLayer::revalidation_timeout); no request waits on it | `stale_while_revalidate_serves_stale_and_revalidates_once_in_the_background`, `a_hung_background_revalidation_holds_no_caller` |
 //! | RFC 5861 `stale-if-error` | served stale only when the handler errs or answers 5xx; a 5xx never replaces the copy kept for that case | `stale_if_error_serves_stale_only_when_the_handler_fails` |
 //! | stale on error by policy | [`serve_stale_on_error`](HttpCacheLayer::serve_stale_on_error): as if every response said `stale-if-error`, never where §4.2.4 forbids stale | `breadth::the_layers_stale_on_error_policy_serves_a_copy_unless_a_directive_forbids_it` |
+//! | §4.1 `Vary` | a response varying on request headers outside the key is one variant per set of their values (field lines combined, whitespace around commas dropped; absent differs from empty), at most [`max_variants`](HttpCacheLayer::max_variants) per URL, each served only to a request presenting its values, their hash kept with it (never a value in clear); `Vary: *` never stored; a purge reaches every variant | `variants::each_set_of_values_gets_its_own_variant_and_only_its_own`, `variants::values_are_compared_with_lines_combined_and_spaces_around_commas_dropped`, `variants::vary_star_is_never_served_and_variants_per_url_are_bounded`, `variants::concurrent_misses_for_other_values_never_take_the_leaders_response` |
+//! | RFC 9211 `Cache-Status` | on every response the layer handles, after the members behind it | `variants::cache_status_says_what_the_layer_did_after_the_caches_behind_it` |
 //! | RFC 9213 targeted fields | `CDN-Cache-Control` (or the fields named with [`targeted_cache_control`](HttpCacheLayer::targeted_cache_control)), when a valid Structured Field Dictionary, replaces `Cache-Control` and `Expires`; an invalid one is ignored whole | `breadth::a_targeted_field_replaces_cache_control_and_expires_when_valid` |
 //!
 //! Not implemented (yet): partial content (`206` is passed through, never stored, and a request
 //! with `Range` may be answered with a stored full `200`, which RFC 9110
-//! §14.2 allows); storing variants for `Vary` headers outside the key;
-//! request `max-stale` and `only-if-cached`.
+//! §14.2 allows); request `max-stale` and `only-if-cached`; validating
+//! with the entity tags of a URL's other variants (§4.3.1); normalising
+//! `Accept-Language` beyond whitespace (order, case, q-values).
 //!
 //! Entries are checked on every read, so bytes in Redis that are not an
 //! entry this version wrote (another version's, or anything else) are a
@@ -134,8 +154,10 @@ mod policy;
 mod serve;
 mod settings;
 mod stale;
+mod status;
 mod targeted;
 mod validate;
+mod variant;
 
 pub use body::CachedBody;
 pub use breaker::{

@@ -10,19 +10,22 @@ use tower::BoxError;
 
 use super::directives::{self, Directives};
 use super::entry::Lifetime;
-use super::{targeted, validate};
+use super::{targeted, validate, variant};
 use super::{CachedBody, Config, Entry};
-use crate::cache::Ttl;
+use crate::cache::{Placed, Ttl};
 
 /// The leader's response, and, if it may be cached, its encoded entry and
-/// TTL. `requested` is when the request was sent to the handler (ms since
-/// the epoch).
+/// where to store it: at `key` (the URL's), or, for a response that varies
+/// on request headers the key does not hold, in its variant's slot with an
+/// index at `key`. `requested` is when the request was sent to the
+/// handler (ms since the epoch).
 pub(super) async fn buffer_if_cacheable<B>(
     config: &Config,
     req: &Request<()>,
+    key: &[u8],
     requested: u64,
     res: Response<B>,
-) -> (Response<CachedBody<B>>, Option<(Bytes, Ttl)>)
+) -> (Response<CachedBody<B>>, Option<(Bytes, Placed)>)
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -49,16 +52,31 @@ where
     match limited.collect().await {
         Ok(collected) => {
             let body = collected.to_bytes();
+            let names = variant::names(&config.scope, &parts.headers).unwrap_or_default();
+            let id = (!names.is_empty()).then(|| variant::id(&names, req.headers()));
             let entry = Entry {
                 status: parts.status,
                 headers: parts.headers.clone(),
                 body: body.clone(),
                 trailers: None,
                 lifetime,
+                variant: id,
             };
             let ttl = ttl_of(config, &entry);
+            let placed = match id {
+                Some(id) => Placed {
+                    ttl,
+                    at: variant::slot(key, &id, config.max_variants),
+                    index: Some((key.to_vec(), variant::index(&names))),
+                },
+                None => Placed {
+                    ttl,
+                    at: key.to_vec(),
+                    index: None,
+                },
+            };
             let res = Response::from_parts(parts, CachedBody::full(body));
-            (res, Some((entry.encode(), ttl)))
+            (res, Some((entry.encode(), placed)))
         }
         // The body failed (or lied about its length): the client sees the
         // failure; nothing is stored.
@@ -82,7 +100,7 @@ pub(super) fn lifetime_of(
         || status == StatusCode::PARTIAL_CONTENT
         || status == StatusCode::NOT_MODIFIED
         || headers.contains_key(header::SET_COOKIE)
-        || !config.scope.covers_vary(headers)
+        || !storable_vary(config, headers)
     {
         return None;
     }
@@ -144,6 +162,13 @@ pub(super) fn lifetime_of(
         if_error,
     };
     (kept(config, &lifetime, headers) > 0).then_some(lifetime)
+}
+
+/// Whether a response's `Vary` lets it be stored: never `*`; headers the
+/// key does not hold only while variants are.
+fn storable_vary(config: &Config, headers: &HeaderMap) -> bool {
+    variant::names(&config.scope, headers)
+        .is_some_and(|names| names.is_empty() || config.max_variants > 0)
 }
 
 /// How long Redis keeps an entry (ms): while it may be served, fresh or

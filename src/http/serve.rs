@@ -15,9 +15,11 @@ use tower::{BoxError, Service};
 
 use super::directives::{now_ms, Directives};
 use super::entry::Use;
+use super::key::{self, Bypass};
 use super::policy::buffer_if_cacheable;
-use super::{invalidate, key, stale, validate, CachedBody, Config, Entry};
-use crate::cache::{Backend, Cache, Reason, Ttl};
+use super::status::{self, Fwd, Outcome};
+use super::{invalidate, stale, validate, variant, CachedBody, Config, Entry};
+use crate::cache::{Backend, Cache, Placed, Reason};
 use crate::flight::Coalesced;
 
 /// One request, counted by how the layer answered it.
@@ -37,9 +39,15 @@ where
 {
     let (name, counted) = (cache.label().clone(), config.clone());
     let method = req.method() == Method::GET || req.method() == Method::HEAD;
-    let res = answer(inner, cache, config, req).await;
-    if let Ok(res) = &res {
+    let mut outcome = Outcome::default();
+    let mut res = answer(inner, cache, config, req, &mut outcome).await;
+    if let Ok(res) = &mut res {
         count(res, &counted.status_header, &name, "http", method);
+        let label = res.headers().get(&counted.status_header).cloned();
+        if let (Some(id), Some(label)) = (&counted.cache_status, label) {
+            let status = res.status().as_u16();
+            status::append(res.headers_mut(), id, label.as_bytes(), status, &outcome);
+        }
     }
     res
 }
@@ -49,6 +57,7 @@ async fn answer<S, C, ReqBody, ResBody>(
     cache: Cache<C>,
     config: Arc<Config>,
     req: Request<ReqBody>,
+    outcome: &mut Outcome,
 ) -> Result<Response<CachedBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -59,24 +68,41 @@ where
     C: Backend + Sync,
 {
     if !is_safe(req.method()) {
+        outcome.fwd = Fwd::Method;
         return invalidate::after_unsafe(inner, &cache, &config, req).await;
     }
     let head = req.method() == Method::HEAD;
-    let keys = (req.method() == Method::GET || head)
-        .then(|| key::request(&config.scope, &req))
-        .flatten();
-    let Some(keys) = keys else {
-        let res = inner.call(req).await?;
-        return Ok(mark(res.map(CachedBody::inner), &config, "bypass"));
+    let keys = match req.method() == Method::GET || head {
+        true => key::request(&config.scope, &req).map_err(Some),
+        false => Err(None),
+    };
+    let keys = match keys {
+        Ok(keys) => keys,
+        Err(why) => {
+            (outcome.fwd, outcome.detail) = match why {
+                None => (Fwd::Method, None),
+                Some(Bypass::Request) => (Fwd::Request, None),
+                Some(Bypass::Credentials) => (Fwd::Bypass, Some("bypass-credentials")),
+                Some(Bypass::Host) => (Fwd::Bypass, Some("bypass-host")),
+            };
+            let res = inner.call(req).await?;
+            return Ok(mark(res.map(CachedBody::inner), &config, "bypass"));
+        }
     };
     // Fresh: a hit. Stale (RFC 5861, where RFC 9111 allows it): served
     // while revalidated in the background, or kept for the case the
     // handler fails. Otherwise, with a validator: validated (§4.3).
     let conditions = validate::Conditions::of(req.headers());
     let (mut if_error, mut validating) = (None, None);
-    let (entry, purged) = cached_entry(&cache, "http", &keys.entry, Some(&keys.purge)).await;
-    if let Some(entry) = entry {
+    let found = variant::lookup(&cache, &config, (&keys.entry, &keys.purge), req.headers()).await;
+    let (purged, flight) = (found.purged, found.flight);
+    if found.vary_miss {
+        outcome.fwd = Fwd::VaryMiss;
+    }
+    if let Some(entry) = found.entry {
         let now = now_ms();
+        outcome.ttl = Some(entry.lifetime.ttl_at(now));
+        outcome.fwd = Fwd::Stale;
         let usable = entry
             .lifetime
             .for_request(now, &Directives::of(req.headers()));
@@ -88,7 +114,8 @@ where
             }
             Use::Revalidate => {
                 if !head {
-                    stale::revalidate(inner, cache, config.clone(), req, keys.entry);
+                    let keys = (flight, keys.entry);
+                    stale::revalidate(inner, cache, config.clone(), req, keys);
                 }
                 let res = mark(entry.into_response(head, now), &config, "stale");
                 return Ok(conditions.apply(res, &config.status_header));
@@ -102,19 +129,23 @@ where
             Use::Expired => {}
         }
     }
+    outcome.forwarded = true;
     if head {
         // HEAD is answered from a cached GET, never stored itself.
         let res = (inner.call(req).await).map(|r| mark(r.map(CachedBody::inner), &config, "miss"));
+        outcome.fwd_status = res.as_ref().ok().map(|r| r.status().as_u16());
         return stale::or_stale(res, if_error, &config, true);
     }
     let policy = policy_request(&req);
     let rules = &*config;
     let (policy, cache_ref, purge) = (&policy, &cache, &keys.purge);
+    let (base, at) = (&keys.entry[..], &flight[..]);
     let keeps_stale = if_error.is_some();
+    let fits = |e: &Entry| variant::fits(&rules.scope, e, policy.headers());
     let res = through_flight(
         &cache,
-        (&keys.entry, purged),
-        &config.status_header,
+        (at, purged),
+        (&config.status_header, &mut *outcome, &fits),
         (inner, req),
         move |(mut inner, mut req)| async move {
             if let Some(stored) = &validating {
@@ -125,9 +156,20 @@ where
             if let Some(stored) = validating.filter(|_| res.status() == StatusCode::NOT_MODIFIED) {
                 let (res, share) =
                     validate::freshen(rules, policy, stored, res.headers(), requested);
-                return Ok((mark(res, rules, "revalidated"), share));
+                let place = |(bytes, ttl)| {
+                    let at = at.to_vec();
+                    (
+                        bytes,
+                        Placed {
+                            ttl,
+                            at,
+                            index: None,
+                        },
+                    )
+                };
+                return Ok((mark(res, rules, "revalidated"), share.map(place)));
             }
-            let (res, share) = buffer_if_cacheable(rules, policy, requested, res).await;
+            let (res, share) = buffer_if_cacheable(rules, policy, base, requested, res).await;
             // A server error does not replace a copy kept for that case.
             let share = share.filter(|_| !(keeps_stale && res.status().is_server_error()));
             if share.is_some() {
@@ -138,6 +180,7 @@ where
         |(mut inner, req)| async move { Ok(inner.call(req).await?.map(CachedBody::inner)) },
     )
     .await;
+    outcome.fwd_status = res.as_ref().ok().map(|r| r.status().as_u16());
     let res = stale::or_stale(res, if_error, &config, false)?;
     Ok(
         match res
@@ -181,6 +224,18 @@ pub(super) async fn cached_entry<C: Backend>(
     key: &[u8],
     purge: Option<&[u8]>,
 ) -> (Option<Entry>, u64) {
+    let (bytes, purged) = cached_bytes(cache, key, purge).await;
+    let entry = bytes.and_then(|b| decoded(cache, op, &b));
+    (entry.filter(|e| e.lifetime.requested > purged), purged)
+}
+
+/// The bytes at `key`, and the time (ms) of its URL's last purge (the
+/// marker at `purge`; 0: none known).
+pub(super) async fn cached_bytes<C: Backend>(
+    cache: &Cache<C>,
+    key: &[u8],
+    purge: Option<&[u8]>,
+) -> (Option<Bytes>, u64) {
     let (bytes, marker) = match purge {
         // Both in one round trip's time.
         Some(purge) => join(cache.get(key), cache.get(purge)).await,
@@ -195,10 +250,17 @@ pub(super) async fn cached_entry<C: Backend>(
             .unwrap_or(u64::MAX)
     });
     let purged = purge.map_or(purged, |p| purged.max(cache.local_purges().0.of(p)));
-    let Some(bytes) = bytes else {
-        return (None, purged);
-    };
-    let entry = Entry::decode(&bytes);
+    (bytes, purged)
+}
+
+/// The entry `bytes` hold; bytes that are not one are counted (reason
+/// `undecodable`) and are a miss.
+pub(super) fn decoded<C: Backend>(
+    cache: &Cache<C>,
+    op: &'static str,
+    bytes: &Bytes,
+) -> Option<Entry> {
+    let entry = Entry::decode(bytes);
     if entry.is_none() {
         crate::telemetry::cache_fail_open(
             &Arc::from(cache.name()),
@@ -206,8 +268,7 @@ pub(super) async fn cached_entry<C: Backend>(
             Reason::Undecodable.as_str(),
         );
     }
-    let entry = entry.filter(|e| e.lifetime.requested > purged);
-    (entry, purged)
+    entry
 }
 
 /// Both futures' outputs, polled together.
@@ -236,16 +297,21 @@ async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     .await
 }
 
+/// Whether a stored response may be given to the request at hand.
+pub(super) type Fits<'a> = dyn Fn(&Entry) -> bool + Sync + 'a;
+
 /// After a miss: the first caller for `key` runs `lead` with its request
-/// through the cache's single flight (storing what it may share); callers
-/// arriving meanwhile get that shared response, or, when it could not be
-/// shared or was requested no later than `purged` (the last purge of the
-/// URL this caller knows of: a flight that began before a `POST` this
-/// caller has seen answered), run `direct` with their own request.
+/// through the cache's single flight (storing what it may share where it
+/// says); callers arriving meanwhile get that shared response if it `fits`
+/// their request, or, when it does not, could not be shared, or was
+/// requested no later than `purged` (the last purge of the URL this caller
+/// knows of: a flight that began before a `POST` this caller has seen
+/// answered), run `direct` with their own request. What happened goes in
+/// `outcome`.
 pub(super) async fn through_flight<C, P, B, E, L, LFut, D, DFut>(
     cache: &Cache<C>,
     (key, purged): (&[u8], u64),
-    header: &HeaderName,
+    (header, outcome, fits): (&HeaderName, &mut Outcome, &Fits<'_>),
     pending: P,
     lead: L,
     direct: D,
@@ -253,7 +319,7 @@ pub(super) async fn through_flight<C, P, B, E, L, LFut, D, DFut>(
 where
     C: Backend,
     L: FnOnce(P) -> LFut,
-    LFut: Future<Output = Result<(Response<CachedBody<B>>, Option<(Bytes, Ttl)>), E>>,
+    LFut: Future<Output = Result<(Response<CachedBody<B>>, Option<(Bytes, Placed)>), E>>,
     D: FnOnce(P) -> DFut,
     DFut: Future<Output = Result<Response<CachedBody<B>>, E>>,
 {
@@ -261,19 +327,22 @@ where
     // caller leads, directly if the leader's answer was not shareable (or
     // was not an entry: a user's own value under the same key).
     let name = cache.label();
+    let stored = &mut outcome.stored;
     let lead = |pending| async move {
         let (res, share) = lead(pending).await?;
         if share.is_some() {
             crate::telemetry::http_store(name);
+            *stored = true;
         }
         Ok((res, share))
     };
-    let pending = match cache.coalesce(key, pending, lead).await? {
+    let pending = match cache.coalesce_placed(key, pending, lead).await? {
         // A leader's answer is a miss, unless it says more (revalidated).
         Coalesced::Led(res) if res.headers().contains_key(header) => return Ok(res),
         Coalesced::Led(res) => return Ok(mark_with(res, header, "miss")),
         Coalesced::Shared(bytes, pending) => match Entry::decode(&bytes) {
-            Some(entry) if entry.lifetime.requested > purged => {
+            Some(entry) if entry.lifetime.requested > purged && fits(&entry) => {
+                outcome.collapsed = Some(true);
                 let res = entry.into_response(false, now_ms());
                 return Ok(mark_with(res, header, "hit"));
             }
@@ -281,6 +350,7 @@ where
         },
         Coalesced::Direct(pending) => pending,
     };
+    outcome.collapsed = Some(false);
     Ok(mark_with(direct(pending).await?, header, "miss"))
 }
 

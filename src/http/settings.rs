@@ -8,6 +8,7 @@ use http::header::HeaderName;
 
 use super::directives;
 use super::key::{self, Scope};
+use super::status;
 use super::HttpCacheLayer;
 use crate::cache::Cache;
 
@@ -32,6 +33,11 @@ pub(super) struct Config {
     /// How long past its freshness an entry with a validator is kept for a
     /// conditional request (ms).
     pub(super) keep_for_validation: u64,
+    /// Variants stored per URL (and value of the keyed headers); 0: none.
+    pub(super) max_variants: u16,
+    /// This cache's identifier in `Cache-Status`, as written; `None`: no
+    /// `Cache-Status`.
+    pub(super) cache_status: Option<String>,
 }
 
 impl<C> HttpCacheLayer<C> {
@@ -50,6 +56,8 @@ impl<C> HttpCacheLayer<C> {
                 stale_on_error: 0,
                 max_error_freshness: 5 * 60 * 1000,
                 keep_for_validation: 60 * 1000,
+                max_variants: 16,
+                cache_status: status::identifier("fusebox"),
             }),
         }
     }
@@ -169,6 +177,33 @@ impl<C> HttpCacheLayer<C> {
     /// not stored).
     pub fn keep_for_validation(mut self, window: Duration) -> Self {
         Arc::make_mut(&mut self.config).keep_for_validation = directives::millis(window);
+        self
+    }
+
+    /// How many variants of one URL are stored, at most, when its responses
+    /// vary on request headers the key does not hold (`Vary: Foo` without
+    /// `vary(["foo"])`): each is served only to requests presenting the
+    /// values it was made for (RFC 9111 §4.1); values are compared with
+    /// their field lines combined and the whitespace around commas
+    /// dropped. Two variants may share a slot, and then replace each other.
+    /// A variant costs a second Redis round trip on a lookup, after the
+    /// URL's. Defaults to 16; zero stores no response that varies outside
+    /// the key. Headers in [`vary`](Self::vary) are in the key itself: no
+    /// bound, one round trip.
+    pub fn max_variants(mut self, max: u16) -> Self {
+        Arc::make_mut(&mut self.config).max_variants = max;
+        self
+    }
+
+    /// This cache's identifier in the `Cache-Status` response header (RFC
+    /// 9211) the layer appends to every response it handles, after any the
+    /// handler's response carries: `fusebox; hit; ttl=42`, `fusebox;
+    /// fwd=uri-miss; fwd-status=200; stored`. Defaults to `fusebox`; a name
+    /// that is not a Structured Field token is written as a string; an
+    /// empty one turns the header off. The [`status_header`](Self::status_header)
+    /// (`x-cache`) is set either way.
+    pub fn cache_status(mut self, name: &str) -> Self {
+        Arc::make_mut(&mut self.config).cache_status = status::identifier(name);
         self
     }
 }

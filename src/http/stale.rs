@@ -18,7 +18,9 @@ use super::{mark, CachedBody, Config, Entry};
 use crate::cache::{Backend, Cache};
 
 /// Sends `req` to `inner` in the background and stores what it answers
-/// (if it may be stored) under `key`, unless a revalidation of `key` is
+/// (if it may be stored) where it belongs among the variants of the URL
+/// whose key is `base`, unless a revalidation of `at` (the key the stale
+/// copy was read from) is
 /// under way, or the cache is failing (its breaker open: the new copy could
 /// not be stored, and every request would render again). The caller has
 /// been answered with the stale copy already. A revalidation is abandoned
@@ -29,7 +31,7 @@ pub(super) fn revalidate<S, C, ReqBody, ResBody>(
     cache: Cache<C>,
     config: Arc<Config>,
     req: Request<ReqBody>,
-    key: Vec<u8>,
+    (at, base): (Vec<u8>, Vec<u8>),
 ) where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
     S::Future: Send,
@@ -53,10 +55,10 @@ pub(super) fn revalidate<S, C, ReqBody, ResBody>(
     }
     let policy = policy_request(&req);
     runtime.spawn(async move {
-        let refresh = cache.try_refresh_apart(&key, || async {
+        let refresh = cache.try_refresh_apart(&at, || async {
             let requested = now_ms();
             let res = inner.call(req).await.map_err(drop)?;
-            let (res, share) = buffer_if_cacheable(&config, &policy, requested, res).await;
+            let (res, share) = buffer_if_cacheable(&config, &policy, &base, requested, res).await;
             // A server error does not replace the stale copy: it is served
             // until its windows end, or a better answer comes.
             let share = share.filter(|_| !res.status().is_server_error());

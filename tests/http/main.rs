@@ -7,6 +7,7 @@ mod client;
 mod common;
 mod rfc9111;
 mod stale;
+mod variants;
 
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
@@ -481,7 +482,7 @@ async fn two_users_never_share_a_response() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn responses_that_vary_on_unkeyed_headers_are_not_stored() {
+async fn responses_that_vary_on_unkeyed_headers_are_stored_as_variants_but_star_never() {
     let redis = RedisServer::start(&[]);
     let cache = Cache::builder()
         .name("http-vary")
@@ -489,13 +490,14 @@ async fn responses_that_vary_on_unkeyed_headers_are_not_stored() {
         .build()
         .unwrap();
     let addr = serve(cache, Calls::default()).await;
-    // The layer keys on accept-language (and the host), nothing else.
+    // The layer keys on accept-language (and the host); responses varying
+    // on other headers are variants (see `variants.rs`), `*` never stored.
     for (names, stored) in [
         ("accept-language", true),
         ("Accept-Language,%20Host", true),
-        ("cookie", false),
-        ("accept-encoding", false),
-        ("accept-language,%20user-agent", false),
+        ("cookie", true),
+        ("accept-encoding", true),
+        ("accept-language,%20user-agent", true),
         ("star", false),
     ] {
         let path = format!("/vary/{names}");

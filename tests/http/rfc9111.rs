@@ -25,7 +25,7 @@ pub(super) struct Origin {
     renders: Arc<AtomicU32>,
     hang_on: Arc<AtomicU32>,
     /// Requests with `x-hold: 1` wait for a permit.
-    gate: Arc<tokio::sync::Semaphore>,
+    pub(super) gate: Arc<tokio::sync::Semaphore>,
     /// The `If-None-Match` of the last request, if it had one.
     pub(super) last_if_none_match: Arc<std::sync::Mutex<Option<String>>>,
 }

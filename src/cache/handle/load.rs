@@ -172,7 +172,13 @@ impl<B: super::Backend> Cache<B> {
         Fut: Future<Output = Result<(T, Option<(Bytes, Ttl)>), E>>,
     {
         let full = self.key(key);
-        self.refresh_in_flight(full.clone(), full, load).await
+        let stored = full.clone();
+        self.shared
+            .flights
+            .try_lead(&full, load, |value, ttl| async move {
+                let _ = self.write_full(stored, value, ttl, false).await;
+            })
+            .await
     }
 
     /// [`try_refresh`](Self::try_refresh) in a flight apart from the
@@ -186,31 +192,51 @@ impl<B: super::Backend> Cache<B> {
     ) -> Option<Result<T, E>>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<(T, Option<(Bytes, Ttl)>), E>>,
+        Fut: Future<Output = Result<(T, Option<(Bytes, Placed)>), E>>,
     {
-        let stored = self.key(key);
-        let mut flight = stored.to_vec();
+        let mut flight = self.key(key).to_vec();
         flight.extend_from_slice(b"\0refresh");
-        self.refresh_in_flight(Bytes::from(flight), stored, load)
+        self.shared
+            .flights
+            .try_lead(&Bytes::from(flight), load, |value, placed| {
+                self.place(value, placed)
+            })
             .await
     }
 
-    async fn refresh_in_flight<T, F, Fut, E>(
+    /// [`coalesce`](Self::coalesce) for the HTTP cache, whose leader says
+    /// where what it shares is stored ([`Placed`]): a variant of a URL is
+    /// not stored under the key its flight is on.
+    #[cfg(feature = "http")]
+    pub(crate) async fn coalesce_placed<A, T, F, Fut, E>(
         &self,
-        flight: Bytes,
-        stored: Bytes,
+        key: &[u8],
+        work: A,
         load: F,
-    ) -> Option<Result<T, E>>
+    ) -> Result<Coalesced<T, A>, E>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<(T, Option<(Bytes, Ttl)>), E>>,
+        F: FnOnce(A) -> Fut,
+        Fut: Future<Output = Result<(T, Option<(Bytes, Placed)>), E>>,
     {
         self.shared
             .flights
-            .try_lead(&flight, load, |value, ttl| async move {
-                let _ = self.write_full(stored, value, ttl, false).await;
+            .coalesce(&self.key(key), work, load, |value, placed| {
+                self.place(value, placed)
             })
             .await
+    }
+
+    /// Stores `value` where `placed` says, its index (if any) after it.
+    #[cfg(feature = "http")]
+    async fn place(&self, value: Bytes, placed: Placed) {
+        let _ = self
+            .write_full(self.key(&placed.at), value, placed.ttl, false)
+            .await;
+        if let Some((at, index)) = placed.index {
+            let _ = self
+                .write_full(self.key(&at), index, placed.ttl, false)
+                .await;
+        }
     }
 
     /// Single flight: the first caller for `key` runs `load` with `work`;
@@ -239,4 +265,15 @@ impl<B: super::Backend> Cache<B> {
             })
             .await
     }
+}
+
+/// Where the HTTP cache stores a response its flight shares.
+#[cfg(feature = "http")]
+#[derive(Debug)]
+pub(crate) struct Placed {
+    pub(crate) ttl: Ttl,
+    /// The key of the response (without the cache's prefix).
+    pub(crate) at: Vec<u8>,
+    /// An index to store beside it, and its key (a URL's variants).
+    pub(crate) index: Option<(Vec<u8>, Bytes)>,
 }

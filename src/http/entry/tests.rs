@@ -27,6 +27,7 @@ fn entry() -> Entry {
         body: Bytes::from_static(b"<html>"),
         trailers: Some(trailers),
         lifetime: lifetime(),
+        variant: None,
     }
 }
 
@@ -34,9 +35,21 @@ fn entry() -> Entry {
 fn entries_round_trip_and_garbage_is_refused() {
     let e = entry();
     let bytes = e.encode();
-    assert_eq!(Entry::decode(&bytes), Some(e));
+    assert_eq!(Entry::decode(&bytes), Some(e.clone()));
     for cut in 0..bytes.len() {
         assert!(Entry::decode(&bytes.slice(..cut)).is_none());
+    }
+    // A variant's identity follows; anything else after the trailers is
+    // refused.
+    let variant = Entry {
+        variant: Some([7; 32]),
+        ..e
+    };
+    let long = variant.encode();
+    assert_eq!(long.len(), bytes.len() + 32);
+    assert_eq!(Entry::decode(&long), Some(variant));
+    for cut in bytes.len() + 1..long.len() {
+        assert!(Entry::decode(&long.slice(..cut)).is_none(), "{cut}");
     }
     assert!(Entry::decode(&Bytes::from_static(b"garbage")).is_none());
     let mut extra = bytes.to_vec();
