@@ -139,6 +139,8 @@ impl Conditions {
             header::VARY,
             header::AGE,
             header::LAST_MODIFIED,
+            // The members of the caches behind this one (RFC 9211).
+            HeaderName::from_static("cache-status"),
         ];
         let mut headers = HeaderMap::new();
         for name in kept {

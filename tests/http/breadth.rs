@@ -326,6 +326,7 @@ async fn a_clients_conditional_request_is_answered_304_from_a_stored_copy() {
         "x-respond: etag: W/\"e1\"",
         "x-respond: last-modified: Mon, 01 Jan 2024 00:00:00 GMT",
         "x-respond: x-other: dropped",
+        "x-respond: cache-status: origin-cdn; fwd=uri-miss",
     ];
     let stored = get(addr, "/o/c", &ask).await;
     assert_eq!(stored.x_cache(), "miss");
@@ -340,6 +341,15 @@ async fn a_clients_conditional_request_is_answered_304_from_a_stored_copy() {
     assert_eq!(not_modified.body, "");
     assert_eq!(not_modified.header("etag"), Some("w/\"e1\""));
     assert_eq!(not_modified.header("x-other"), None);
+    // The caches' members stay, this layer's last (RFC 9211).
+    let members: Vec<_> = not_modified
+        .head
+        .lines()
+        .filter_map(|l| l.strip_prefix("cache-status: "))
+        .collect();
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert_eq!(members[0], "origin-cdn; fwd=uri-miss");
+    assert!(members[1].starts_with("fusebox; hit; ttl="), "{members:?}");
     let other = get(addr, "/o/c", &with("if-none-match: \"e2\"")).await;
     assert_eq!(
         (other.status, other.body.as_str()),
