@@ -95,6 +95,24 @@ async fn me(headers: HeaderMap) -> impl IntoResponse {
     )
 }
 
+/// A page in one region's language: its responses vary on `X-Region`, a
+/// header the layer's key does not hold, so each region's copy is a
+/// variant of the URL.
+async fn catalog(Path(id): Path<usize>, headers: HeaderMap) -> impl IntoResponse {
+    let region = headers
+        .get("x-region")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_owned();
+    (
+        [
+            (header::CACHE_CONTROL, "public, max-age=2".to_owned()),
+            (header::VARY, "X-Region".to_owned()),
+        ],
+        format!("catalog {id} region {region}"),
+    )
+}
+
 pub(crate) async fn start(
     soak: &Arc<Soak>,
     redis: &Servers,
@@ -121,6 +139,7 @@ pub(crate) async fn start(
     let app = Router::new()
         .route("/product/{id}", get(product).post(update))
         .route("/me", get(me))
+        .route("/catalog/{id}", get(catalog))
         .with_state(truth)
         .layer(HttpCacheLayer::new(pages.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -167,11 +186,11 @@ async fn call(
     soak: &Soak,
     method: Method,
     uri: &str,
-    user: Option<u64>,
+    header: Option<(&str, String)>,
 ) -> Option<(StatusCode, Bytes, bool)> {
     let mut req = Request::builder().method(method).uri(uri);
-    if let Some(u) = user {
-        req = req.header("x-user", u.to_string());
+    if let Some((name, value)) = header {
+        req = req.header(name, value);
     }
     let req = req.body(Full::new(Bytes::new())).expect("a request");
     let answer = tokio::time::timeout(Duration::from_secs(10), async {
@@ -249,7 +268,7 @@ async fn browse(soak: Arc<Soak>, addr: std::net::SocketAddr, seed: u64, stop: Ar
                     &soak,
                     Method::GET,
                     &format!("{base}/me"),
-                    Some(user),
+                    Some(("x-user", user.to_string())),
                 )
                 .await
                 {
@@ -260,6 +279,29 @@ async fn browse(soak: Arc<Soak>, addr: std::net::SocketAddr, seed: u64, stop: Ar
                         soak.wrong(
                             "another user's page",
                             format!("user {user} was given {:?}", String::from_utf8_lossy(&body)),
+                        );
+                    }
+                }
+            }
+            5..=8 => {
+                // One of a few regions' variants of a few pages.
+                let (page, region) = (dice.roll(20), dice.roll(4));
+                let header = Some(("x-region", format!("r{region}")));
+                let uri = format!("{base}/catalog/{page}");
+                if let Some((status, body, _)) =
+                    call(&client, &soak, Method::GET, &uri, header).await
+                {
+                    soak.checked("another region's variant");
+                    let want = format!("catalog {page} region r{region}");
+                    if status != StatusCode::OK {
+                        soak.error(format!("{uri} answered {status}"));
+                    } else if body != want.as_bytes() {
+                        soak.wrong(
+                            "another region's variant",
+                            format!(
+                                "{uri} for r{region} was given {:?}",
+                                String::from_utf8_lossy(&body)
+                            ),
                         );
                     }
                 }
