@@ -268,6 +268,59 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn credentials_and_names_are_kept_once_and_invalid_names_dropped() {
+        let mut scope = Scope::new();
+        let api = HeaderName::from_static("x-api-key");
+        scope.add_credentials(vec![api.clone(), header::COOKIE, api.clone()]);
+        assert_eq!(
+            scope.credentials,
+            [
+                header::AUTHORIZATION,
+                header::PROXY_AUTHORIZATION,
+                header::COOKIE,
+                api
+            ]
+        );
+        let names = header_names(["Accept-Language", "bad name", "accept-language", "x"]);
+        assert_eq!(names, ["accept-language", "x"]);
+    }
+
+    #[test]
+    fn keys_name_the_scheme_host_target_and_keyed_headers() {
+        let req = http::Request::get("https://A.example/p?q=1")
+            .header("accept-language", "fr")
+            .body(())
+            .unwrap();
+        let mut scope = Scope::new();
+        scope.vary = vec![HeaderName::from_static("accept-language")];
+        let keys = request(&scope, &req).unwrap();
+        assert_eq!(
+            keys.entry,
+            b"http:GET https://a.example/p?q=1\naccept-language=fr"
+        );
+        assert_eq!(keys.purge, b"http:purge //a.example/p?q=1");
+        assert_eq!(purge("A.example", "/p", None), b"http:purge //a.example/p");
+        let personal = http::Request::get("/p")
+            .header("cookie", "a")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            request(&Scope::new(), &personal).err(),
+            Some(Bypass::Credentials)
+        );
+        let refusing = http::Request::get("/p")
+            .header("cache-control", "no-store")
+            .body(())
+            .unwrap();
+        assert_eq!(request(&scope, &refusing).err(), Some(Bypass::Request));
+        let two = http::Request::get("http://a/p")
+            .header("host", "b")
+            .body(())
+            .unwrap();
+        assert_eq!(request(&scope, &two).err(), Some(Bypass::Host));
+    }
+
+    #[test]
     fn the_key_holds_host_forwarded_and_vary_headers() {
         let mut scope = Scope::new();
         scope.vary = vec![HeaderName::from_static("accept-language")];

@@ -226,3 +226,6 @@ fn heuristically_cacheable(status: StatusCode) -> bool {
         200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
     )
 }
+
+#[cfg(test)]
+mod tests;

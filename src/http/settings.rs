@@ -40,25 +40,32 @@ pub(super) struct Config {
     pub(super) cache_status: Option<String>,
 }
 
+impl Config {
+    /// The defaults.
+    pub(super) fn new() -> Self {
+        Config {
+            scope: Scope::new(),
+            max_body: 1 << 20,
+            status_header: HeaderName::from_static("x-cache"),
+            heuristic: 0.0,
+            revalidation_timeout: Duration::from_secs(10),
+            targeted: vec![HeaderName::from_static("cdn-cache-control")],
+            stale_on_error: 0,
+            max_error_freshness: 5 * 60 * 1000,
+            keep_for_validation: 60 * 1000,
+            max_variants: 16,
+            cache_status: status::identifier("fusebox"),
+        }
+    }
+}
+
 impl<C> HttpCacheLayer<C> {
     /// Caches responses in `cache` (whose prefix, size cap and breaker
     /// apply; its TTL settings are replaced by the responses' own).
     pub fn new(cache: Cache<C>) -> Self {
         HttpCacheLayer {
             cache,
-            config: Arc::new(Config {
-                scope: Scope::new(),
-                max_body: 1 << 20,
-                status_header: HeaderName::from_static("x-cache"),
-                heuristic: 0.0,
-                revalidation_timeout: Duration::from_secs(10),
-                targeted: vec![HeaderName::from_static("cdn-cache-control")],
-                stale_on_error: 0,
-                max_error_freshness: 5 * 60 * 1000,
-                keep_for_validation: 60 * 1000,
-                max_variants: 16,
-                cache_status: status::identifier("fusebox"),
-            }),
+            config: Arc::new(Config::new()),
         }
     }
 
