@@ -55,9 +55,10 @@ where
 }
 
 /// Sets the purge marker of one URL to now: counted, by `trigger`, and
-/// logged when it could not be written. This process then holds the purge
-/// itself (the cache's `LocalPurges`); other processes may still serve the old
-/// entries from Redis until they expire.
+/// logged when it could not be written. This process holds the purge
+/// itself too (the cache's `LocalPurges`): for good when Redis did not
+/// take it (other processes may still serve the old entries from Redis
+/// until they expire), and until it can be read back when it did.
 pub(super) async fn purge<C: Backend>(
     cache: &Cache<C>,
     host: &str,
@@ -71,9 +72,10 @@ pub(super) async fn purge<C: Backend>(
         .set_for_max_ttl(&marker, Bytes::from(at.to_string()), false)
         .await;
     crate::telemetry::http_purge(cache.label(), trigger, write.is_done());
+    // Held here either way: taken, until it can surely be read back.
+    let (held, untaken, taken) = cache.local_purges();
+    held.hold(&marker, at, if write.is_done() { taken } else { untaken });
     if !write.is_done() {
-        let (held, horizon) = cache.local_purges();
-        held.hold(&marker, at, horizon);
         tracing::warn!(
             target: "fusebox::http",
             cache = cache.name(),

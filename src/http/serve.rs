@@ -241,8 +241,9 @@ pub(super) async fn cached_bytes<C: Backend>(
         Some(purge) => join(cache.get(key), cache.get(purge)).await,
         None => (cache.get(key).await, None),
     };
-    // A marker that does not read as a time purges everything; a purge
-    // Redis did not take is held here.
+    // A marker that does not read as a time purges everything; this
+    // process's own purges are held here (Redis may not have taken them,
+    // or may have died since).
     let purged = marker.map_or(0, |m| {
         std::str::from_utf8(&m)
             .ok()

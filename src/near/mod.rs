@@ -210,6 +210,11 @@ impl Near {
     }
 
     /// Whether `entry` may be served while Redis fails, at `now`.
+    /// How long an entry is fresh at most.
+    pub(crate) fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
     /// How long past its lifetime an entry may still be served stale.
     #[cfg(feature = "http")]
     pub(crate) fn stale_for(&self) -> Duration {

@@ -383,6 +383,36 @@ async fn a_purge_redis_does_not_take_still_holds_in_this_process() {
     assert_eq!((after.x_cache(), after.body.as_str()), ("miss", "render 3"));
 }
 
+/// Found by the soak: Redis takes the purge, then dies before this process
+/// reads the marker back. The near cache still holds the page (served
+/// stale while Redis fails), but not the marker, which the purge's own
+/// write took out of L1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_redis_took_just_before_dying_still_holds_in_this_process() {
+    let cc = "x-respond: cache-control: max-age=600";
+    let mut redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("rfc-taken-near")
+        .redis_url(redis.url())
+        .near_cache(NearCache::new())
+        .build()
+        .unwrap();
+    let addr = serve(HttpCacheLayer::new(cache), Origin::default()).await;
+    get(addr, "/o/t", &[cc]).await;
+    assert_eq!(get(addr, "/o/t", &[]).await.body, "render 1");
+    assert_eq!(send(addr, "POST", "/o/t", &[]).await.status, 200);
+    assert!(
+        redis.cmd(&["GET", "http:purge //test/o/t"]).len() > 4,
+        "Redis took it"
+    );
+    redis.kill();
+    for _ in 0..3 {
+        let after = get(addr, "/o/t", &[]).await;
+        assert_ne!(after.body, "render 1", "the page from before the POST");
+        assert_eq!(after.x_cache(), "miss");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_after_a_post_never_takes_a_render_begun_before_it() {
     let redis = RedisServer::start(&[]);

@@ -1,4 +1,4 @@
-//! HTTP purges Redis did not take, held by the process that made them.
+//! HTTP purges, held by the process that made them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,13 +7,16 @@ use std::time::Duration;
 
 use super::Cache;
 
-/// Purges this process made that Redis did not take (down, paused, out
-/// of memory, read-only): the URL's marker and its time, so that this
-/// process never serves what they purged, whether from Redis once it is
-/// back or from its near cache meanwhile. When in doubt, miss: past
+/// Purges this process made: the URL's marker and its time, so that this
+/// process never serves what they purged. One Redis did not take (down,
+/// paused, out of memory, read-only) is held until no entry it could hide
+/// can be served any more, from Redis once it is back or from the near
+/// cache meanwhile. One Redis took is held too, for as long as a copy
+/// fetched before it could still be served without the marker being read
+/// back (Redis dying just after taking it, while the near cache still
+/// holds the page but not the marker). When in doubt, miss: past
 /// [`LOCAL_PURGES`] markers, every entry fetched before now is treated as
-/// purged. A marker is dropped once no entry it could hide can be served
-/// any more.
+/// purged.
 #[derive(Debug, Default)]
 pub(crate) struct LocalPurges {
     /// Whether any purge is held: the common case reads only this.
@@ -23,7 +26,8 @@ pub(crate) struct LocalPurges {
 
 #[derive(Debug, Default)]
 struct Held {
-    markers: HashMap<Vec<u8>, u64>,
+    /// Each marker's purge time, and until when (ms) it must be held.
+    markers: HashMap<Vec<u8>, (u64, u64)>,
     /// Everything fetched at or before this (ms) is purged.
     floor: u64,
 }
@@ -32,21 +36,22 @@ struct Held {
 pub(crate) const LOCAL_PURGES: usize = 4096;
 
 impl LocalPurges {
-    /// Holds a purge of `marker` at `at` (ms); markers older than
-    /// `horizon` are dropped when room is needed.
-    pub(crate) fn hold(&self, marker: &[u8], at: u64, horizon: Duration) {
+    /// Holds a purge of `marker` at `at` (ms) for at least `keep`; markers
+    /// whose time to be held has passed are dropped when room is needed.
+    pub(crate) fn hold(&self, marker: &[u8], at: u64, keep: Duration) {
+        let until = at.saturating_add(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX));
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         if held.markers.len() >= LOCAL_PURGES && !held.markers.contains_key(marker) {
-            let horizon = u64::try_from(horizon.as_millis()).unwrap_or(u64::MAX);
-            held.markers.retain(|_, t| t.saturating_add(horizon) > at);
+            held.markers.retain(|_, (_, until)| *until > at);
             if held.markers.len() >= LOCAL_PURGES {
                 held.markers = HashMap::new();
                 held.floor = held.floor.max(at);
             }
         }
         if held.floor < at {
-            let t = held.markers.entry(marker.to_vec()).or_default();
+            let (t, u) = held.markers.entry(marker.to_vec()).or_default();
             *t = (*t).max(at);
+            *u = (*u).max(until);
         }
         self.any.store(true, Ordering::Release);
     }
@@ -59,23 +64,25 @@ impl LocalPurges {
         let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         held.markers
             .get(marker)
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |(t, _)| *t)
             .max(held.floor)
     }
 }
 
 impl<B> Cache<B> {
-    /// The purges of HTTP responses this process holds (Redis did not
-    /// take them), and how long a stored entry may be served at most.
-    pub(crate) fn local_purges(&self) -> (&LocalPurges, Duration) {
-        let stale = self.shared.near.as_ref().map(|n| n.stale_for());
-        let horizon = self
-            .shared
-            .options
-            .max_ttl
-            .saturating_add(stale.unwrap_or_default());
-        (&self.shared.purges, horizon)
+    /// The purges of HTTP responses this process holds, and how long to
+    /// hold one: (Redis did not take it) as long as a stored entry may be
+    /// served at all, (Redis took it) as long as a near cache may serve a
+    /// copy without reading the marker back, or a minute without one (a
+    /// read of the page answered, and of its marker not, as Redis died).
+    pub(crate) fn local_purges(&self) -> (&LocalPurges, Duration, Duration) {
+        let near = self.shared.near.as_ref();
+        let stale = near.map(|n| n.stale_for()).unwrap_or_default();
+        let untaken = self.shared.options.max_ttl.saturating_add(stale);
+        let taken = near.map_or(Duration::from_secs(60), |n| {
+            n.lifetime().saturating_add(stale)
+        });
+        (&self.shared.purges, untaken, taken)
     }
 }
 
@@ -113,5 +120,14 @@ mod tests {
         held.hold(b"x", 15, Duration::MAX);
         held.hold(b"y", 30, Duration::MAX);
         assert_eq!((held.of(b"x"), held.of(b"y")), (20, 30));
+        // Each marker is dropped for room only once its own time is up.
+        let held = LocalPurges::default();
+        held.hold(b"long", 1, Duration::MAX);
+        for i in 0..LOCAL_PURGES as u64 - 1 {
+            held.hold(&i.to_be_bytes(), 1, Duration::from_millis(10));
+        }
+        held.hold(b"later", 100, Duration::from_millis(10));
+        assert_eq!((held.of(b"long"), held.of(b"later")), (1, 100));
+        assert_eq!(held.of(&0u64.to_be_bytes()), 0);
     }
 }
