@@ -192,3 +192,40 @@ async fn bodies_up_to_the_cap_are_stored_and_variants_placed_in_their_slot() {
     assert_eq!(placed.index, Some((b"k".to_vec(), variant::index(&names))));
     assert_eq!(Entry::decode(&bytes).unwrap().variant, Some(id));
 }
+
+#[test]
+fn no_cache_is_stored_with_a_validator_and_a_lifetime_or_a_heuristic_status() {
+    let c = Config::new();
+    let tagged = |cc| [("cache-control", cc), ("etag", "\"a\"")];
+    assert_eq!(fresh(&c, 200, &tagged("no-cache")), Some(0), "200 may be");
+    assert_eq!(fresh(&c, 302, &tagged("no-cache")), None, "302 may not");
+    assert_eq!(fresh(&c, 302, &tagged("no-cache, max-age=60")), Some(0));
+}
+
+#[test]
+fn the_apparent_age_is_counted_in_whole_seconds_of_date() {
+    let c = Config::new();
+    let cc = ("cache-control", "max-age=60");
+    let age = |date, received| {
+        let res = headers(&[cc, ("date", date)]);
+        let l = lifetime_of(&c, &request(&[]), StatusCode::OK, &res, received, received);
+        l.map(|l| l.age)
+    };
+    assert_eq!(age("Fri, 15 Jan 2027 07:59:50 GMT", NOW), Some(10_000));
+    assert_eq!(
+        age("Fri, 15 Jan 2027 07:59:50 GMT", NOW + 999),
+        Some(10_000)
+    );
+    // Dated this second: not yet old.
+    assert_eq!(age("Fri, 15 Jan 2027 08:00:00 GMT", NOW + 999), Some(0));
+    // Dated in the future: no age.
+    assert_eq!(age("Fri, 15 Jan 2027 08:00:30 GMT", NOW), Some(0));
+}
+
+#[test]
+fn the_corrected_age_adds_the_time_the_handler_took() {
+    let c = Config::new();
+    let res = headers(&[("cache-control", "max-age=60"), ("age", "3")]);
+    let l = lifetime_of(&c, &request(&[]), StatusCode::OK, &res, NOW - 2_000, NOW).unwrap();
+    assert_eq!((l.age, l.requested, l.stored), (5_000, NOW - 2_000, NOW));
+}
