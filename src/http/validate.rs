@@ -257,4 +257,107 @@ mod tests {
         );
         assert!(!Conditions::of(&earlier).matched(&stored));
     }
+
+    fn stored(pairs: &[(&'static str, &'static str)]) -> Entry {
+        Entry {
+            status: StatusCode::OK,
+            headers: crate::http::key::tests::headers(pairs),
+            body: Bytes::from_static(b"page"),
+            trailers: None,
+            lifetime: super::super::entry::Lifetime::fresh_for(0, 0),
+            variant: None,
+        }
+    }
+
+    #[test]
+    fn a_validation_asks_with_the_stored_validators_only() {
+        let entry = stored(&[
+            ("etag", "\"v1\""),
+            ("last-modified", "Mon, 01 Jan 2024 00:00:00 GMT"),
+        ]);
+        let mut req = Request::new(());
+        req.headers_mut().insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"client\""),
+        );
+        make_conditional(&mut req, &entry);
+        assert_eq!(req.headers()[header::IF_NONE_MATCH], "\"v1\"");
+        assert_eq!(
+            req.headers()[header::IF_MODIFIED_SINCE],
+            "Mon, 01 Jan 2024 00:00:00 GMT"
+        );
+        let mut req = Request::new(());
+        req.headers_mut().insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"client\""),
+        );
+        make_conditional(&mut req, &stored(&[]));
+        assert!(req.headers().is_empty(), "the client's own conditions go");
+    }
+
+    #[test]
+    fn a_304_freshens_the_copy_unless_it_names_another_tag() {
+        let config = Config::new();
+        let req = Request::new(());
+        let entry = stored(&[("etag", "\"v1\""), ("content-length", "4"), ("x-old", "a")]);
+        let fresh = crate::http::key::tests::headers(&[
+            ("etag", "\"v1\""),
+            ("cache-control", "max-age=60"),
+            ("x-old", "b"),
+            ("content-length", "0"),
+        ]);
+        let now = now_ms();
+        let (res, share) = freshen::<()>(&config, &req, entry.clone(), &fresh, now);
+        assert_eq!(res.headers()["x-old"], "b");
+        assert_eq!(
+            res.headers()[header::CONTENT_LENGTH],
+            "4",
+            "the stored body's"
+        );
+        let (bytes, _) = share.expect("stored again");
+        let again = Entry::decode(&bytes).unwrap();
+        assert_eq!(again.lifetime.fresh, 60_000);
+        // Another tag, or one that is not a tag: served once, not stored.
+        for other in ["\"v2\"", "v1"] {
+            let mut h = fresh.clone();
+            h.insert(header::ETAG, HeaderValue::from_static(other));
+            let (res, share) = freshen::<()>(&config, &req, entry.clone(), &h, now);
+            assert!(share.is_none(), "{other}");
+            assert_eq!(res.headers()["x-old"], "a", "{other}: not merged");
+        }
+        // No lifetime left to store: served, not stored.
+        let mut h = fresh.clone();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        assert!(freshen::<()>(&config, &req, entry, &h, now).1.is_none());
+    }
+
+    #[test]
+    fn only_a_matching_200_becomes_a_304_with_the_listed_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"v1\""));
+        let conditions = Conditions::of(&h);
+        let label = HeaderName::from_static("x-cache");
+        let response = |status: StatusCode, etag: &'static str| {
+            let mut res = Response::new(CachedBody::<()>::full(Bytes::from_static(b"page")));
+            *res.status_mut() = status;
+            res.headers_mut()
+                .insert(header::ETAG, HeaderValue::from_static(etag));
+            res.headers_mut()
+                .insert("x-other", HeaderValue::from_static("x"));
+            res.headers_mut()
+                .insert("x-cache", HeaderValue::from_static("hit"));
+            res
+        };
+        let res = conditions.apply(response(StatusCode::OK, "\"v1\""), &label);
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(res.headers()["x-cache"], "hit");
+        assert!(!res.headers().contains_key("x-other"));
+        let res = conditions.apply(response(StatusCode::OK, "\"v2\""), &label);
+        assert_eq!(res.status(), StatusCode::OK);
+        let res = conditions.apply(response(StatusCode::NOT_FOUND, "\"v1\""), &label);
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        let none = Conditions::of(&HeaderMap::new());
+        let res = none.apply(response(StatusCode::OK, "\"v1\""), &label);
+        assert_eq!(res.status(), StatusCode::OK);
+    }
 }
