@@ -221,7 +221,10 @@ mod tests {
             vec![&b"\"a\""[..], b"\"b,c\"", b"*"]
         );
         assert_eq!(opaque(br#"W/"x""#), Some(&b"\"x\""[..]));
-        assert_eq!(opaque(b"x"), None);
+        for not_a_tag in [&b"x"[..], b"ab", b"a\"", b"\"a", b"\"", b"W/x"] {
+            assert_eq!(opaque(not_a_tag), None, "{not_a_tag:?}");
+        }
+        assert_eq!(opaque(b" \"\" "), Some(&b"\"\""[..]));
         let mut stored = HeaderMap::new();
         stored.insert(header::ETAG, HeaderValue::from_static("W/\"v1\""));
         let ask = |line: &'static str| {
