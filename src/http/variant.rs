@@ -261,4 +261,40 @@ mod tests {
         assert_eq!(read_index(&index(&names)), Some(names));
         assert_eq!(read_index(b"FBH3..."), None);
     }
+
+    #[test]
+    fn an_entry_fits_only_requests_with_the_values_it_was_made_for() {
+        let scope = Scope::new();
+        let entry = |vary: Option<&'static str>, variant| Entry {
+            status: http::StatusCode::OK,
+            headers: vary.map_or_else(HeaderMap::new, |v| headers(&[("vary", v)])),
+            body: Bytes::new(),
+            trailers: None,
+            lifetime: super::super::entry::Lifetime::fresh_for(0, 0),
+            variant,
+        };
+        let one = headers(&[("foo", "1")]);
+        let foo = vec!["foo".to_owned()];
+        let made_for_one = Some(id(&foo, &one));
+        assert!(fits(&scope, &entry(None, None), &one));
+        assert!(
+            !fits(&scope, &entry(None, made_for_one), &one),
+            "says it varies on none"
+        );
+        assert!(fits(&scope, &entry(Some("Foo"), made_for_one), &one));
+        assert!(!fits(
+            &scope,
+            &entry(Some("Foo"), made_for_one),
+            &headers(&[("foo", "2")])
+        ));
+        assert!(
+            !fits(&scope, &entry(Some("Foo"), None), &one),
+            "a variant without its values"
+        );
+        assert!(!fits(&scope, &entry(Some("*"), None), &one));
+        assert!(
+            fits(&scope, &entry(Some("Host"), None), &one),
+            "the key holds it"
+        );
+    }
 }
