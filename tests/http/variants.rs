@@ -316,3 +316,29 @@ async fn cache_status_says_what_the_layer_did_after_the_caches_behind_it() {
     let r = get(addr, "/o/off", &[CC]).await;
     assert_eq!((status(&r), r.x_cache()), ("", "miss"));
 }
+
+/// A purge at the very millisecond an entry's request was sent hides it
+/// ("a purge at or after this moment"): the marker is set, in Redis, to
+/// the time the stored entry records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_at_the_millisecond_an_entry_was_requested_hides_it() {
+    let redis = RedisServer::start(&[]);
+    let o = Origin::default();
+    let addr = serve(HttpCacheLayer::new(cache(&redis, "purge-ms")), o.clone()).await;
+    assert_eq!(get(addr, "/o/m", &[CC]).await.x_cache(), "miss");
+    assert_eq!(get(addr, "/o/m", &[CC]).await.x_cache(), "hit");
+    // The entry's request time is the 8 bytes after the format's magic.
+    let script = "local s = string.sub(redis.call('GET', KEYS[1]), 5, 12) \
+                  local n = 0 for i = 1, 8 do n = n * 256 + string.byte(s, i) end \
+                  return redis.call('SET', KEYS[2], string.format('%.0f', n))";
+    let set = redis.cmd(&[
+        "EVAL",
+        script,
+        "2",
+        "http:GET //test/o/m",
+        "http:purge //test/o/m",
+    ]);
+    assert!(set.contains("OK"), "{set}");
+    let after = get(addr, "/o/m", &[CC]).await;
+    assert_eq!((after.x_cache(), after.body.as_str()), ("miss", "render 2"));
+}
