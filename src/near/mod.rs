@@ -211,6 +211,7 @@ impl Near {
 
     /// Whether `entry` may be served while Redis fails, at `now`.
     /// How long an entry is fresh at most.
+    #[cfg(feature = "http")]
     pub(crate) fn lifetime(&self) -> Duration {
         self.lifetime
     }
