@@ -98,6 +98,10 @@ mod tests {
         held.hold(b"a", 100, day);
         held.hold(b"a", 50, day);
         assert_eq!((held.of(b"a"), held.of(b"b")), (100, 0));
+        // Past its time, a marker stays while there is room.
+        held.hold(b"short", 1, Duration::from_millis(1));
+        held.hold(b"c", 200, day);
+        assert_eq!(held.of(b"short"), 1);
         // Full: markers past the horizon make room first.
         let held = LocalPurges::default();
         for i in 0..LOCAL_PURGES as u64 {
