@@ -121,6 +121,7 @@ async fn round(addr: SocketAddr, conns: usize, length: Duration, layer: bool) ->
         not_hits += misses;
     }
     let elapsed = started.elapsed();
+    assert!(!all.is_empty(), "no request completed in {length:?}");
     all.sort_unstable();
     let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
     Round {

@@ -338,8 +338,16 @@ where
         Ok((res, share))
     };
     let pending = match cache.coalesce_placed(key, pending, lead).await? {
-        // A leader's answer is a miss, unless it says more (revalidated).
-        Coalesced::Led(res) if res.headers().contains_key(header) => return Ok(res),
+        // A leader's answer is a miss, unless it was revalidated (a label
+        // the handler's own `x-cache`, say from a CDN behind, is replaced).
+        Coalesced::Led(res)
+            if res
+                .headers()
+                .get(header)
+                .is_some_and(|v| v == "revalidated") =>
+        {
+            return Ok(res)
+        }
         Coalesced::Led(res) => return Ok(mark_with(res, header, "miss")),
         Coalesced::Shared(bytes, pending) => match Entry::decode(&bytes) {
             Some(entry) if entry.lifetime.requested > purged && fits(&entry) => {

@@ -277,6 +277,11 @@ async fn cache_status_says_what_the_layer_did_after_the_caches_behind_it() {
         let r = send(addr, method, "/o/s", headers).await;
         assert_eq!(status(&r), member, "{headers:?} {method}");
     }
+    // A label the handler's response carries (a CDN's behind this one) is
+    // replaced by the layer's own.
+    let r = get(addr, "/o/labelled", &[CC, "x-respond: x-cache: HIT"]).await;
+    assert_eq!(r.x_cache(), "miss");
+    assert_eq!(status(&r), "fusebox; fwd=uri-miss; fwd-status=200; stored");
     // Not stored: no `stored`.
     let r = get(addr, "/o/not", &["x-respond: cache-control: no-store"]).await;
     assert_eq!(status(&r), "fusebox; fwd=uri-miss; fwd-status=200");
