@@ -268,7 +268,7 @@ where
     let header = &config.status_header;
     // A reply past its method's TTL is never served, even if the cache
     // still holds it (a near cache's copy while Redis is down).
-    if let (Some(entry), _) = cached_entry(&cache, "grpc", &key, None).await {
+    if let Some(entry) = cached_entry(&cache, "grpc", &key).await {
         let now = now_ms();
         if entry.lifetime.at(now) == Use::Fresh {
             return Ok(mark_with(entry.into_response(false, now), header, "hit"));

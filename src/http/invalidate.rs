@@ -175,4 +175,67 @@ mod tests {
         let uri: Uri = "/x".parse().unwrap();
         assert_eq!(hosts(&uri, &headers), ["b.example"]);
     }
+
+    /// A log written to memory.
+    #[derive(Clone, Default)]
+    struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[derive(Debug)]
+    struct Refused;
+
+    impl crate::cache::Fault for Refused {
+        fn reason(&self) -> crate::cache::Reason {
+            crate::cache::Reason::OutOfMemory
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_purge_redis_did_not_take_is_logged() {
+        use crate::cache::{CacheRequest, CacheResponse};
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        let refuse = std::sync::Arc::new(AtomicBool::new(false));
+        let backend = tower::service_fn({
+            let refuse = refuse.clone();
+            move |_: CacheRequest| {
+                std::future::ready(match refuse.load(SeqCst) {
+                    true => Err(Refused),
+                    false => Ok(CacheResponse::Written(true)),
+                })
+            }
+        });
+        let cache = Cache::builder()
+            .name("purge-log")
+            .backend(backend)
+            .build()
+            .unwrap();
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let text = || String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+
+        assert_eq!(purge(&cache, "h", "/p", None, "purge").await, Write::Done);
+        assert!(!text().contains("could not be written"), "{}", text());
+        refuse.store(true, SeqCst);
+        assert_ne!(purge(&cache, "h", "/p", None, "purge").await, Write::Done);
+        assert!(
+            text().contains("a purge could not be written"),
+            "{}",
+            text()
+        );
+        assert!(text().contains("trigger=\"purge\""), "{}", text());
+    }
 }

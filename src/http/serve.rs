@@ -106,7 +106,8 @@ where
         let usable = entry
             .lifetime
             .for_request(now, &Directives::of(req.headers()));
-        let validator = validate::has_validator(&entry.headers) && !head;
+        // (A HEAD is forwarded as it came: it never validates a stored GET.)
+        let validator = validate::has_validator(&entry.headers);
         match usable {
             Use::Fresh => {
                 let res = mark(entry.into_response(head, now), &config, "hit");
@@ -214,19 +215,16 @@ pub(super) fn policy_request<B>(req: &Request<B>) -> Request<()> {
     policy
 }
 
-/// The cached entry for `key`, if there is a valid one that no purge of
-/// its URL (the marker at `purge`) came after, and the time (ms) of that
-/// URL's last purge (0: none known); an entry that does not decode is
-/// counted and treated as a miss.
+/// The cached entry for `key`, if there is a valid one (a gRPC reply:
+/// no purge marker); an entry that does not decode is counted and treated
+/// as a miss.
 pub(super) async fn cached_entry<C: Backend>(
     cache: &Cache<C>,
     op: &'static str,
     key: &[u8],
-    purge: Option<&[u8]>,
-) -> (Option<Entry>, u64) {
-    let (bytes, purged) = cached_bytes(cache, key, purge).await;
-    let entry = bytes.and_then(|b| decoded(cache, op, &b));
-    (entry.filter(|e| e.lifetime.requested > purged), purged)
+) -> Option<Entry> {
+    let (bytes, _) = cached_bytes(cache, key, None).await;
+    bytes.and_then(|b| decoded(cache, op, &b))
 }
 
 /// The bytes at `key`, and the time (ms) of its URL's last purge (the

@@ -261,6 +261,33 @@ mod tests {
                 .must_revalidate
         );
         assert!(!parse(&["public=?0, max-age=1"]).unwrap().public);
+        let d = parse(&["public, proxy-revalidate, s-maxage=7, stale-while-revalidate=8"]).unwrap();
+        assert!(d.public && d.proxy_revalidate && !d.must_revalidate);
+        assert_eq!(d.s_maxage, Some(Delta::Secs(7)));
+        assert_eq!(d.stale_while_revalidate, Some(Delta::Secs(8)));
+        // Spaces and tabs around the commas (RFC 8941 §4.2.2's OWS).
+        let d = parse(&["max-age=1 \t,\t public"]).unwrap();
+        assert!(d.public && d.max_age == Some(Delta::Secs(1)));
+        // Valid items of other types beside the directives: keys and tokens
+        // that begin with `*`, escapes in strings, the longest integer, a
+        // decimal at its limits.
+        for line in [
+            "*x=1, max-age=4",
+            "x=*tok, max-age=4",
+            "x=\"a\\\"b\\\\c\", max-age=4",
+            "x=123456789012345, max-age=4",
+            "x=123456789012.123, max-age=4",
+        ] {
+            assert_eq!(
+                parse(&[line]).unwrap().max_age,
+                Some(Delta::Secs(4)),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            parse(&["max-age=123456789012345"]).unwrap().max_age,
+            Some(Delta::Secs(MAX_DELTA))
+        );
         // Repeated keys: the last wins.
         assert_eq!(
             parse(&["max-age=1, max-age=2"]).unwrap().max_age,
@@ -284,6 +311,10 @@ mod tests {
             "x=\"unterminated",
             "x=\"bad\\escape\"",
             "x=?2",
+            "x=!tok",
+            "x=,max-age=1",
+            "x=1.5555",
+            "x=1234567890123.5",
             "max-age=1234567890123456",
             "",
         ] {

@@ -5,6 +5,7 @@ mod breadth;
 mod client;
 #[path = "../cache/common.rs"]
 mod common;
+mod forwarding;
 mod rfc9111;
 mod stale;
 mod variants;
