@@ -348,6 +348,8 @@ where
         }
         Coalesced::Led(res) => return Ok(mark_with(res, header, "miss")),
         Coalesced::Shared(bytes, pending) => match Entry::decode(&bytes) {
+            // Strictly after: a response requested in the very millisecond of
+            // a purge this caller knows of is not taken.
             Some(entry) if entry.lifetime.requested > purged && fits(&entry) => {
                 outcome.collapsed = Some(true);
                 let res = entry.into_response(false, now_ms());
