@@ -83,3 +83,51 @@ impl Settings {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The field a setting is refused for, if it is.
+    fn refused(change: impl FnOnce(&mut Settings)) -> Option<&'static str> {
+        let mut settings = Settings::default();
+        change(&mut settings);
+        settings.options().err().map(|e| e.field())
+    }
+
+    #[test]
+    fn every_bound_is_accepted_and_one_past_it_refused() {
+        let ms = Duration::from_millis(1);
+        assert_eq!(refused(|_| {}), None);
+        let short = |s: &mut Settings| (s.max_ttl, s.default_ttl) = (ms, Ttl::After(ms));
+        assert_eq!(refused(short), None);
+        assert_eq!(refused(|s| s.max_ttl = Duration::ZERO), Some("max_ttl"));
+        assert_eq!(refused(|s| s.max_ttl = Duration::MAX), None);
+        assert_eq!(refused(|s| s.default_ttl = Ttl::After(ms)), None);
+        assert_eq!(
+            refused(|s| s.default_ttl = Ttl::After(ms - Duration::from_nanos(1))),
+            Some("default_ttl")
+        );
+        let max = Settings::default().max_ttl;
+        assert_eq!(refused(|s| s.default_ttl = Ttl::After(max)), None);
+        assert_eq!(
+            refused(|s| s.default_ttl = Ttl::After(max + ms)),
+            Some("default_ttl")
+        );
+        assert_eq!(refused(|s| s.default_ttl = Ttl::Never), None);
+        let cap = 512 << 20;
+        for (size, refusal) in [(1, None), (cap, None), (cap + 1, Some(())), (0, Some(()))] {
+            let value = refused(|s| s.max_value_size = size);
+            assert_eq!(value, refusal.map(|()| "max_value_size"), "{size}");
+            let key = refused(|s| s.max_key_size = size);
+            assert_eq!(key, refusal.map(|()| "max_key_size"), "{size}");
+        }
+        assert_eq!(refused(|s| s.name.clear()), Some("name"));
+        assert_eq!(refused(|s| s.ttl_jitter = 1.0), Some("ttl_jitter"));
+        assert_eq!(refused(|s| s.early_refresh = 1.0), Some("early_refresh"));
+        assert_eq!(
+            refused(|s| s.write_hold_down = Duration::ZERO),
+            Some("write_hold_down")
+        );
+    }
+}

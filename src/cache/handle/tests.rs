@@ -44,6 +44,9 @@ impl Service<CacheRequest> for Memory {
         let mut map = self.map.lock().unwrap();
         std::future::ready(Ok(match req {
             CacheRequest::Get(key) => CacheResponse::Value(map.get(&key).cloned()),
+            CacheRequest::GetWithTtl(key) => {
+                CacheResponse::ValueWithTtl(map.get(&key).map(|v| (v.clone(), Ttl::Never)))
+            }
             CacheRequest::Set { key, value, .. } => {
                 map.insert(key, value);
                 CacheResponse::Written(true)
@@ -320,4 +323,128 @@ async fn a_typed_load_encodes_once_and_the_loader_never_decodes() {
     assert_eq!(codec.0 .0.load(SeqCst), 1);
     assert_eq!(codec.0 .1.load(SeqCst), 3);
     assert_eq!(typed.get::<u64>("n").await, Some(7));
+}
+
+#[tokio::test]
+async fn debug_shows_the_name_and_breaker_and_a_builders_settings() {
+    let text = format!("{:?}", memory_cache());
+    assert!(
+        text.starts_with("Cache {")
+            && text.contains("name: \"memory\"")
+            && text.contains("breaker:"),
+        "{text}"
+    );
+    let builder = Cache::builder().name("dbg").breaker(|b| b);
+    let text = format!("{builder:?}");
+    assert!(text.contains("BreakerSettings(..)"), "{text}");
+}
+
+#[tokio::test]
+async fn a_key_at_the_cap_with_its_prefix_is_written_and_one_byte_more_is_not() {
+    let cache = Cache::builder()
+        .name("key-cap")
+        .prefix("p:")
+        .max_key_size(10)
+        .backend(Memory::default())
+        .build()
+        .unwrap();
+    assert_eq!(cache.set("12345678", "v").await, Write::Done);
+    assert_eq!(
+        cache.set("123456789", "v").await,
+        Write::Skipped(Reason::TooLarge)
+    );
+    assert_eq!(cache.get("12345678").await.as_deref(), Some(&b"v"[..]));
+}
+
+#[tokio::test]
+async fn each_call_is_timed_under_its_own_operation() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // The histograms are registered when the cache is built.
+    let cache = metrics::with_local_recorder(&recorder, || {
+        Cache::builder()
+            .name("timed")
+            .backend(Memory::default())
+            .build()
+            .unwrap()
+    });
+    cache.set("k", "v").await;
+    for _ in 0..3 {
+        cache.get("k").await;
+    }
+    let snapshot = snapshotter.snapshot().into_vec();
+    let timed = |op: &str| {
+        snapshot
+            .iter()
+            .filter(|(key, ..)| {
+                let key = key.key();
+                key.name() == crate::telemetry::CACHE_CALL_DURATION_SECONDS
+                    && key.labels().any(|l| l.key() == "op" && l.value() == op)
+            })
+            .map(|(.., value)| match value {
+                DebugValue::Histogram(v) => v.len(),
+                _ => 0,
+            })
+            .sum::<usize>()
+    };
+    assert_eq!((timed("set"), timed("get"), timed("delete")), (1, 3, 0));
+}
+
+#[tokio::test]
+async fn a_near_cache_is_there_when_asked_for_and_tracking_needs_resp3() {
+    use crate::near::{Invalidation, NearCache};
+    let plain = memory_cache();
+    assert!(plain.near_stats().is_none());
+    assert_eq!(plain.name(), "memory");
+    let near = Cache::builder()
+        .name("near")
+        .near_cache(NearCache::new().invalidation(Invalidation::Lifetime))
+        .backend(Memory::default())
+        .build()
+        .unwrap();
+    assert_eq!(near.set("k", "v").await, Write::Done);
+    assert!(near.get("k").await.is_some() && near.get("k").await.is_some());
+    let stats = near.near_stats().expect("a near cache");
+    assert!(stats.l1_hits >= 1 && stats.entries == 1, "{stats:?}");
+    #[cfg(feature = "http")]
+    assert!(near.has_near() && !plain.has_near());
+
+    let tracked = |url: &str| {
+        Cache::builder()
+            .name("tracked")
+            .near_cache(NearCache::new().invalidation(Invalidation::TrackingUrl(url.into())))
+            .backend(Memory::default())
+            .build()
+    };
+    // (Nothing listens there: the tracking task only tries to connect.)
+    assert!(tracked("redis://127.0.0.1:1/").is_ok());
+    let err = tracked("redis://127.0.0.1:1/?protocol=resp2").unwrap_err();
+    assert_eq!(err.field(), "near_cache");
+    assert!(err.to_string().contains("RESP3"), "{err}");
+}
+
+#[tokio::test]
+async fn a_backend_answering_too_few_values_is_a_miss_for_every_key() {
+    // One value short when asked for several: no value may land on
+    // another key's place.
+    let backend = tower::service_fn(|req: CacheRequest| {
+        std::future::ready(Ok::<_, Down>(match req {
+            CacheRequest::GetMany(keys) => {
+                let short = keys.len() - usize::from(keys.len() > 1);
+                CacheResponse::Values(vec![Some(Bytes::from_static(b"x")); short])
+            }
+            _ => CacheResponse::Written(false),
+        }))
+    });
+    let cache = Cache::builder()
+        .name("short")
+        .backend(backend)
+        .build()
+        .unwrap();
+    assert_eq!(cache.get_many(["a", "b"]).await, vec![None, None]);
+    assert_eq!(
+        cache.get_many(["a"]).await,
+        vec![Some(Bytes::from_static(b"x"))]
+    );
 }
