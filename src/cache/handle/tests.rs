@@ -448,3 +448,140 @@ async fn a_backend_answering_too_few_values_is_a_miss_for_every_key() {
         vec![Some(Bytes::from_static(b"x"))]
     );
 }
+
+#[test]
+fn ttls_are_capped_and_counted_and_jittered_within_their_bound() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use std::time::Duration;
+    let sent = Arc::new(Mutex::new(Vec::<Ttl>::new()));
+    let backend = tower::service_fn({
+        let sent = sent.clone();
+        move |req: CacheRequest| {
+            if let CacheRequest::Set { ttl, .. } = &req {
+                sent.lock().unwrap().push(*ttl);
+            }
+            std::future::ready(Ok::<_, Down>(CacheResponse::Written(true)))
+        }
+    });
+    let secs = Duration::from_secs;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let cache = Cache::builder()
+                .name("ttl-cap")
+                .max_ttl(secs(10))
+                .default_ttl(secs(5))
+                .max_value_size(4)
+                .backend(backend.clone())
+                .build()
+                .unwrap();
+            assert_eq!(cache.set("a", "v").await, Write::Done);
+            assert_eq!(cache.set_with_ttl("b", "v", secs(10)).await, Write::Done);
+            assert_eq!(cache.set_with_ttl("c", "v", secs(20)).await, Write::Done);
+            // The value cap: at it, written; one byte more, not sent.
+            assert_eq!(cache.set("d", "abcd").await, Write::Done);
+            assert_eq!(
+                cache.set("e", "abcde").await,
+                Write::Skipped(Reason::TooLarge)
+            );
+            let jittered = Cache::builder()
+                .name("ttl-jitter")
+                .default_ttl(secs(5))
+                .ttl_jitter(0.5)
+                .backend(backend)
+                .build()
+                .unwrap();
+            for _ in 0..20 {
+                jittered.set("j", "v").await;
+            }
+        })
+    });
+    let sent = sent.lock().unwrap().clone();
+    let after = |d| Ttl::After(d);
+    assert_eq!(
+        sent[..4],
+        [
+            after(secs(5)),
+            after(secs(10)),
+            after(secs(10)),
+            after(secs(5))
+        ]
+    );
+    let jittered: Vec<Duration> = sent[4..]
+        .iter()
+        .map(|t| match t {
+            Ttl::After(d) => *d,
+            Ttl::Never => panic!("a TTL is always sent"),
+        })
+        .collect();
+    assert_eq!(jittered.len(), 20);
+    assert!(
+        jittered.iter().all(|d| *d > secs(5) / 2 && *d <= secs(5)),
+        "{jittered:?}"
+    );
+    assert!(
+        jittered.iter().any(|d| *d != jittered[0]),
+        "jittered apart: {jittered:?}"
+    );
+    // Only the TTL over the cap is counted (not the one at it).
+    let capped: u64 = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == crate::telemetry::CACHE_TTL_CAPPED_TOTAL)
+        .map(|(.., value)| match value {
+            DebugValue::Counter(n) => n,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(capped, 1);
+}
+
+#[tokio::test]
+async fn a_watchdog_is_started_on_the_caches_own_redis_only() {
+    use crate::watchdog::Watchdog;
+    // (Nothing listens there: the watchdog only tries to connect.)
+    let url = "redis://127.0.0.1:1/";
+    let cache = Cache::builder()
+        .name("watched")
+        .redis_url(url)
+        .watchdog(Watchdog::builder())
+        .build()
+        .unwrap();
+    assert!(cache.watchdog().is_some());
+    assert!(memory_cache().watchdog().is_none());
+    let err = Cache::builder()
+        .name("watched-elsewhere")
+        .redis_url(url)
+        .watchdog(Watchdog::builder().redis_url(url))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "watchdog");
+    assert!(err.to_string().contains("own Redis"), "{err}");
+}
+
+#[tokio::test]
+async fn get_many_sends_nothing_when_no_key_may_go() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let backend = tower::service_fn({
+        let calls = calls.clone();
+        move |_: CacheRequest| {
+            calls.fetch_add(1, SeqCst);
+            std::future::ready(Err::<CacheResponse, _>(Down(Reason::Other)))
+        }
+    });
+    let cache = Cache::builder()
+        .name("none-go")
+        .max_key_size(2)
+        .backend(backend)
+        .build()
+        .unwrap();
+    assert_eq!(cache.get_many(["long", "longer"]).await, vec![None, None]);
+    assert_eq!(cache.get_many(Vec::<&str>::new()).await, vec![]);
+    assert_eq!(calls.load(SeqCst), 0, "an empty MGET is not sent");
+}
