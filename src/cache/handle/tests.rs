@@ -44,6 +44,9 @@ impl Service<CacheRequest> for Memory {
         let mut map = self.map.lock().unwrap();
         std::future::ready(Ok(match req {
             CacheRequest::Get(key) => CacheResponse::Value(map.get(&key).cloned()),
+            CacheRequest::Delete(keys) => CacheResponse::Deleted(
+                keys.iter().filter(|k| map.remove(*k).is_some()).count() as u64,
+            ),
             CacheRequest::GetWithTtl(key) => {
                 CacheResponse::ValueWithTtl(map.get(&key).map(|v| (v.clone(), Ttl::Never)))
             }
@@ -584,4 +587,61 @@ async fn get_many_sends_nothing_when_no_key_may_go() {
     assert_eq!(cache.get_many(["long", "longer"]).await, vec![None, None]);
     assert_eq!(cache.get_many(Vec::<&str>::new()).await, vec![]);
     assert_eq!(calls.load(SeqCst), 0, "an empty MGET is not sent");
+}
+
+#[tokio::test]
+async fn a_delete_says_which_keys_it_could_not_remove() {
+    let memory = Memory::default();
+    let cache = Cache::builder()
+        .name("deletes")
+        .max_key_size(4)
+        .backend(memory.clone())
+        .build()
+        .unwrap();
+    cache.set("a", "v").await;
+    let done = cache.delete_many_detailed(["a", "b"]).await;
+    assert_eq!((done.write, done.skipped), (Write::Done, vec![]));
+    let none = cache.delete_many_detailed(["a"]).await;
+    assert_eq!((none.write, none.skipped), (Write::Unchanged, vec![]));
+    // A key over the cap is not sent; the others are.
+    cache.set("c", "v").await;
+    let part = cache.delete_many_detailed(["c", "too-long"]).await;
+    assert_eq!(
+        (part.write, part.skipped),
+        (Write::Skipped(Reason::TooLarge), vec![1])
+    );
+    assert_eq!(cache.get("c").await, None);
+    // The call failed: every key it carried may still be there.
+    memory.fail(Some(Reason::Io));
+    let failed = cache.delete_many_detailed(["d", "too-long", "e"]).await;
+    assert_eq!(failed.write, Write::Skipped(Reason::Io));
+    assert_eq!(failed.skipped, vec![0, 1, 2]);
+}
+
+#[tokio::test]
+async fn with_a_near_cache_this_process_reads_its_own_writes_and_get_many_uses_l1() {
+    use crate::near::{Invalidation, NearCache};
+    // Without tracking: only this process's own writes take entries out
+    // of L1 before their lifetime ends.
+    let cache = Cache::builder()
+        .name("own-writes")
+        .near_cache(NearCache::new().invalidation(Invalidation::Lifetime))
+        .backend(Memory::default())
+        .build()
+        .unwrap();
+    cache.set("k", "v1").await;
+    assert_eq!(cache.get("k").await.as_deref(), Some(&b"v1"[..]));
+    cache.set("k", "v2").await;
+    assert_eq!(cache.get("k").await.as_deref(), Some(&b"v2"[..]));
+    cache.delete("k").await;
+    assert_eq!(cache.get("k").await, None);
+    cache.set("k", "v3").await;
+    assert_eq!(cache.get("k").await.as_deref(), Some(&b"v3"[..]));
+    let before = cache.near_stats().unwrap().l1_hits;
+    // (The memory backend does not answer MGET: only L1 can.)
+    assert_eq!(
+        cache.get_many(["k"]).await,
+        vec![Some(Bytes::from_static(b"v3"))]
+    );
+    assert_eq!(cache.near_stats().unwrap().l1_hits, before + 1);
 }
