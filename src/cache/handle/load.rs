@@ -103,16 +103,19 @@ impl<B: super::Backend> Cache<B> {
     /// Whether a value Redis keeps `left` longer is due an early refresh:
     /// never outside the window (the last `early_refresh` of the default
     /// TTL), then with a probability rising linearly to 1 at expiry.
-    fn refresh_due(&self, left: Option<Duration>) -> bool {
+    pub(super) fn refresh_due(&self, left: Option<Duration>) -> bool {
         let options = &self.shared.options;
         let (Some(left), Ttl::After(ttl)) = (left, options.default_ttl) else {
             return false;
         };
-        let window = ttl.mul_f64(options.early_refresh);
-        if window.is_zero() || left >= window {
-            return false;
-        }
-        let due = 1.0 - left.as_secs_f64() / window.as_secs_f64();
+        let window = ttl.mul_f64(options.early_refresh).as_secs_f64();
+        // At or before the window's start `due` is 0 or less (-inf for a
+        // zero window, NaN for a zero window and nothing left, which no
+        // comparison holds): never due, with no test of its own to get
+        // wrong. `unit_random` is in [0, 1), so at expiry it always is
+        // (and `<=` would differ from `<` only on a draw of exactly `due`:
+        // one in 2^53).
+        let due = 1.0 - left.as_secs_f64() / window;
         unit_random() < due
     }
 

@@ -83,16 +83,6 @@ impl<B: Backend> Cache<B> {
                 .collect(),
         )
     }
-
-    /// `keys` (full keys) are being changed by this cache: their L1 entries
-    /// go (again once the change is answered).
-    pub(super) fn near_changed<'k>(&self, keys: impl IntoIterator<Item = &'k Bytes>) {
-        if let Some(near) = &self.shared.near {
-            for key in keys {
-                near.invalidate(key);
-            }
-        }
-    }
 }
 
 /// A read through the near cache: its value and outcome, and on a miss the

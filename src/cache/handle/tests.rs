@@ -22,6 +22,10 @@ struct Memory {
     fail: Arc<Mutex<Option<Reason>>>,
     /// The next `poll_ready` (of any clone) is pending, and wakes at once.
     pending_next: Arc<AtomicBool>,
+    /// What `GetWithTtl` says is left of every key (`None`: no expiry).
+    ttl_left: Arc<Mutex<Option<Duration>>>,
+    /// How many `GetWithTtl` calls came.
+    reads_with_ttl: Arc<AtomicUsize>,
 }
 
 impl Service<CacheRequest> for Memory {
@@ -48,7 +52,12 @@ impl Service<CacheRequest> for Memory {
                 keys.iter().filter(|k| map.remove(*k).is_some()).count() as u64,
             ),
             CacheRequest::GetWithTtl(key) => {
-                CacheResponse::ValueWithTtl(map.get(&key).map(|v| (v.clone(), Ttl::Never)))
+                self.reads_with_ttl.fetch_add(1, SeqCst);
+                let ttl = match *self.ttl_left.lock().unwrap() {
+                    Some(left) => Ttl::After(left),
+                    None => Ttl::Never,
+                };
+                CacheResponse::ValueWithTtl(map.get(&key).map(|v| (v.clone(), ttl)))
             }
             CacheRequest::Set { key, value, .. } => {
                 map.insert(key, value);
@@ -329,3 +338,4 @@ async fn a_typed_load_encodes_once_and_the_loader_never_decodes() {
 }
 
 mod edges;
+mod load;

@@ -67,17 +67,20 @@ impl<B: Backend> Cache<B> {
 
     /// [`changed`](Self::changed), with the answer as it came.
     async fn changed_answer(&self, request: CacheRequest) -> CacheResponse {
+        let Some(near) = self.shared.near.as_deref() else {
+            return self.request(request).await;
+        };
         let keys: Vec<Bytes> = match &request {
-            _ if self.shared.near.is_none() => Vec::new(),
             CacheRequest::Delete(keys) => keys.clone(),
             CacheRequest::Set { key, .. }
             | CacheRequest::SetIfAbsent { key, .. }
             | CacheRequest::Expire { key, .. } => vec![key.clone()],
             _ => Vec::new(),
         };
-        self.near_changed(&keys);
+        let invalidate = || keys.iter().for_each(|key| near.invalidate(key));
+        invalidate();
         let response = self.request(request).await;
-        self.near_changed(&keys);
+        invalidate();
         response
     }
 
