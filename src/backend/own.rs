@@ -163,10 +163,11 @@ impl Service<CacheRequest> for RedisBackend {
         let deadline = self.shared.config.response_timeout;
         let max_batch = self.shared.config.max_batch;
         let kind = Kind::of(&request).filter(|_| max_batch > 1);
-        Box::pin(async move {
+        let fut = async move {
             let conn = match source {
                 Source::Current(conn) => conn,
-                Source::Connect(shared, index) => match shared.checkout(index).await {
+                // (Boxed apart, as the round trip below is: see there.)
+                Source::Connect(shared, index) => match Box::pin(shared.checkout(index)).await {
                     Ok(conn) => conn,
                     // Redis (`maxclients`) or the pool leased from has no
                     // room for this connection but gave another: the calls
@@ -213,7 +214,13 @@ impl Service<CacheRequest> for RedisBackend {
                 None => request,
             };
             let mut inner = call.conn.inner.clone();
-            let result = execute(&mut inner, &request)
+            // The round trip's future (~2.6 KiB, most of it redis-rs's) is
+            // boxed apart, so that every call's own box stays small
+            // (432 bytes): a queued call never needs it, and a box over
+            // glibc's per-thread cache size (1 KiB) is freed on another
+            // thread under the arena's lock. At 64 tasks of `get`s that
+            // free was 9 % of the client's CPU.
+            let result = Box::pin(execute(&mut inner, &request))
                 .await
                 .map_err(RedisError::from);
             match result {
@@ -233,7 +240,8 @@ impl Service<CacheRequest> for RedisBackend {
                     Err(e)
                 }
             }
-        })
+        };
+        Box::pin(fut)
     }
 }
 
