@@ -211,7 +211,7 @@ impl RedisConfigBuilder {
     ///
     /// What it saves is Redis's work per command and the client's per
     /// round trip: on one machine with Redis beside its clients, 64 tasks
-    /// of `get`s sent ~9 keys per `MGET` and ran at the speed of a raw
+    /// of `get`s sent ~10 keys per `MGET` and ran ×1.1–1.4 of a raw
     /// multiplexed connection (BENCHMARKS.md has the figures); it pays
     /// more where Redis or the network, not the client, is the bottleneck.
     ///
