@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use fusebox::backend::{Bb8Backend, ClientBackend, ClusterBackend, DeadpoolBackend};
 use fusebox::cache::{Backend, Cache, NearCache};
+use fusebox_benches::redis_info::redis_process_cpu;
 use redis::AsyncCommands;
 
 const TASKS: usize = 64;
@@ -210,21 +211,6 @@ async fn redis_cpu(admin: &mut redis::aio::MultiplexedConnection) -> (f64, f64) 
         .fold((0.0, 0.0), |(usec, calls), (_, stats)| {
             (usec + stat(stats, "usec"), calls + stat(stats, "calls"))
         })
-}
-
-/// The CPU time Redis's process has used, in µs (`INFO cpu`).
-async fn redis_process_cpu(admin: &mut redis::aio::MultiplexedConnection) -> f64 {
-    let info: String = redis::cmd("INFO")
-        .arg("cpu")
-        .query_async(admin)
-        .await
-        .unwrap_or_default();
-    info.lines()
-        .filter_map(|line| line.split_once(':'))
-        .filter(|(name, _)| ["used_cpu_sys", "used_cpu_user"].contains(name))
-        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
-        .sum::<f64>()
-        * 1e6
 }
 
 /// One round of `drive` with Redis's CPU per operation measured around it.

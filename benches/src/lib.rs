@@ -7,6 +7,8 @@
 //! synchronous breaker is simply called. One call = one request through the
 //! breaker to an inner operation that does nothing.
 
+pub mod redis_info;
+
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use fusebox::backend::RedisConfig;
 use fusebox::cache::{Cache, CacheRequest, CacheResponse, Fault, Reason};
+use fusebox_benches::redis_info::redis_process_cpu;
 
 /// A backend that answers every call at once, with a 100-byte value.
 #[derive(Clone)]
@@ -70,22 +71,6 @@ fn process_cpu() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Redis's user and system CPU so far, in seconds.
-async fn redis_cpu(admin: &mut redis::aio::MultiplexedConnection) -> f64 {
-    let info: String = redis::cmd("INFO")
-        .arg("cpu")
-        .query_async(admin)
-        .await
-        .expect("INFO cpu");
-    info.lines()
-        .filter_map(|l| {
-            l.strip_prefix("used_cpu_sys:")
-                .or_else(|| l.strip_prefix("used_cpu_user:"))
-        })
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        .sum()
-}
-
 fn key(task: usize, n: usize) -> String {
     format!("key:{}", (task * 7919 + n) % 1000)
 }
@@ -117,7 +102,7 @@ fn main() {
         let stack = Cache::builder().name("stack").backend(Instant100).build().expect("cache");
         let mut admin = raw.clone();
         let stop = Arc::new(AtomicBool::new(false));
-        let redis_before = redis_cpu(&mut admin).await;
+        let redis_before = redis_process_cpu(&mut admin).await / 1e6;
         let (cpu_before, start) = (process_cpu(), Instant::now());
         let mut handles = Vec::with_capacity(tasks);
         for task in 0..tasks {
@@ -172,7 +157,7 @@ fn main() {
         }
         let wall = start.elapsed().as_secs_f64();
         let cpu = process_cpu() - cpu_before;
-        let redis = redis_cpu(&mut admin).await - redis_before;
+        let redis = redis_process_cpu(&mut admin).await / 1e6 - redis_before;
         let per_key = |s: f64| s * 1e6 / total as f64;
         println!(
             "{mode}: {:.0} keys/s; client {:.2} cores, {:.2} µs a key; Redis {:.2} cores, {:.2} µs a key",
