@@ -10,7 +10,7 @@ use crate::request::{CacheRequest, CacheResponse};
 /// A TTL in milliseconds as Redis takes it: at least 1, and at most 2^62
 /// (Redis refuses an expiry that overflows its clock, so a `max_ttl` of
 /// `Duration::MAX` means "millions of years", not "refused").
-fn millis(d: Duration) -> u64 {
+pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis())
         .unwrap_or(u64::MAX)
         .clamp(1, 1 << 62)

@@ -200,14 +200,23 @@ impl RedisConfigBuilder {
         self
     }
 
-    /// The most concurrent calls sent to Redis as one command. While a
-    /// connection has four round trips of a kind in flight, later `get`s
+    /// The most concurrent calls sent to Redis as one command. A `get`
+    /// that finds its connection idle goes out at once, alone; while calls
+    /// are in flight (or four of a kind already went alone), later `get`s
     /// queue and go out together as one `MGET` (a near cache's reads as one
-    /// `MGET` and their `PTTL`s), and `set`s as one pipeline, when one of
-    /// those ends; each caller still gets its own answer within its own
-    /// deadline. There is no timer: a call that finds fewer in flight goes
-    /// out at once, so a few concurrent callers wait for nothing. A failed
-    /// batch counts once against the breaker, not once per caller.
+    /// `MGET` and their `PTTL`s), and `set`s as one pipeline, up to two
+    /// batches in flight at a time; each caller still gets its own answer
+    /// within its own deadline. There is no timer, so a few concurrent
+    /// callers wait for nothing. A failed batch counts once against the
+    /// breaker, not once per caller.
+    ///
+    /// Over plain TCP, batches go out on a connection of their own beside
+    /// each of the backend's (named `fusebox-batch` in `CLIENT LIST`; made
+    /// when the first batch forms, logged in and on the database as the
+    /// other): its replies are read straight into each caller's answer,
+    /// which is what lets a batch cost less than the calls in it. Where
+    /// Redis refuses it that connection (`maxclients`), and over TLS, a
+    /// Unix socket or a pool's connections, batches share the other.
     ///
     /// What it saves is Redis's work per command and the client's per
     /// round trip: on one machine with Redis beside its clients, 64 tasks

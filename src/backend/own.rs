@@ -14,6 +14,8 @@ use tower::Service;
 
 mod batch;
 pub(super) mod conn;
+mod pipe;
+mod resp;
 mod slot;
 
 use batch::{Caller, Join, Kind};
@@ -198,19 +200,24 @@ impl Service<CacheRequest> for RedisBackend {
                 _ => e,
             };
             let request = match kind {
-                Some(kind) => match state.batches.join(kind, request, sent + deadline) {
-                    Join::Now(request) => {
-                        call.turn = Some((kind, max_batch));
-                        request
+                Some(kind) => {
+                    match state
+                        .batches
+                        .join(kind, request, sent + deadline, state.pipe.as_ref())
+                    {
+                        Join::Now(request) => {
+                            call.turn = Some((kind, max_batch));
+                            request
+                        }
+                        // Answered by its deadline (see `Batches::join`).
+                        Join::Queued(answer) => {
+                            return match answer.await {
+                                Ok(answer) => answer.map_err(timed_out),
+                                Err(_) => Err(RedisError::abandoned()),
+                            };
+                        }
                     }
-                    // Answered by its deadline (see `Batches::join`).
-                    Join::Queued(answer) => {
-                        return match answer.await {
-                            Ok(answer) => answer.map_err(timed_out),
-                            Err(_) => Err(RedisError::abandoned()),
-                        };
-                    }
-                },
+                }
                 None => request,
             };
             let mut inner = call.conn.inner.clone();
@@ -344,33 +351,43 @@ impl Shared {
             };
         }
         let _ = index;
-        let state = Arc::new(ConnState::default());
-        let mut settings = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout));
-        if config.resp3 {
-            let flag = state.clone();
-            settings = settings.set_push_sender(move |push: PushInfo| {
-                if push.kind == PushKind::Disconnection {
-                    flag.broken.store(true, Relaxed);
-                }
-                Ok::<(), std::convert::Infallible>(())
-            });
-        }
         let connect = async {
             // Behind Sentinel, the primary it names now.
             let client = config.target.client().await?;
-            client
+            // Batches go out on a connection of its own, where it can have
+            // one (see `pipe`).
+            let pipe = pipe::PipeTarget::of(
+                client.get_connection_info(),
+                config.connect_timeout,
+                config.max_batch,
+            )
+            .filter(|_| config.max_batch > 1);
+            let state = Arc::new_cyclic(|conn| {
+                ConnState::new(pipe.map(|target| Arc::new(pipe::Pipe::new(target, conn.clone()))))
+            });
+            let mut settings = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout))
+                .set_response_timeout(Some(config.response_timeout));
+            if config.resp3 {
+                let flag = state.clone();
+                settings = settings.set_push_sender(move |push: PushInfo| {
+                    if push.kind == PushKind::Disconnection {
+                        flag.broken.store(true, Relaxed);
+                    }
+                    Ok::<(), std::convert::Infallible>(())
+                });
+            }
+            let inner = client
                 .get_multiplexed_async_connection_with_config(&settings)
                 .await
-                .map_err(RedisError::from)
+                .map_err(RedisError::from)?;
+            Ok::<_, RedisError>(Conn { inner, state })
         };
         // The client's own timeout covers the handshake too; this one makes
         // sure of it (and bounds asking the sentinels).
         let limit = config.connect_timeout.saturating_mul(2);
         match tokio::time::timeout(limit, connect).await {
-            Ok(Ok(inner)) => Ok(Conn { inner, state }),
-            Ok(Err(e)) => Err(e),
+            Ok(result) => result,
             Err(_) => Err(RedisError::timeout()),
         }
     }

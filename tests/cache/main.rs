@@ -10,5 +10,6 @@ mod faults;
 mod healthy;
 mod load;
 mod partial;
+mod pipe;
 mod recovery;
 mod tls;

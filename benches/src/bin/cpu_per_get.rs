@@ -102,6 +102,7 @@ fn main() {
         let stack = Cache::builder().name("stack").backend(Instant100).build().expect("cache");
         let mut admin = raw.clone();
         let stop = Arc::new(AtomicBool::new(false));
+        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut admin).await.expect("RESETSTAT");
         let redis_before = redis_process_cpu(&mut admin).await / 1e6;
         let (cpu_before, start) = (process_cpu(), Instant::now());
         let mut handles = Vec::with_capacity(tasks);
@@ -159,13 +160,23 @@ fn main() {
         let cpu = process_cpu() - cpu_before;
         let redis = redis_process_cpu(&mut admin).await / 1e6 - redis_before;
         let per_key = |s: f64| s * 1e6 / total as f64;
+        let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut admin).await.expect("INFO");
+        let calls = |name: &str| -> u64 {
+            stats
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+                .and_then(|rest| rest.split(',').next()?.parse().ok())
+                .unwrap_or(0)
+        };
         println!(
-            "{mode}: {:.0} keys/s; client {:.2} cores, {:.2} µs a key; Redis {:.2} cores, {:.2} µs a key",
+            "{mode}: {:.0} keys/s; client {:.2} cores, {:.2} µs a key; Redis {:.2} cores, {:.2} µs a key; {} GET, {} MGET",
             total as f64 / wall,
             cpu / wall,
             per_key(cpu),
             redis / wall,
             per_key(redis),
+            calls("get"),
+            calls("mget"),
         );
     });
 }

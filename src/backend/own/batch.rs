@@ -1,15 +1,18 @@
-//! Calls that arrive while their connection already has as many round
-//! trips of their kind in flight as it may, gathered into one: `GET`s into
-//! one `MGET`, `SET`s into one pipeline. One command (or one write to the
-//! socket), one reply, one parse, where each call alone would cost Redis
-//! and the client a command each.
+//! Calls that arrive while their connection is busy, gathered into one:
+//! `GET`s into one `MGET`, `SET`s into one pipeline. One command (or one
+//! write to the socket), one reply, one parse, where each call alone would
+//! cost Redis and the client a command each.
 //!
-//! There is no timer: a call that finds a turn free goes out at once, as
-//! it would without batching, so a lone call waits for nothing. Calls that
-//! find every turn taken wait in the lane's queue; when a turn ends, a task
-//! takes the queue (up to the batch size) and sends it, and goes on while
-//! calls keep queueing. The task, not a caller, owns the round trip, so a
-//! caller cancelled mid-batch costs the others nothing.
+//! There is no timer: a call that finds its connection idle goes out at
+//! once, alone, as it would without batching, so a lone call waits for
+//! nothing. Over plain TCP the others queue on the connection's
+//! [`Pipe`], a connection of its own for batches. Without one (TLS, a
+//! pool's connections, or Redis refused it one) they queue in the lane of
+//! their kind once [`TURNS`] calls of it went alone; when a turn ends, a
+//! task takes the queue (up to the batch size) and sends it over the
+//! shared connection, and goes on while calls keep queueing. The task, not
+//! a caller, owns the round trip, so a caller cancelled mid-batch costs the
+//! others nothing.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,12 +21,14 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::conn::{backlogged, Conn};
+use super::pipe::Pipe;
 use super::slot::lock;
 use crate::backend::error::RedisError;
 use crate::request::{CacheRequest, CacheResponse};
 
-/// Round trips of one kind in flight on a connection before calls of that
-/// kind queue for a batch: enough that a few concurrent callers never wait
+/// Calls of one kind that go out alone (each on a turn of its own) on a
+/// connection before calls of that kind queue for a batch (at once, while
+/// its [`Pipe`] is busy): enough that a few concurrent callers never wait
 /// for each other (with 1, 4 callers' median latency rose 65 %), few
 /// enough that many callers batch well (64 callers: ~9 keys per `MGET`;
 /// with 1, ~31, and no faster: the client's own work per call, not Redis,
@@ -52,12 +57,14 @@ impl Kind {
 /// What a queued call is answered.
 pub(super) type Answer = Result<CacheResponse, RedisError>;
 
-struct Waiting {
-    request: CacheRequest,
-    answer: oneshot::Sender<Answer>,
+/// A call queued for a batch.
+pub(super) struct Waiting {
+    pub(super) kind: Kind,
+    pub(super) request: CacheRequest,
+    pub(super) answer: oneshot::Sender<Answer>,
     /// When its caller's deadline passes: it is answered by then, sent or
     /// not (the caller waits on no timer of its own).
-    deadline: Instant,
+    pub(super) deadline: Instant,
 }
 
 #[derive(Default)]
@@ -88,18 +95,42 @@ impl Batches {
     /// the response deadline of a call that joined before it (a lone call's
     /// own, or a batch's, which is its first caller's), and then its queue
     /// is sent or, past its deadline, answered as timed out.
-    pub(super) fn join(&self, kind: Kind, request: CacheRequest, deadline: Instant) -> Join {
+    ///
+    /// With a [`Pipe`], queued calls go out over it; without one (or when
+    /// it is not to be used), when a turn ends.
+    pub(super) fn join(
+        &self,
+        kind: Kind,
+        request: CacheRequest,
+        deadline: Instant,
+        pipe: Option<&Arc<Pipe>>,
+    ) -> Join {
         let mut lane = lock(&self.lanes[kind as usize]);
-        if lane.turns < TURNS {
+        if lane.turns < TURNS && pipe.is_none_or(|p| !p.busy()) {
             lane.turns += 1;
             return Join::Now(request);
         }
         let (answer, rx) = oneshot::channel();
-        lane.waiting.push(Waiting {
+        let mut waiting = Waiting {
+            kind,
             request,
             answer,
             deadline,
-        });
+        };
+        if let Some(pipe) = pipe {
+            drop(lane);
+            waiting = match pipe.queue(waiting) {
+                Ok(()) => return Join::Queued(rx),
+                Err(waiting) => waiting,
+            };
+            lane = lock(&self.lanes[kind as usize]);
+            // A turn may have ended meanwhile.
+            if lane.turns < TURNS {
+                lane.turns += 1;
+                return Join::Now(waiting.request);
+            }
+        }
+        lane.waiting.push(waiting);
         Join::Queued(rx)
     }
 }
@@ -178,7 +209,7 @@ async fn flush(conn: Arc<Conn>, kind: Kind, max: usize) {
             .into_iter()
             .filter(|w| !w.answer.is_closed())
             .partition(|w| w.deadline > now);
-        answer_all(late, RedisError::timeout());
+        answer_all(late.into_iter().map(|w| w.answer), RedisError::timeout());
         let Some(until) = batch.iter().map(|w| w.deadline).min() else {
             continue;
         };
@@ -214,7 +245,7 @@ async fn flush(conn: Arc<Conn>, kind: Kind, max: usize) {
                 if e.breaks_connection() {
                     conn.state.lose();
                 }
-                answer_all(batch, e);
+                answer_all(batch.into_iter().map(|w| w.answer), e);
             }
         }
     }
@@ -224,15 +255,18 @@ async fn flush(conn: Arc<Conn>, kind: Kind, max: usize) {
 /// trip: the breaker hears it once, from the first caller; the others carry
 /// the same reason as an echo it ignores. (Each caller then reads a
 /// timeout as its own kind of call says: see `RedisBackend::call`.)
-fn answer_all(batch: Vec<Waiting>, e: RedisError) {
+pub(super) fn answer_all(
+    callers: impl IntoIterator<Item = oneshot::Sender<Answer>>,
+    e: RedisError,
+) {
     let mut first = true;
-    for w in batch {
+    for answer in callers {
         let e = if std::mem::take(&mut first) {
             e.clone()
         } else {
             e.clone().echo()
         };
-        let _ = w.answer.send(Err(e));
+        let _ = answer.send(Err(e));
     }
 }
 

@@ -15,7 +15,6 @@ pub(super) struct Conn {
     pub(super) state: Arc<ConnState>,
 }
 
-#[derive(Default)]
 pub(super) struct ConnState {
     /// Set when the connection must not be used again.
     pub(super) broken: AtomicBool,
@@ -31,16 +30,39 @@ pub(super) struct ConnState {
     pub(super) lost: Option<(Arc<AtomicU64>, u64)>,
     /// The calls waiting to go out together.
     pub(super) batches: super::batch::Batches,
+    /// The connection of its own its batches go out on, where it can have
+    /// one (see [`super::pipe`]).
+    pub(super) pipe: Option<Arc<super::pipe::Pipe>>,
+}
+
+impl Drop for ConnState {
+    fn drop(&mut self) {
+        if let Some(pipe) = &self.pipe {
+            pipe.close();
+        }
+    }
 }
 
 impl ConnState {
+    /// The state of a new connection, with its batches' own connection if
+    /// it has one.
+    pub(super) fn new(pipe: Option<Arc<super::pipe::Pipe>>) -> Self {
+        ConnState {
+            broken: AtomicBool::default(),
+            in_flight: AtomicUsize::default(),
+            answered: AtomicU64::default(),
+            lost: None,
+            batches: super::batch::Batches::default(),
+            pipe,
+        }
+    }
+
     /// The state of a connection leased now, of a backend that lost `lost`.
     #[cfg(any(feature = "bb8", feature = "deadpool"))]
     pub(super) fn leased(lost: &Arc<AtomicU64>) -> Self {
-        ConnState {
-            lost: Some((lost.clone(), lost.load(Relaxed))),
-            ..ConnState::default()
-        }
+        let mut state = ConnState::new(None);
+        state.lost = Some((lost.clone(), lost.load(Relaxed)));
+        state
     }
 
     /// Whether calls may use the connection.

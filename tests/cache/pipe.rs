@@ -1,0 +1,262 @@
+//! Batches over the connection of their own (`fusebox-batch` in `CLIENT
+//! LIST`): it logs in as the shared one does, and when it is killed,
+//! stopped, refused or its runtime dropped, every caller is answered in
+//! time and hits come back.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fusebox::backend::RedisConfig;
+use fusebox::cache::Cache;
+
+use crate::common::{calls, RedisServer};
+
+/// What each call is given to be answered in.
+const DEADLINE: Duration = Duration::from_secs(1);
+
+fn config(url: String) -> RedisConfig {
+    RedisConfig::builder(url)
+        .connect_timeout(Duration::from_millis(500))
+        .checkout_timeout(Duration::from_millis(500))
+        .response_timeout(DEADLINE)
+        .connections(1)
+        .build()
+        .unwrap()
+}
+
+fn value(i: usize) -> Bytes {
+    Bytes::from(format!("value of k{i}"))
+}
+
+/// The `CLIENT LIST` lines of the batch connections.
+fn pipes(list: &str) -> Vec<String> {
+    list.lines()
+        .filter(|l| l.contains("name=fusebox-batch "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `id=` of a `CLIENT LIST` line.
+fn id(line: &str) -> String {
+    line.split(' ')
+        .find_map(|f| f.strip_prefix("id="))
+        .expect("an id")
+        .to_owned()
+}
+
+/// 128 tasks at once, each getting `k{i}`: whether each got its value.
+async fn all_hit(cache: &Cache) -> bool {
+    let tasks: Vec<_> = (0..128)
+        .map(|i| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get(format!("k{i}")).await == Some(value(i)) })
+        })
+        .collect();
+    let mut all = true;
+    for t in tasks {
+        all &= tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("no caller waits past its deadline")
+            .unwrap();
+    }
+    all
+}
+
+async fn fill(cache: &Cache) {
+    for i in 0..128 {
+        assert!(cache.set(format!("k{i}"), value(i)).await.is_done());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_log_in_and_select_the_database_as_the_shared_connection_does() {
+    let redis = RedisServer::start(&["--requirepass", "admin-secret"]);
+    let admin = |args: &[&str]| redis.cmd_auth("admin-secret", args);
+    admin(&["ACL", "SETUSER", "app", "on", ">app-secret", "~*", "+@all"]);
+    let url = format!("redis://app:app-secret@127.0.0.1:{}/5", redis.port());
+    let cache = Cache::builder()
+        .name("pipe-login")
+        .redis(config(url))
+        .build()
+        .unwrap();
+    fill(&cache).await;
+    for _ in 0..5 {
+        assert!(all_hit(&cache).await);
+    }
+    let list = admin(&["CLIENT", "LIST"]);
+    let pipes = pipes(&list);
+    assert_eq!(pipes.len(), 1, "one batch connection: {list}");
+    assert!(
+        pipes[0].contains(" db=5 ") && pipes[0].contains(" user=app "),
+        "{}",
+        pipes[0]
+    );
+    assert!(admin(&["INFO", "commandstats"]).contains("cmdstat_mget:calls="));
+    assert!(admin(&["INFO", "keyspace"]).contains("db5:keys=128"));
+}
+
+/// How long Redis is stopped (`SIGSTOP`).
+const STOPPED: Duration = Duration::from_secs(4);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_connection_killed_or_stopped_mid_batch_answers_in_time_and_hits_return() {
+    let mut redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("pipe-kill")
+        .redis(config(redis.url()))
+        .build()
+        .unwrap();
+    fill(&cache).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..64usize)
+        .map(|t| {
+            let (cache, stop, done) = (cache.clone(), stop.clone(), done.clone());
+            tokio::spawn(async move {
+                let (mut wrong, mut slowest, mut n) = (0, Duration::ZERO, t);
+                while !stop.load(Relaxed) {
+                    let i = n % 128;
+                    let start = tokio::time::Instant::now();
+                    let got = cache.get(format!("k{i}")).await;
+                    slowest = slowest.max(start.elapsed());
+                    wrong += usize::from(got.is_some_and(|v| v != value(i)));
+                    done.fetch_add(1, Relaxed);
+                    n += 64;
+                    tokio::task::yield_now().await;
+                }
+                (wrong, slowest)
+            })
+        })
+        .collect();
+    let progress = |count: u64| {
+        let done = done.clone();
+        async move {
+            let start = tokio::time::Instant::now();
+            while done.load(Relaxed) < count {
+                assert!(start.elapsed() < Duration::from_secs(30), "callers stuck");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    progress(5_000).await;
+    // Killed by Redis with batches in flight.
+    let first = pipes(&redis.cmd(&["CLIENT", "LIST"]));
+    assert_eq!(first.len(), 1, "{first:?}");
+    redis.cmd(&["CLIENT", "KILL", "ID", &id(&first[0])]);
+    progress(done.load(Relaxed) + 5_000).await;
+    // Stopped well past the deadline with batches in flight and queued.
+    redis.pause();
+    tokio::time::sleep(STOPPED).await;
+    redis.resume();
+    progress(done.load(Relaxed) + 5_000).await;
+    stop.store(true, Relaxed);
+    for t in tasks {
+        let (wrong, slowest) = tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(wrong, 0, "a wrong value");
+        // Within the deadline, with room for a loaded machine, and well
+        // before Redis answered again.
+        assert!(slowest < STOPPED - DEADLINE, "a call took {slowest:?}");
+    }
+    // Hits come back once the breaker, opened by the stop, lets calls
+    // through again.
+    let start = tokio::time::Instant::now();
+    while !all_hit(&cache).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no hits after the stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last = pipes(&redis.cmd(&["CLIENT", "LIST"]));
+    assert!(last.len() <= 1, "no batch connection left behind: {last:?}");
+    assert!(last.iter().all(|l| id(l) != id(&first[0])), "remade");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_room_for_a_batch_connection_batches_go_over_the_shared_one() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("pipe-full")
+        .redis(config(redis.url()))
+        .build()
+        .unwrap();
+    fill(&cache).await;
+    // Its read connection made (a call alone makes no batch connection).
+    assert_eq!(cache.get("k1").await, Some(value(1)));
+    assert!(pipes(&redis.cmd(&["CLIENT", "LIST"])).is_empty());
+    // Room for the two it has, no more.
+    redis.cmd(&["CONFIG", "SET", "maxclients", "2"]);
+    // The first batches may miss (their connection refused, counted as one
+    // failure each); then every call hits.
+    let _ = all_hit(&cache).await;
+    for _ in 0..5 {
+        assert!(all_hit(&cache).await, "batches over the shared connection");
+    }
+    assert_eq!(cache.breaker().state(), fusebox::breaker::State::Closed);
+}
+
+#[test]
+fn a_runtime_dropped_with_batches_in_flight_leaves_the_next_one_working() {
+    let mut redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("pipe-runtime")
+        .redis(config(redis.url()))
+        .build()
+        .unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    first.block_on(fill(&cache));
+    first.block_on(async {
+        assert!(all_hit(&cache).await);
+    });
+    let batches = calls(&redis, "mget");
+    assert!(batches > 0);
+    // Calls queued and in flight on a stopped Redis when their runtime goes.
+    redis.pause();
+    for i in 0..128 {
+        let cache = cache.clone();
+        first.spawn(async move { cache.get(format!("k{i}")).await });
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    first.shutdown_timeout(Duration::from_secs(1));
+    redis.resume();
+    let second = runtime();
+    second.block_on(async {
+        let start = tokio::time::Instant::now();
+        while !all_hit(&cache).await {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no hits on the next runtime"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert!(
+        calls(&redis, "mget") > batches,
+        "batched on the next runtime too"
+    );
+    // The first runtime's connections closed with it.
+    let start = std::time::Instant::now();
+    loop {
+        let list = redis.cmd(&["CLIENT", "LIST"]);
+        if pipes(&list).len() <= 1 && list.lines().count() <= 4 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "left open: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
