@@ -105,11 +105,20 @@ impl Batches {
         deadline: Instant,
         pipe: Option<&Arc<Pipe>>,
     ) -> Join {
-        let mut lane = lock(&self.lanes[kind as usize]);
-        if lane.turns < TURNS && pipe.is_none_or(|p| !p.busy()) {
-            lane.turns += 1;
-            return Join::Now(request);
-        }
+        // While the pipe is busy, calls join it without looking at the
+        // turns (a lock every thread would take).
+        let busy = pipe.filter(|p| p.busy());
+        let mut lane = match busy {
+            Some(_) => None,
+            None => {
+                let mut lane = lock(&self.lanes[kind as usize]);
+                if lane.turns < TURNS {
+                    lane.turns += 1;
+                    return Join::Now(request);
+                }
+                Some(lane)
+            }
+        };
         let (answer, rx) = oneshot::channel();
         let mut waiting = Waiting {
             kind,
@@ -118,17 +127,17 @@ impl Batches {
             deadline,
         };
         if let Some(pipe) = pipe {
-            drop(lane);
+            drop(lane.take());
             waiting = match pipe.queue(waiting) {
                 Ok(()) => return Join::Queued(rx),
                 Err(waiting) => waiting,
             };
-            lane = lock(&self.lanes[kind as usize]);
-            // A turn may have ended meanwhile.
-            if lane.turns < TURNS {
-                lane.turns += 1;
-                return Join::Now(waiting.request);
-            }
+        }
+        let mut lane = lane.unwrap_or_else(|| lock(&self.lanes[kind as usize]));
+        // A turn may have ended meanwhile.
+        if lane.turns < TURNS {
+            lane.turns += 1;
+            return Join::Now(waiting.request);
         }
         lane.waiting.push(waiting);
         Join::Queued(rx)

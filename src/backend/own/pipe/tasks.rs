@@ -60,6 +60,9 @@ pub(super) async fn write(pipe: Arc<Pipe>, generation: u64) {
         let until = match taken {
             Taken::Nothing => {
                 pipe.wake_writer.notified().await;
+                // The callers woken with the one that woke this task run
+                // first, and queue: they go out in this batch, not the next.
+                tokio::task::yield_now().await;
                 continue;
             }
             // Every call taken had given up or timed out.
@@ -127,7 +130,7 @@ async fn read(pipe: Arc<Pipe>, stream: Arc<TcpStream>, generation: u64) {
                     return;
                 }
                 let sent = state.in_flight.pop_front().expect("the batch read");
-                pipe.settle(&state);
+                // (Still busy: see below.)
                 (sent, !state.queue.is_empty())
             };
             if wake {
@@ -165,6 +168,21 @@ async fn read(pipe: Arc<Pipe>, stream: Arc<TcpStream>, generation: u64) {
                         return pipe.broken(generation, e.echo());
                     }
                 }
+            }
+            // The callers just answered run first: under load they call
+            // again at once, and find the pipe busy (so join the next batch
+            // rather than go alone); if none does, it is idle.
+            let idle = {
+                let state = lock(&pipe.state);
+                state.queue.is_empty() && state.in_flight.is_empty()
+            };
+            if idle {
+                tokio::task::yield_now().await;
+                let state = lock(&pipe.state);
+                if state.generation != generation {
+                    return;
+                }
+                pipe.settle(&state);
             }
         };
         if start == end {
