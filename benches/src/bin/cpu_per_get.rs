@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! cargo build --release -p fusebox-benches --bin cpu_per_get
-//! target/release/cpu_per_get <raw|mget10|fusebox|unbatched> [seconds=5] [tasks=64]
+//! target/release/cpu_per_get <raw|mget10|fusebox|unbatched|stack|rawset|set> [seconds=5] [tasks=64]
 //! ```
 //!
 //! - `raw`: one redis-rs `MultiplexedConnection`, one `GET` per call;
@@ -15,7 +15,9 @@
 //! - `fusebox`: the cache with its defaults (concurrent `get`s batched);
 //! - `unbatched`: the cache with `max_batch(1)`;
 //! - `stack`: the cache over a backend that answers every `GET` at once,
-//!   with no I/O: the cost of the call's own path (Redis idles).
+//!   with no I/O: the cost of the call's own path (Redis idles);
+//! - `rawset` and `set`: `SET`s of 100 bytes with a TTL, raw and through
+//!   the cache.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -123,6 +125,22 @@ fn main() {
                             assert!(v.is_some());
                             keys += 1;
                         }
+                        "rawset" => {
+                            let _: () = redis::cmd("SET")
+                                .arg(key(task, keys))
+                                .arg(&[b'v'; 100][..])
+                                .arg("PX")
+                                .arg(3_600_000)
+                                .query_async(&mut raw)
+                                .await
+                                .expect("SET");
+                            keys += 1;
+                        }
+                        "set" => {
+                            let cache = cache.as_ref().expect("a cache");
+                            assert!(cache.set(key(task, keys), vec![b'v'; 100]).await.is_done());
+                            keys += 1;
+                        }
                         "mget10" => {
                             let mut mget = redis::cmd("MGET");
                             for j in 0..10 {
@@ -169,7 +187,7 @@ fn main() {
                 .unwrap_or(0)
         };
         println!(
-            "{mode}: {:.0} keys/s; client {:.2} cores, {:.2} µs a key; Redis {:.2} cores, {:.2} µs a key; {} GET, {} MGET",
+            "{mode}: {:.0} keys/s; client {:.2} cores, {:.2} µs a key; Redis {:.2} cores, {:.2} µs a key; {} GET, {} MGET, {} batch connections",
             total as f64 / wall,
             cpu / wall,
             per_key(cpu),
@@ -177,6 +195,7 @@ fn main() {
             per_key(redis),
             calls("get"),
             calls("mget"),
+            calls("client|setname"),
         );
     });
 }
