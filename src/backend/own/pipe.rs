@@ -244,8 +244,9 @@ enum Taken {
     Nothing,
     /// Only calls that gave up or timed out.
     Answered,
-    /// A batch (one of each kind of call in it) to write by `until`.
-    Batch { until: Instant },
+    /// A batch (one of each kind of call in it) to write by `until`;
+    /// `first` if no other was in flight (the reader waits to be told).
+    Batch { until: Instant, first: bool },
 }
 
 impl Pipe {
@@ -272,6 +273,7 @@ impl Pipe {
                 kinds[w.kind as usize].push(w);
             }
         }
+        let first = state.in_flight.is_empty();
         let mut until = None;
         for (kind, calls) in [Kind::Get, Kind::Set, Kind::GetWithTtl]
             .into_iter()
@@ -291,7 +293,7 @@ impl Pipe {
         }
         self.settle(state);
         match until {
-            Some(until) => Taken::Batch { until },
+            Some(until) => Taken::Batch { until, first },
             None => Taken::Answered,
         }
     }

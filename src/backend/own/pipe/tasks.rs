@@ -67,9 +67,13 @@ pub(super) async fn write(pipe: Arc<Pipe>, generation: u64) {
             }
             // Every call taken had given up or timed out.
             Taken::Answered => continue,
-            Taken::Batch { until } => until,
+            Taken::Batch { until, first } => {
+                if first {
+                    pipe.wake_reader.notify_one();
+                }
+                until
+            }
         };
-        pipe.wake_reader.notify_one();
         let mut at = 0;
         while at < out.len() {
             match stream.try_write(&out[at..]) {
@@ -205,20 +209,21 @@ async fn read(pipe: Arc<Pipe>, stream: Arc<TcpStream>, generation: u64) {
                 buf.resize(buf.len() * 2, 0);
             }
         }
+        // Readiness first: a batch just sent is rarely answered yet, and a
+        // read that finds nothing is a system call for nothing.
+        if tokio::time::timeout_at(deadline, stream.readable())
+            .await
+            .is_err()
+        {
+            return pipe.timed_out(generation);
+        }
         match stream.try_read(&mut buf[end..]) {
             Ok(0) => {
                 let closed = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
                 return pipe.broken(generation, redis::RedisError::from(closed).into());
             }
             Ok(n) => end += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if tokio::time::timeout_at(deadline, stream.readable())
-                    .await
-                    .is_err()
-                {
-                    return pipe.timed_out(generation);
-                }
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return pipe.broken(generation, redis::RedisError::from(e).into()),
         }
     }
