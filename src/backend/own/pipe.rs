@@ -270,7 +270,12 @@ impl Pipe {
             } else if w.deadline <= now {
                 late.push(w.answer);
             } else {
-                kinds[w.kind as usize].push(w);
+                let of_kind = &mut kinds[w.kind as usize];
+                if of_kind.capacity() == 0 {
+                    // Sized once: most batches are of one kind.
+                    of_kind.reserve(n);
+                }
+                of_kind.push(w);
             }
         }
         let first = state.in_flight.is_empty();

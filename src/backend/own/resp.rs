@@ -8,9 +8,8 @@ use super::batch::{Answer, Kind};
 use crate::backend::error::RedisError;
 use crate::request::{CacheRequest, CacheResponse};
 
-/// Appends `n` in decimal.
-fn put_uint(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
+/// `n` in decimal, in `digits`' tail: the slice returned.
+fn decimal(digits: &mut [u8; 20], mut n: u64) -> &[u8] {
     let mut at = digits.len();
     loop {
         at -= 1;
@@ -20,7 +19,12 @@ fn put_uint(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[at..]);
+    &digits[at..]
+}
+
+/// Appends `n` in decimal.
+fn put_uint(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(decimal(&mut [0; 20], n));
 }
 
 /// Appends a command's header: its argument count.
@@ -79,9 +83,7 @@ pub(super) fn put_batch<'a>(
                     put_bulk(out, value);
                     if let Some(ms) = px {
                         put_bulk(out, b"PX");
-                        let mut n = Vec::with_capacity(20);
-                        put_uint(&mut n, ms);
-                        put_bulk(out, &n);
+                        put_bulk(out, decimal(&mut [0; 20], ms));
                     }
                 }
             }
