@@ -181,7 +181,10 @@ impl RedisConfigBuilder {
     /// How many multiplexed connections reads are spread over (by thread);
     /// writes, deletes and expiries always have one connection of their
     /// own, so a write Redis holds up never holds reads up. One connection
-    /// carries about 280 k commands per second on loopback. Defaults to 1.
+    /// carries about 280 k commands per second on loopback. Under
+    /// concurrent load each also gets a batch connection beside it (see
+    /// [`max_batch`](Self::max_batch)): count twice as many against
+    /// Redis's `maxclients`. Defaults to 1.
     pub fn connections(mut self, n: u32) -> Self {
         self.connections = n;
         self
@@ -219,16 +222,19 @@ impl RedisConfigBuilder {
     /// Unix socket or a pool's connections, batches share the other.
     ///
     /// What it saves is Redis's work per command and the client's per
-    /// round trip: on one machine with Redis beside its clients, 64 tasks
-    /// of `get`s sent ~10 keys per `MGET` and ran ×1.1–1.4 of a raw
-    /// multiplexed connection (BENCHMARKS.md has the figures); it pays
-    /// more where Redis or the network, not the client, is the bottleneck.
+    /// round trip: on one 2-core machine with Redis beside its clients, 64
+    /// tasks of `get`s sent ~37 keys per `MGET` and ran ×1.7–1.8 of a raw
+    /// multiplexed connection, `set`s ×1.0–1.5, 8 tasks of `get`s ×1.9–2.1
+    /// (BENCHMARKS.md has the figures); it pays more where Redis or the
+    /// network, not the client, is the bottleneck.
     ///
-    /// `1` sends every call as a command of its own: choose it when
-    /// something between the cache and Redis cannot take `MGET` (a proxy
-    /// that splits or refuses multi-key commands), or when Redis's per
-    /// command statistics (`INFO commandstats`, the slow log, `MONITOR`)
-    /// must show each `GET`. Defaults to 128; must be in 1..=10 000.
+    /// `1` sends every call as a command of its own, and makes no batch
+    /// connection: choose it when something between the cache and Redis
+    /// cannot take `MGET` (a proxy that splits or refuses multi-key
+    /// commands), when Redis's per command statistics (`INFO
+    /// commandstats`, the slow log, `MONITOR`) must show each `GET`, or
+    /// when Redis's `maxclients` has no room for a second connection beside
+    /// each of the backend's. Defaults to 128; must be in 1..=10 000.
     pub fn max_batch(mut self, calls: usize) -> Self {
         self.max_batch = calls;
         self
