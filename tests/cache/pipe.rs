@@ -3,6 +3,7 @@
 //! stopped, refused or its runtime dropped, every caller is answered in
 //! time and hits come back.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,15 @@ async fn all_hit(cache: &Cache) -> bool {
             .unwrap();
     }
     all
+}
+
+/// Waits (10 s at most) until a burst of gets all hit.
+async fn until_all_hit(cache: &Cache, when: &str) {
+    let start = tokio::time::Instant::now();
+    while !all_hit(cache).await {
+        assert!(start.elapsed() < Duration::from_secs(10), "no hits {when}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn fill(cache: &Cache) {
@@ -164,14 +174,7 @@ async fn a_batch_connection_killed_or_stopped_mid_batch_answers_in_time_and_hits
     }
     // Hits come back once the breaker, opened by the stop, lets calls
     // through again.
-    let start = tokio::time::Instant::now();
-    while !all_hit(&cache).await {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no hits after the stop"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_all_hit(&cache, "after the stop").await;
     let last = pipes(&redis.cmd(&["CLIENT", "LIST"]));
     assert!(last.len() <= 1, "no batch connection left behind: {last:?}");
     assert!(last.iter().all(|l| id(l) != id(&first[0])), "remade");
@@ -224,24 +227,33 @@ fn a_runtime_dropped_with_batches_in_flight_leaves_the_next_one_working() {
     assert!(batches > 0);
     // Calls queued and in flight on a stopped Redis when their runtime goes.
     redis.pause();
+    let queued = Arc::new(AtomicU64::new(0));
     for i in 0..128 {
-        let cache = cache.clone();
-        first.spawn(async move { cache.get(format!("k{i}")).await });
+        let (cache, queued) = (cache.clone(), queued.clone());
+        first.spawn(async move {
+            // Polled once: sent, or queued for a batch, by then.
+            let mut get = std::pin::pin!(cache.get(format!("k{i}")));
+            let mut answered = false;
+            std::future::poll_fn(|cx| {
+                answered = get.as_mut().poll(cx).is_ready();
+                std::task::Poll::Ready(())
+            })
+            .await;
+            queued.fetch_add(1, Relaxed);
+            if !answered {
+                get.await;
+            }
+        });
     }
-    std::thread::sleep(Duration::from_millis(100));
+    let start = std::time::Instant::now();
+    while queued.load(Relaxed) < 128 {
+        assert!(start.elapsed() < Duration::from_secs(10), "calls not made");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     first.shutdown_timeout(Duration::from_secs(1));
     redis.resume();
     let second = runtime();
-    second.block_on(async {
-        let start = tokio::time::Instant::now();
-        while !all_hit(&cache).await {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "no hits on the next runtime"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    second.block_on(until_all_hit(&cache, "on the next runtime"));
     assert!(
         calls(&redis, "mget") > batches,
         "batched on the next runtime too"
