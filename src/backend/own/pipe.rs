@@ -263,6 +263,17 @@ impl Pipe {
             return Taken::Nothing;
         }
         let now = Instant::now();
+        // Every call at the front already past its deadline is answered
+        // now, not a batch's worth at a time (the queue is in order of
+        // deadline: they are all at the front).
+        let past = state.queue.iter().take_while(|w| w.deadline <= now).count();
+        late.extend(
+            state
+                .queue
+                .drain(..past)
+                .filter(|w| !w.answer.is_closed())
+                .map(|w| w.answer),
+        );
         let n = state.queue.len().min(self.target.max_batch);
         let mut kinds: [Vec<Waiting>; 3] = Default::default();
         for w in state.queue.drain(..n) {
