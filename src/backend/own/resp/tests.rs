@@ -68,6 +68,11 @@ fn reply_heads_are_read_whole_or_not_at_all() {
     assert_eq!(head(b"+OK\r\n"), Ok(Some((Head::Simple, 5))));
     assert_eq!(head(b":-2\r\n"), Ok(Some((Head::Int(-2), 5))));
     assert_eq!(head(b"*3\r\n"), Ok(Some((Head::Array(Some(3)), 4))));
+    // Up to 18 digits, so that no number read can overflow.
+    assert_eq!(
+        head(b":-999999999999999999\r\n"),
+        Ok(Some((Head::Int(-999_999_999_999_999_999), 22)))
+    );
     assert_eq!(
         head(b"-ERR no\r\n"),
         Ok(Some((Head::Error(b"-ERR no\r\n"), 9)))
