@@ -96,15 +96,58 @@ async fn batches_log_in_and_select_the_database_as_the_shared_connection_does() 
         assert!(all_hit(&cache).await);
     }
     let list = admin(&["CLIENT", "LIST"]);
-    let pipes = pipes(&list);
-    assert_eq!(pipes.len(), 1, "one batch connection: {list}");
+    let batch = pipes(&list);
+    assert_eq!(batch.len(), 1, "one batch connection: {list}");
     assert!(
-        pipes[0].contains(" db=5 ") && pipes[0].contains(" user=app "),
+        batch[0].contains(" db=5 ") && batch[0].contains(" user=app "),
         "{}",
-        pipes[0]
+        batch[0]
     );
     assert!(admin(&["INFO", "commandstats"]).contains("cmdstat_mget:calls="));
     assert!(admin(&["INFO", "keyspace"]).contains("db5:keys=128"));
+    // Dropped with the cache: no task or socket outlives it.
+    drop(cache);
+    let start = std::time::Instant::now();
+    while !pipes(&admin(&["CLIENT", "LIST"])).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "left open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn under_steady_load_calls_join_the_next_batch_rather_than_go_alone() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("pipe-steady")
+        .redis(config(redis.url()))
+        .build()
+        .unwrap();
+    fill(&cache).await;
+    // 64 callers, 50 gets each, one after another.
+    let tasks: Vec<_> = (0..64usize)
+        .map(|t| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                for n in 0..50 {
+                    let i = (t + 64 * n) % 128;
+                    assert_eq!(cache.get(format!("k{i}")).await, Some(value(i)));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("bounded")
+            .unwrap();
+    }
+    // The first few go alone, while the batch connection is idle; after
+    // that a caller finds it busy and joins the next batch. (Were the
+    // callers that went alone to keep finding a turn free, they would go
+    // alone every time: 4 × 50.)
+    let alone = calls(&redis, "get");
+    assert!(alone < 64, "{alone} of 3 200 gets went alone");
+    assert!(calls(&redis, "mget") > 0);
 }
 
 /// How long Redis is stopped (`SIGSTOP`).
@@ -152,10 +195,27 @@ async fn a_batch_connection_killed_or_stopped_mid_batch_answers_in_time_and_hits
     };
     progress(5_000).await;
     // Killed by Redis with batches in flight.
-    let first = pipes(&redis.cmd(&["CLIENT", "LIST"]));
+    let list = redis.cmd(&["CLIENT", "LIST"]);
+    let first = pipes(&list);
     assert_eq!(first.len(), 1, "{first:?}");
+    let reads: Vec<String> = list
+        .lines()
+        .filter(|l| l.contains(" cmd=get ") && !l.contains("name=fusebox-batch "))
+        .map(id)
+        .collect();
+    assert_eq!(reads.len(), 1, "the read connection: {list}");
     redis.cmd(&["CLIENT", "KILL", "ID", &id(&first[0])]);
     progress(done.load(Relaxed) + 5_000).await;
+    // The connection beside it is not trusted either (Redis may have
+    // restarted): replaced too.
+    let start = tokio::time::Instant::now();
+    while redis
+        .cmd(&["CLIENT", "LIST"])
+        .contains(&format!("id={} ", reads[0]))
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Stopped well past the deadline with batches in flight and queued.
     redis.pause();
     tokio::time::sleep(STOPPED).await;
