@@ -332,3 +332,47 @@ fn a_runtime_dropped_with_batches_in_flight_leaves_the_next_one_working() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_through_the_batch_connection_fill_its_socket_and_buffer_and_arrive_whole() {
+    let redis = RedisServer::start(&[]);
+    let cache = Cache::builder()
+        .name("pipe-large")
+        .redis(config(redis.url()))
+        .build()
+        .unwrap();
+    // 64 writers of 200 KiB at once (13 MiB: more than a socket's buffer
+    // takes at once), then 64 readers of them (replies that straddle the
+    // end of the reply buffer, and outgrow it).
+    let large = |i: usize| Bytes::from(vec![b'a' + (i % 26) as u8; 200 << 10]);
+    let sets: Vec<_> = (0..64)
+        .map(|i| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.set(format!("L{i}"), large(i)).await.is_done() })
+        })
+        .collect();
+    for t in sets {
+        assert!(tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("bounded")
+            .unwrap());
+    }
+    let gets: Vec<_> = (0..64)
+        .map(|i| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get(format!("L{i}")).await == Some(large(i)) })
+        })
+        .collect();
+    for t in gets {
+        assert!(tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("bounded")
+            .unwrap());
+    }
+    assert!(calls(&redis, "mget") > 0, "read in batches");
+    assert_eq!(
+        pipes(&redis.cmd(&["CLIENT", "LIST"])).len(),
+        2,
+        "reads and writes"
+    );
+}
