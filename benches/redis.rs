@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use fusebox::backend::{Bb8Backend, ClientBackend, ClusterBackend, DeadpoolBackend};
 use fusebox::cache::{Backend, Cache, NearCache};
-use fusebox_benches::redis_info::redis_process_cpu;
+use fusebox_benches::redis_info::{command_stat, redis_process_cpu};
 use redis::AsyncCommands;
 
 const TASKS: usize = 64;
@@ -198,18 +198,13 @@ async fn redis_cpu(admin: &mut redis::aio::MultiplexedConnection) -> (f64, f64) 
         .query_async(admin)
         .await
         .unwrap_or_default();
-    let stat = |stats: &str, field: &str| {
-        stats
-            .split(',')
-            .find_map(|kv| kv.strip_prefix(field)?.strip_prefix('='))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    info.lines()
-        .filter_map(|line| line.split_once(':'))
-        .filter(|(name, _)| ["cmdstat_get", "cmdstat_mget", "cmdstat_set"].contains(name))
-        .fold((0.0, 0.0), |(usec, calls), (_, stats)| {
-            (usec + stat(stats, "usec"), calls + stat(stats, "calls"))
+    ["get", "mget", "set"]
+        .iter()
+        .fold((0.0, 0.0), |(usec, calls), command| {
+            (
+                usec + command_stat(&info, command, "usec"),
+                calls + command_stat(&info, command, "calls"),
+            )
         })
 }
 

@@ -15,3 +15,19 @@ pub async fn redis_process_cpu(admin: &mut redis::aio::MultiplexedConnection) ->
         .sum::<f64>()
         * 1e6
 }
+
+/// One field (`calls`, `usec`…) of one command's line in `INFO
+/// commandstats` (`cmdstat_get:calls=3,usec=12,…`); 0 if absent.
+pub fn command_stat(commandstats: &str, command: &str, field: &str) -> f64 {
+    commandstats
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.strip_prefix("cmdstat_") == Some(command))
+        .and_then(|(_, stats)| {
+            stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(field)?.strip_prefix('='))
+        })
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}

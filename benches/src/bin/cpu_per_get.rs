@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use fusebox::backend::RedisConfig;
 use fusebox::cache::{Cache, CacheRequest, CacheResponse, Fault, Reason};
-use fusebox_benches::redis_info::redis_process_cpu;
+use fusebox_benches::redis_info::{command_stat, redis_process_cpu};
 
 /// A backend that answers every call at once, with a 100-byte value.
 #[derive(Clone)]
@@ -179,13 +179,7 @@ fn main() {
         let redis = redis_process_cpu(&mut admin).await / 1e6 - redis_before;
         let per_key = |s: f64| s * 1e6 / total as f64;
         let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut admin).await.expect("INFO");
-        let calls = |name: &str| -> u64 {
-            stats
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
-                .and_then(|rest| rest.split(',').next()?.parse().ok())
-                .unwrap_or(0)
-        };
+        let calls = |name: &str| command_stat(&stats, name, "calls");
         println!(
             "{mode}: {:.0} keys/s; client {:.2} cores, {:.2} µs a key; Redis {:.2} cores, {:.2} µs a key; {} GET, {} MGET, {} batch connections",
             total as f64 / wall,
