@@ -61,11 +61,12 @@ pub struct RedisBackend {
 
 struct Shared {
     config: RedisConfig,
-    /// Connections for reads (spread by thread), then the one for writes.
+    /// Connections for reads, then as many for writes (each spread by
+    /// thread).
     slots: Box<[Slot]>,
-    /// The slot writes use (the last; the only one when a small pool is
+    /// The first slot writes use (0, the only slot, when a small pool is
     /// leased from).
-    write_slot: usize,
+    write_slots: usize,
     /// Whether connections are leased from a user's pool.
     leased: bool,
     /// How many leased connections were lost (see [`ConnState`]).
@@ -83,8 +84,9 @@ impl RedisBackend {
             super::Target::Leased(lease) => (true, lease.one_slot()),
             _ => (false, false),
         };
-        let write_slot = config.connections as usize - usize::from(one_slot);
-        let slots = (0..=write_slot)
+        let reads = config.connections as usize;
+        let write_slots = if one_slot { 0 } else { reads };
+        let slots = (0..write_slots + reads)
             .map(|_| Slot {
                 current: RwLock::new(None),
                 connecting: AtomicBool::new(false),
@@ -96,7 +98,7 @@ impl RedisBackend {
             shared: Arc::new(Shared {
                 config,
                 slots,
-                write_slot,
+                write_slots,
                 leased,
                 lost: Arc::default(),
             }),
@@ -128,8 +130,9 @@ impl fmt::Debug for RedisBackend {
 }
 
 thread_local! {
-    /// Spreads this thread's reads over the read connections.
-    static READ_SLOT: usize = {
+    /// Spreads the threads' calls over the connections: each thread keeps
+    /// to one for reads and one for writes.
+    static THREAD_SLOT: usize = {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         NEXT.fetch_add(1, Relaxed)
     };
@@ -148,10 +151,11 @@ impl Service<CacheRequest> for RedisBackend {
 
     fn call(&mut self, request: CacheRequest) -> BackendFuture {
         let reads = self.shared.config.connections as usize;
+        let mine = THREAD_SLOT.with(|i| *i) % reads;
         let index = if request.is_mutation() {
-            self.shared.write_slot
+            self.shared.write_slots + mine
         } else {
-            READ_SLOT.with(|i| *i) % reads
+            mine
         };
         // The shared state is cloned into the future only when a connection
         // must be made. (Each clone of an `Arc` here is a write to memory

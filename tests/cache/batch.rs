@@ -188,6 +188,60 @@ async fn a_batch_that_fails_counts_once_against_the_breaker() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn sets_of_one_batch_refused_one_by_one_count_once_against_the_breaker() {
+    metrics();
+    let redis = RedisServer::start(&[]);
+    let config = RedisConfig::builder(redis.url())
+        .connect_timeout(Duration::from_millis(500))
+        .checkout_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    // A breaker that never opens here: every failure it hears is counted.
+    let cache = Cache::builder()
+        .name("batch-set-echo")
+        .redis(config)
+        .breaker(|b| {
+            b.consecutive_failures(10_000)
+                .count_window(10_000)
+                .minimum_calls(10_000)
+        })
+        .build()
+        .unwrap();
+    assert!(cache.set("first", value(0)).await.is_done());
+    // `SET` refused (NOPERM): each `SET` of a batch's pipeline is refused
+    // on its own, all in one round trip.
+    redis.cmd(&["ACL", "SETUSER", "default", "-set"]);
+    let sets: Vec<_> = (0..64)
+        .map(|i| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.set(format!("k{i}"), value(i)).await })
+        })
+        .collect();
+    for t in sets {
+        let written = tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("no caller waits past its deadline")
+            .unwrap();
+        assert!(!written.is_done());
+    }
+    let refused = counter(
+        "fusebox_cache_fail_open_total",
+        &[("cache", "batch-set-echo"), ("reason", "auth")],
+    );
+    assert_eq!(refused, 64, "every caller hears its refusal");
+    // The four that went alone count one each, each batch once; counted
+    // per caller it would be 64.
+    let failures = counter(
+        "fusebox_breaker_calls_total",
+        &[("breaker", "batch-set-echo"), ("outcome", "failure")],
+    );
+    assert!((5..=12).contains(&failures), "{failures} failures counted");
+    redis.cmd(&["ACL", "SETUSER", "default", "+set"]);
+    assert!(cache.set("k1", value(1)).await.is_done());
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn an_oversized_key_or_a_large_value_among_small_ones_harms_none() {
     let redis = RedisServer::start(&[]);
     let cache = cache(&redis, "batch-sizes", 128);

@@ -86,6 +86,8 @@ async fn refused_connections_answer_at_once_not_at_the_deadline() {
     let config = RedisConfig::builder(&url)
         .checkout_timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(10))
+        // One connection of each kind: connects are paced per connection.
+        .connections(1)
         .build()
         .unwrap();
     let cache = Cache::builder()

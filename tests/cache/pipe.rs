@@ -376,3 +376,54 @@ async fn large_values_through_the_batch_connection_fill_its_socket_and_buffer_an
         "reads and writes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_of_every_size_end_anywhere_in_the_reply_buffer_and_arrive_whole() {
+    let redis = RedisServer::start(&[]);
+    // Batches of two values of 1 to 30 KiB: no reply outgrows the 64 KiB
+    // reply buffer, and the replies of the batches in flight end anywhere
+    // in it, so one often runs past its end after others were answered
+    // from its start (the unread tail is then moved to the front).
+    let config = RedisConfig::builder(redis.url())
+        .connect_timeout(Duration::from_millis(500))
+        .checkout_timeout(Duration::from_millis(500))
+        .response_timeout(DEADLINE)
+        .connections(1)
+        .max_batch(2)
+        .build()
+        .unwrap();
+    let cache = Cache::builder()
+        .name("pipe-sizes")
+        .redis(config)
+        .build()
+        .unwrap();
+    let sized = |i: usize| {
+        let len = 1024 + (i * 7919) % (29 << 10);
+        Bytes::from(vec![b'a' + (i % 26) as u8; len])
+    };
+    for i in 0..32 {
+        assert!(cache.set(format!("S{i}"), sized(i)).await.is_done());
+    }
+    let readers: Vec<_> = (0..16)
+        .map(|t| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                for n in 0..500 {
+                    let i = (t * 7 + n) % 32;
+                    assert_eq!(
+                        cache.get(format!("S{i}")).await,
+                        Some(sized(i)),
+                        "S{i}, read {n} of task {t}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in readers {
+        tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("bounded")
+            .unwrap();
+    }
+    assert!(calls(&redis, "mget") > 0, "read in batches");
+}
