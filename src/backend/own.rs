@@ -373,10 +373,15 @@ impl Shared {
                 .set_connection_timeout(Some(config.connect_timeout))
                 .set_response_timeout(Some(config.response_timeout));
             if config.resp3 {
-                let flag = state.clone();
+                // (Weak: the connection may be held by its own state's
+                // pipe, as the way its calls go when the pipe is refused.)
+                let flag = Arc::downgrade(&state);
                 settings = settings.set_push_sender(move |push: PushInfo| {
-                    if push.kind == PushKind::Disconnection {
-                        flag.broken.store(true, Relaxed);
+                    if let Some(state) = flag
+                        .upgrade()
+                        .filter(|_| push.kind == PushKind::Disconnection)
+                    {
+                        state.broken.store(true, Relaxed);
                     }
                     Ok::<(), std::convert::Infallible>(())
                 });
@@ -385,6 +390,9 @@ impl Shared {
                 .get_multiplexed_async_connection_with_config(&settings)
                 .await
                 .map_err(RedisError::from)?;
+            if let Some(pipe) = &state.pipe {
+                pipe.fall_back_to(inner.clone());
+            }
             Ok::<_, RedisError>(Conn { inner, state })
         };
         // The client's own timeout covers the handshake too; this one makes

@@ -96,13 +96,13 @@ fn main() {
         let client = redis::Client::open(url.as_str()).expect("url");
         let raw = client.get_multiplexed_async_connection().await.expect("connect");
         let batch = if mode == "unbatched" { 1 } else { 128 };
-        // `CONNECTIONS=n` spreads the cache's reads over n connections.
-        let connections = std::env::var("CONNECTIONS").map_or(1, |n| n.parse().expect("CONNECTIONS"));
-        let config = RedisConfig::builder(&url)
-            .max_batch(batch)
-            .connections(connections)
-            .build()
-            .expect("config");
+        // `CONNECTIONS=n` spreads the cache's reads (and writes) over n
+        // connections instead of the default.
+        let mut config = RedisConfig::builder(&url).max_batch(batch);
+        if let Ok(n) = std::env::var("CONNECTIONS") {
+            config = config.connections(n.parse().expect("CONNECTIONS"));
+        }
+        let config = config.build().expect("config");
         let cache = Cache::builder().name("cpu").redis(config).build().expect("cache");
         for i in 0..1000 {
             cache.set(format!("key:{i}"), vec![b'v'; 100]).await;

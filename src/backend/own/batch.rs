@@ -4,15 +4,16 @@
 //! cost Redis and the client a command each.
 //!
 //! There is no timer: a call that finds its connection idle goes out at
-//! once, alone, as it would without batching, so a lone call waits for
-//! nothing. Over plain TCP the others queue on the connection's
-//! [`Pipe`], a connection of its own for batches. Without one (TLS, a
-//! pool's connections, or Redis refused it one) they queue in the lane of
-//! their kind once [`TURNS`] calls of it went alone; when a turn ends, a
-//! task takes the queue (up to the batch size) and sends it over the
-//! shared connection, and goes on while calls keep queueing. The task, not
-//! a caller, owns the round trip, so a caller cancelled mid-batch costs the
-//! others nothing.
+//! once, alone, so a lone call waits for nothing. Over plain TCP every
+//! such call goes over the connection's [`Pipe`], a connection of its own
+//! for batches: alone when it finds the pipe idle, else in the next batch.
+//! Without one (TLS, a pool's connections, or Redis refused it one) a call
+//! goes alone over the shared connection while fewer than [`TURNS`] of
+//! its kind are in flight there, else it queues in the lane of its kind;
+//! when a turn ends, a task takes the queue (up to the batch size) and
+//! sends it over the shared connection, and goes on while calls keep
+//! queueing. The task, not a caller, owns the round trip, so a caller
+//! cancelled mid-batch costs the others nothing.
 
 use std::sync::{Arc, Mutex};
 
@@ -20,19 +21,21 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::conn::{backlogged, Conn};
+use super::conn::{backlogged, Conn, ConnState};
 use super::pipe::Pipe;
 use super::slot::lock;
 use crate::backend::error::RedisError;
 use crate::request::{CacheRequest, CacheResponse};
 
 /// Calls of one kind that go out alone (each on a turn of its own) on a
-/// connection before calls of that kind queue for a batch (at once, while
-/// its [`Pipe`] is busy): enough that a few concurrent callers never wait
-/// for each other (with 1, 4 callers' median latency rose 65 %), few
-/// enough that many callers batch well (64 callers: ~9 keys per `MGET`;
-/// with 1, ~31, and no faster: the client's own work per call, not Redis,
-/// bounds the rate where both share two cores).
+/// connection without a [`Pipe`] before calls of that kind queue for a
+/// batch: enough that a few concurrent callers never wait for each other
+/// (with 1, 4 callers' median latency rose 65 %), few enough that many
+/// callers batch well (64 callers: ~9 keys per `MGET`; with 1, ~31, and no
+/// faster: the client's own work per call, not Redis, bounds the rate
+/// where both share two cores). (With a pipe, a call goes alone only when
+/// nothing is in flight on it: its lone calls cost less than redis-rs's,
+/// so there is nothing to save by sending some over redis-rs.)
 pub(super) const TURNS: usize = 4;
 
 /// The kinds of call gathered: one lane each.
@@ -89,15 +92,14 @@ pub(super) enum Join {
 }
 
 impl Batches {
-    /// Takes a turn for `request`, or queues it.
+    /// Queues `request` on the [`Pipe`], or (without one, or when it is
+    /// not to be used) takes a turn for it or queues it in its lane.
     ///
-    /// A queued call is answered by `deadline`: every turn ends within
-    /// the response deadline of a call that joined before it (a lone call's
-    /// own, or a batch's, which is its first caller's), and then its queue
-    /// is sent or, past its deadline, answered as timed out.
-    ///
-    /// With a [`Pipe`], queued calls go out over it; without one (or when
-    /// it is not to be used), when a turn ends.
+    /// A queued call is answered by `deadline`: the pipe answers every
+    /// batch within its first caller's deadline, and every turn ends
+    /// within the response deadline of a call that joined before it (a
+    /// lone call's own, or a batch's, which is its first caller's), and
+    /// then its queue is sent or, past its deadline, answered as timed out.
     pub(super) fn join(
         &self,
         kind: Kind,
@@ -105,41 +107,34 @@ impl Batches {
         deadline: Instant,
         pipe: Option<&Arc<Pipe>>,
     ) -> Join {
-        // While the pipe is busy, calls join it without looking at the
-        // turns (a lock every thread would take).
-        let busy = pipe.filter(|p| p.busy());
-        let mut lane = match busy {
-            Some(_) => None,
-            None => {
-                let mut lane = lock(&self.lanes[kind as usize]);
-                if lane.turns < TURNS {
-                    lane.turns += 1;
-                    return Join::Now(request);
-                }
-                Some(lane)
-            }
-        };
+        if let Some(pipe) = pipe.filter(|p| p.open()) {
+            // Alone or not, over the pipe: a call that finds it idle goes
+            // out at once, as a command of its own.
+            let (answer, rx) = oneshot::channel();
+            let waiting = Waiting {
+                kind,
+                request,
+                answer,
+                deadline,
+            };
+            return match pipe.queue(waiting) {
+                Ok(()) => Join::Queued(rx),
+                // Refused since it was looked at: as if there were none.
+                Err(waiting) => self.join(kind, waiting.request, deadline, None),
+            };
+        }
+        let mut lane = lock(&self.lanes[kind as usize]);
+        if lane.turns < TURNS {
+            lane.turns += 1;
+            return Join::Now(request);
+        }
         let (answer, rx) = oneshot::channel();
-        let mut waiting = Waiting {
+        lane.waiting.push(Waiting {
             kind,
             request,
             answer,
             deadline,
-        };
-        if let Some(pipe) = pipe {
-            drop(lane.take());
-            waiting = match pipe.queue(waiting) {
-                Ok(()) => return Join::Queued(rx),
-                Err(waiting) => waiting,
-            };
-        }
-        let mut lane = lane.unwrap_or_else(|| lock(&self.lanes[kind as usize]));
-        // A turn may have ended meanwhile.
-        if lane.turns < TURNS {
-            lane.turns += 1;
-            return Join::Now(waiting.request);
-        }
-        lane.waiting.push(waiting);
+        });
         Join::Queued(rx)
     }
 }
@@ -211,51 +206,61 @@ async fn flush(conn: Arc<Conn>, kind: Kind, max: usize) {
             let n = lane.waiting.len().min(max);
             lane.waiting.drain(..n).collect()
         };
-        // Callers that gave up (cancelled) are not sent; those past their
-        // deadline are answered so, unsent.
-        let now = Instant::now();
-        let (batch, late): (Vec<Waiting>, Vec<Waiting>) = batch
-            .into_iter()
-            .filter(|w| !w.answer.is_closed())
-            .partition(|w| w.deadline > now);
-        answer_all(late.into_iter().map(|w| w.answer), RedisError::timeout());
-        let Some(until) = batch.iter().map(|w| w.deadline).min() else {
-            continue;
-        };
-        let mut inner = conn.inner.clone();
-        let round_trip = async {
-            match kind {
-                Kind::Get => get_many(&mut inner, &batch).await,
-                Kind::Set => set_all(&mut inner, &batch).await,
-                Kind::GetWithTtl => get_many_with_ttl(&mut inner, &batch).await,
+        send(&conn.state, conn.inner.clone(), kind, batch).await;
+    }
+}
+
+/// Sends the calls of `batch` (all of `kind`) over `inner` in one round
+/// trip, within the earliest deadline among them, and answers each.
+/// Callers that gave up (cancelled) are not sent; those past their
+/// deadline are answered so, unsent.
+pub(super) async fn send(
+    state: &ConnState,
+    mut inner: redis::aio::MultiplexedConnection,
+    kind: Kind,
+    batch: Vec<Waiting>,
+) {
+    let now = Instant::now();
+    let (batch, late): (Vec<Waiting>, Vec<Waiting>) = batch
+        .into_iter()
+        .filter(|w| !w.answer.is_closed())
+        .partition(|w| w.deadline > now);
+    answer_all(late.into_iter().map(|w| w.answer), RedisError::timeout());
+    let Some(until) = batch.iter().map(|w| w.deadline).min() else {
+        return;
+    };
+    let round_trip = async {
+        match kind {
+            Kind::Get => get_many(&mut inner, &batch).await,
+            Kind::Set => set_all(&mut inner, &batch).await,
+            Kind::GetWithTtl => get_many_with_ttl(&mut inner, &batch).await,
+        }
+    };
+    // Bounded by the earliest deadline of its callers.
+    let answers = match tokio::time::timeout_at(until, round_trip).await {
+        Ok(answers) => answers,
+        Err(_) => {
+            // As a call's own timeout does, unless the runtime is too
+            // backlogged to have read the answer: the connection may be
+            // stuck.
+            if !backlogged() {
+                state.lose();
             }
-        };
-        // Bounded by the earliest deadline of its callers.
-        let answers = match tokio::time::timeout_at(until, round_trip).await {
-            Ok(answers) => answers,
-            Err(_) => {
-                // As a call's own timeout does, unless the runtime is too
-                // backlogged to have read the answer: the connection may
-                // be stuck.
-                if !backlogged() {
-                    conn.state.lose();
-                }
-                Err(RedisError::timeout())
+            Err(RedisError::timeout())
+        }
+    };
+    match answers {
+        Ok(answers) => {
+            state.answered_many(batch.len());
+            for (w, answer) in batch.into_iter().zip(answers) {
+                let _ = w.answer.send(answer);
             }
-        };
-        match answers {
-            Ok(answers) => {
-                conn.state.answered_many(batch.len());
-                for (w, answer) in batch.into_iter().zip(answers) {
-                    let _ = w.answer.send(answer);
-                }
+        }
+        Err(e) => {
+            if e.breaks_connection() {
+                state.lose();
             }
-            Err(e) => {
-                if e.breaks_connection() {
-                    conn.state.lose();
-                }
-                answer_all(batch.into_iter().map(|w| w.answer), e);
-            }
+            answer_all(batch.into_iter().map(|w| w.answer), e);
         }
     }
 }

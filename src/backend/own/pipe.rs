@@ -15,13 +15,13 @@ mod tasks;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use super::batch::{answer_all, Answer, Kind, Waiting};
+use super::batch::{answer_all, send, Answer, Kind, Waiting};
 use super::conn::{backlogged, ConnState};
 use super::resp;
 use super::slot::lock;
@@ -107,9 +107,13 @@ pub(super) struct Pipe {
     wake_writer: Notify,
     /// A batch in flight, or the pipe given up.
     wake_reader: Notify,
-    /// Whether calls are queued or in flight: a call then joins them
-    /// rather than go alone (see [`super::batch::Batches::join`]).
-    busy: AtomicBool,
+    /// The connection it belongs to, over which the calls queued on the
+    /// pipe go when Redis refuses the pipe a connection of its own.
+    fallback: OnceLock<redis::aio::MultiplexedConnection>,
+    /// Set for good once the pipe is [`Phase::Off`] or [`Phase::Closed`]:
+    /// calls then go over redis-rs without trying it (see
+    /// [`super::batch::Batches::join`]).
+    refused: AtomicBool,
 }
 
 impl Pipe {
@@ -125,20 +129,23 @@ impl Pipe {
             }),
             wake_writer: Notify::new(),
             wake_reader: Notify::new(),
-            busy: AtomicBool::new(false),
+            fallback: OnceLock::new(),
+            refused: AtomicBool::new(false),
         }
     }
 
-    /// Whether calls are queued or in flight.
-    pub(super) fn busy(&self) -> bool {
-        self.busy.load(Relaxed)
+    /// Whether calls may be queued on the pipe: it is not
+    /// [`Phase::Off`] or [`Phase::Closed`].
+    pub(super) fn open(&self) -> bool {
+        !self.refused.load(Relaxed)
     }
 
-    /// Says whether calls are queued or in flight, after `state` changed.
-    fn settle(&self, state: &PipeState) {
-        let busy = !(state.queue.is_empty() && state.in_flight.is_empty());
-        if self.busy.load(Relaxed) != busy {
-            self.busy.store(busy, Relaxed);
+    /// Enters `phase`, flagging the pipe refused if it is one calls may
+    /// not be queued in.
+    fn enter(&self, state: &mut PipeState, phase: Phase) {
+        state.phase = phase;
+        if matches!(phase, Phase::Off | Phase::Closed) {
+            self.refused.store(true, Relaxed);
         }
     }
 
@@ -154,7 +161,6 @@ impl Pipe {
                 };
                 state.phase = Phase::Connecting;
                 state.queue.push(waiting);
-                self.settle(&state);
                 let generation = state.generation;
                 drop(state);
                 runtime.spawn(tasks::write(self.clone(), generation));
@@ -163,12 +169,69 @@ impl Pipe {
             Phase::Connecting | Phase::Ready => {
                 let idle = state.queue.is_empty();
                 state.queue.push(waiting);
-                self.settle(&state);
                 drop(state);
                 if idle {
                     self.wake_writer.notify_one();
                 }
                 Ok(())
+            }
+        }
+    }
+
+    /// Sets the connection the pipe belongs to, for the calls it was
+    /// given to go over if Redis refuses it one of its own.
+    pub(super) fn fall_back_to(&self, conn: redis::aio::MultiplexedConnection) {
+        let _ = self.fallback.set(conn);
+    }
+
+    /// Ends the pipe's connection of `generation` (if it is still the
+    /// current one), entering `then`: what was queued and in flight, for
+    /// the caller to answer.
+    fn end(&self, generation: u64, then: Phase) -> Option<(Vec<Waiting>, VecDeque<Sent>)> {
+        let taken = {
+            let mut state = lock(&self.state);
+            if state.generation != generation || state.phase == Phase::Closed {
+                return None;
+            }
+            state.generation += 1;
+            self.enter(&mut state, then);
+            (
+                std::mem::take(&mut state.queue),
+                std::mem::take(&mut state.in_flight),
+            )
+        };
+        self.wake_writer.notify_one();
+        self.wake_reader.notify_one();
+        Some(taken)
+    }
+
+    /// Turns the pipe off after Redis refused it a connection (`e`): the
+    /// calls queued go over the connection it belongs to instead, as
+    /// later ones will (or, without it, are answered `e`).
+    async fn refused(&self, generation: u64, e: RedisError) {
+        let Some((queue, _)) = self.end(generation, Phase::Off) else {
+            return;
+        };
+        let (Some(conn), Some(inner)) = (self.conn.upgrade(), self.fallback.get()) else {
+            return answer_all(queue.into_iter().map(|w| w.answer), e);
+        };
+        let mut kinds: [Vec<Waiting>; 3] = Default::default();
+        for w in queue {
+            kinds[w.kind as usize].push(w);
+        }
+        for (kind, mut calls) in [Kind::Get, Kind::Set, Kind::GetWithTtl]
+            .into_iter()
+            .zip(kinds)
+        {
+            while !calls.is_empty() {
+                let rest = calls.split_off(calls.len().min(self.target.max_batch));
+                send(
+                    &conn,
+                    inner.clone(),
+                    kind,
+                    std::mem::replace(&mut calls, rest),
+                )
+                .await;
             }
         }
     }
@@ -179,22 +242,9 @@ impl Pipe {
     /// ([`Phase::Idle`]) or not ([`Phase::Off`]), and with `lose` flags its
     /// connection never to be used again.
     fn give_up(&self, generation: u64, e: RedisError, then: Phase, lose: bool) {
-        let (queue, in_flight) = {
-            let mut state = lock(&self.state);
-            if state.generation != generation || state.phase == Phase::Closed {
-                return;
-            }
-            state.generation += 1;
-            state.phase = then;
-            let taken = (
-                std::mem::take(&mut state.queue),
-                std::mem::take(&mut state.in_flight),
-            );
-            self.settle(&state);
-            taken
+        let Some((queue, in_flight)) = self.end(generation, then) else {
+            return;
         };
-        self.wake_writer.notify_one();
-        self.wake_reader.notify_one();
         if lose {
             if let Some(conn) = self.conn.upgrade() {
                 conn.lose();
@@ -211,11 +261,10 @@ impl Pipe {
     pub(super) fn close(&self) {
         {
             let mut state = lock(&self.state);
-            state.phase = Phase::Closed;
+            self.enter(&mut state, Phase::Closed);
             state.generation += 1;
             state.queue.clear();
             state.in_flight.clear();
-            self.settle(&state);
         }
         self.wake_writer.notify_one();
         self.wake_reader.notify_one();
@@ -307,7 +356,6 @@ impl Pipe {
                 deadline: first,
             });
         }
-        self.settle(state);
         match until {
             Some(until) => Taken::Batch { until, first },
             None => Taken::Answered,

@@ -43,7 +43,8 @@ pub(super) fn put_bulk(out: &mut Vec<u8>, arg: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends the commands of a batch of `kind`: one `MGET` for `GET`s; a
+/// Appends the commands of a batch of `kind`: one `MGET` for `GET`s (a
+/// `GET` for one); a
 /// `SET` each for `SET`s; one `MGET` and a `PTTL` each for `GET`s with TTL.
 /// (Every request is of `kind`: others are not written.)
 pub(super) fn put_batch<'a>(
@@ -56,6 +57,21 @@ pub(super) fn put_batch<'a>(
         _ => None,
     };
     match kind {
+        // One key alone: as a `GET`, as it would go without batching.
+        Kind::Get | Kind::GetWithTtl if requests.len() == 1 => {
+            put_array(out, 2);
+            put_bulk(out, b"GET");
+            for k in requests.clone().filter_map(key) {
+                put_bulk(out, k);
+            }
+            if let Kind::GetWithTtl = kind {
+                for k in requests.filter_map(key) {
+                    put_array(out, 2);
+                    put_bulk(out, b"PTTL");
+                    put_bulk(out, k);
+                }
+            }
+        }
         Kind::Get | Kind::GetWithTtl => {
             put_array(out, requests.len() + 1);
             put_bulk(out, b"MGET");
@@ -203,6 +219,7 @@ pub(super) fn read_batch(kind: Kind, n: usize, buf: &[u8]) -> Result<Read, Malfo
     };
     match kind {
         Kind::Get | Kind::GetWithTtl => {
+            let mut values = Vec::with_capacity(n);
             match next(&mut at)? {
                 None => return Ok(Read::Partial),
                 Some(Head::Error(e)) => {
@@ -216,12 +233,13 @@ pub(super) fn read_batch(kind: Kind, n: usize, buf: &[u8]) -> Result<Read, Malfo
                     }
                     return Ok(Read::Failed(server_error(e), at));
                 }
-                Some(Head::Array(Some(len))) if len == n => {}
+                // One key alone went as a `GET`.
+                Some(Head::Bulk(v)) if n == 1 => values.push(v),
+                Some(Head::Array(Some(len))) if len == n && n != 1 => {}
                 Some(_) => return Err(Malformed),
             }
             // Slices first, copied once all of the batch is here.
-            let mut values = Vec::with_capacity(n);
-            for _ in 0..n {
+            while values.len() < n {
                 match next(&mut at)? {
                     None => return Ok(Read::Partial),
                     Some(Head::Bulk(v)) => values.push(v),

@@ -35,7 +35,7 @@ pub(super) async fn write(pipe: Arc<Pipe>, generation: u64) {
         // Refused a connection of its own (`maxclients`, a login the
         // redis-rs one passed with another handshake): this connection's
         // calls batch over redis-rs instead.
-        Ok(Err(e)) => return pipe.give_up(generation, e, Phase::Off, false),
+        Ok(Err(e)) => return pipe.refused(generation, e).await,
         Err(_) => return pipe.give_up(generation, RedisError::timeout(), Phase::Idle, false),
     };
     {
@@ -134,7 +134,6 @@ async fn read(pipe: Arc<Pipe>, stream: Arc<TcpStream>, generation: u64) {
                     return;
                 }
                 let sent = state.in_flight.pop_front().expect("the batch read");
-                // (Still busy: see below.)
                 (sent, !state.queue.is_empty())
             };
             if wake {
@@ -172,21 +171,6 @@ async fn read(pipe: Arc<Pipe>, stream: Arc<TcpStream>, generation: u64) {
                         return pipe.broken(generation, e.echo());
                     }
                 }
-            }
-            // The callers just answered run first: under load they call
-            // again at once, and find the pipe busy (so join the next batch
-            // rather than go alone); if none does, it is idle.
-            let idle = {
-                let state = lock(&pipe.state);
-                state.queue.is_empty() && state.in_flight.is_empty()
-            };
-            if idle {
-                tokio::task::yield_now().await;
-                let state = lock(&pipe.state);
-                if state.generation != generation {
-                    return;
-                }
-                pipe.settle(&state);
             }
         };
         if start == end {

@@ -21,10 +21,20 @@ fn batches_are_written_as_redis_reads_them() {
         written(Kind::Get, &[get("a"), get("bc")]),
         b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$2\r\nbc\r\n"
     );
-    let ttl = CacheRequest::GetWithTtl(Bytes::from_static(b"k"));
+    // One key alone goes as a `GET`.
     assert_eq!(
-        written(Kind::GetWithTtl, &[ttl]),
-        b"*2\r\n$4\r\nMGET\r\n$1\r\nk\r\n*2\r\n$4\r\nPTTL\r\n$1\r\nk\r\n"
+        written(Kind::Get, &[get("a")]),
+        b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n"
+    );
+    let ttl = |k: &'static [u8]| CacheRequest::GetWithTtl(Bytes::from_static(k));
+    assert_eq!(
+        written(Kind::GetWithTtl, &[ttl(b"k")]),
+        b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*2\r\n$4\r\nPTTL\r\n$1\r\nk\r\n"
+    );
+    assert_eq!(
+        written(Kind::GetWithTtl, &[ttl(b"k"), ttl(b"l")]),
+        b"*3\r\n$4\r\nMGET\r\n$1\r\nk\r\n$1\r\nl\r\n\
+          *2\r\n$4\r\nPTTL\r\n$1\r\nk\r\n*2\r\n$4\r\nPTTL\r\n$1\r\nl\r\n"
     );
     let set = |ttl| CacheRequest::Set {
         key: Bytes::from_static(b"k"),
@@ -133,6 +143,40 @@ fn a_batch_is_answered_only_once_all_its_replies_are_here() {
     assert!(read_batch(Kind::Get, 2, reply).is_err());
     assert!(read_batch(Kind::Get, 1, b"+OK\r\n").is_err());
     assert!(read_batch(Kind::Set, 1, b"*1\r\n").is_err());
+}
+
+#[test]
+fn one_key_alone_is_answered_from_its_get() {
+    let (got, used) = answers(read_batch(Kind::Get, 1, b"$1\r\na\r\n*1\r\n"));
+    assert_eq!(used, 7);
+    assert!(matches!(&got[..], [Ok(CacheResponse::Value(Some(v)))] if v == "a"));
+    let (got, _) = answers(read_batch(Kind::Get, 1, b"$-1\r\n"));
+    assert!(matches!(&got[..], [Ok(CacheResponse::Value(None))]));
+    let reply: &[u8] = b"$1\r\nv\r\n:1500\r\n";
+    for cut in 0..reply.len() {
+        assert!(
+            matches!(
+                read_batch(Kind::GetWithTtl, 1, &reply[..cut]),
+                Ok(Read::Partial)
+            ),
+            "cut at {cut}"
+        );
+    }
+    let (got, used) = answers(read_batch(Kind::GetWithTtl, 1, reply));
+    assert_eq!(used, reply.len());
+    assert!(matches!(
+        &got[..],
+        [Ok(CacheResponse::ValueWithTtl(Some((v, Ttl::After(d)))))]
+            if v == "v" && *d == Duration::from_millis(1500)
+    ));
+    match read_batch(Kind::Get, 1, b"-NOPERM no get\r\n") {
+        Ok(Read::Failed(e, 16)) => assert_eq!(e.reason(), Reason::Auth),
+        _ => panic!("one failure"),
+    }
+    // An array is the reply of an `MGET`: not of this batch.
+    assert!(read_batch(Kind::Get, 1, b"*1\r\n$1\r\na\r\n").is_err());
+    // A bulk string is not the reply of an `MGET` of two.
+    assert!(read_batch(Kind::Get, 2, b"$1\r\na\r\n").is_err());
 }
 
 #[test]
