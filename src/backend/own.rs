@@ -188,7 +188,7 @@ impl Service<CacheRequest> for RedisBackend {
             // Beyond the limit a call would queue behind the others and time
             // out, and the timeouts would open the breaker: it is shed
             // unsent instead.
-            let Some(_counted) = InFlight::enter(&call.conn.state, max_in_flight) else {
+            let Some(counted) = InFlight::enter(&call.conn.state, max_in_flight) else {
                 return Err(RedisError::overloaded());
             };
             let state = &call.conn.state;
@@ -205,10 +205,13 @@ impl Service<CacheRequest> for RedisBackend {
             };
             let request = match kind {
                 Some(kind) => {
-                    match state
-                        .batches
-                        .join(kind, request, sent + deadline, state.pipe.as_ref())
-                    {
+                    match state.batches.join(
+                        kind,
+                        request,
+                        sent + deadline,
+                        state.pipe.as_ref(),
+                        counted.alone(),
+                    ) {
                         Join::Now(request) => {
                             call.turn = Some((kind, max_batch));
                             request

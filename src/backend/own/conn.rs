@@ -127,22 +127,36 @@ pub(in crate::backend) const LATE: Duration = Duration::from_millis(5);
 /// One call counted in flight on a connection, until dropped. (Borrowed,
 /// not a clone of the state's `Arc`: two fewer writes per call to memory
 /// every thread shares.)
-pub(super) struct InFlight<'a>(&'a ConnState);
+pub(super) struct InFlight<'a> {
+    state: &'a ConnState,
+    /// Whether no other call was in flight on the connection.
+    alone: bool,
+}
 
 impl<'a> InFlight<'a> {
     /// Counts a call in, unless `max` are in flight already.
     pub(super) fn enter(state: &'a ConnState, max: usize) -> Option<InFlight<'a>> {
-        if state.in_flight.fetch_add(1, Relaxed) >= max {
+        let before = state.in_flight.fetch_add(1, Relaxed);
+        if before >= max {
             state.in_flight.fetch_sub(1, Relaxed);
             return None;
         }
-        Some(InFlight(state))
+        Some(InFlight {
+            state,
+            alone: before == 0,
+        })
+    }
+
+    /// Whether no other call was in flight on the connection when this
+    /// one was counted in.
+    pub(super) fn alone(&self) -> bool {
+        self.alone
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.state.in_flight.fetch_sub(1, Relaxed);
     }
 }
 
