@@ -223,26 +223,26 @@ impl RedisConfigBuilder {
 
     /// The most concurrent calls sent to Redis as one command. A `get`
     /// that finds its connection idle goes out at once, alone; while calls
-    /// are in flight (or four of a kind already went alone), later `get`s
-    /// queue and go out together as one `MGET` (a near cache's reads as one
-    /// `MGET` and their `PTTL`s), and `set`s as one pipeline, up to two
-    /// batches in flight at a time; each caller still gets its own answer
-    /// within its own deadline. There is no timer, so a few concurrent
-    /// callers wait for nothing. A failed batch counts once against the
-    /// breaker, not once per caller.
+    /// are in flight, later `get`s queue and go out together as one `MGET`
+    /// (a near cache's reads as one `MGET` and their `PTTL`s), and `set`s
+    /// as one pipeline, up to two batches in flight at a time; each caller
+    /// still gets its own answer within its own deadline. There is no
+    /// timer, so a few concurrent callers wait for nothing. A failed batch
+    /// counts once against the breaker, not once per caller.
     ///
     /// Over plain TCP, batches go out on a connection of their own beside
     /// each of the backend's (named `fusebox-batch` in `CLIENT LIST`; made
     /// when the first batch forms, logged in and on the database as the
     /// other): its replies are read straight into each caller's answer,
     /// which is what lets a batch cost less than the calls in it. Where
-    /// Redis refuses it that connection (`maxclients`), and over TLS, a
-    /// Unix socket or a pool's connections, batches share the other.
+    /// Redis refuses it that connection (`maxclients`), the calls queued on
+    /// it go over the other instead, as every later batch does; so do
+    /// batches over TLS, a Unix socket or a pool's connections.
     ///
     /// What it saves is Redis's work per command and the client's per
     /// round trip: on one 2-core machine with Redis beside its clients, 64
-    /// tasks of `get`s sent ~37 keys per `MGET` and ran ×1.7–1.8 of a raw
-    /// multiplexed connection, `set`s ×1.0–1.5, 8 tasks of `get`s ×1.9–2.1
+    /// tasks ran ×2.2 of a raw multiplexed connection with `get`s (~20
+    /// keys per `MGET`) and ×1.8 with `set`s, 4 tasks of `get`s ×1.1
     /// (BENCHMARKS.md has the figures); it pays more where Redis or the
     /// network, not the client, is the bottleneck.
     ///
