@@ -6,22 +6,23 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use fusebox::backend::RedisConfig;
+use fusebox::backend::{RedisConfig, RedisConfigBuilder};
 use fusebox::breaker::State;
 use fusebox::cache::Cache;
 
 use crate::common::{calls, counter, metrics, RedisServer};
 
-/// A cache whose deadlines fit a loaded machine (what is tested is which
-/// answer each caller gets, not speed).
-fn cache(redis: &RedisServer, name: &str, max_batch: usize) -> Cache {
-    let config = RedisConfig::builder(redis.url())
+/// Deadlines that fit a loaded machine (what is tested is which answer
+/// each caller gets, not speed).
+fn builder(redis: &RedisServer) -> RedisConfigBuilder {
+    RedisConfig::builder(redis.url())
         .connect_timeout(Duration::from_millis(500))
         .checkout_timeout(Duration::from_millis(500))
         .response_timeout(Duration::from_secs(2))
-        .max_batch(max_batch)
-        .build()
-        .unwrap();
+}
+
+fn cache(redis: &RedisServer, name: &str, max_batch: usize) -> Cache {
+    let config = builder(redis).max_batch(max_batch).build().unwrap();
     Cache::builder().name(name).redis(config).build().unwrap()
 }
 
@@ -186,12 +187,7 @@ async fn a_batch_that_fails_counts_once_against_the_breaker() {
 async fn sets_of_one_batch_refused_one_by_one_count_once_against_the_breaker() {
     metrics();
     let redis = RedisServer::start(&[]);
-    let config = RedisConfig::builder(redis.url())
-        .connect_timeout(Duration::from_millis(500))
-        .checkout_timeout(Duration::from_millis(500))
-        .response_timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let config = builder(&redis).build().unwrap();
     // A breaker that never opens here: every failure it hears is counted.
     let cache = Cache::builder()
         .name("batch-set-echo")
@@ -370,12 +366,7 @@ async fn a_max_batch_of_one_sends_every_call_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_near_cache_batches_only_the_reads_that_miss_it() {
     let redis = RedisServer::start(&[]);
-    let config = RedisConfig::builder(redis.url())
-        .connect_timeout(Duration::from_millis(500))
-        .checkout_timeout(Duration::from_millis(500))
-        .response_timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let config = builder(&redis).build().unwrap();
     let cache = Cache::builder()
         .name("batch-near")
         .near_cache(fusebox::cache::NearCache::new())

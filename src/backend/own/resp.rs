@@ -57,24 +57,17 @@ pub(super) fn put_batch<'a>(
         _ => None,
     };
     match kind {
-        // One key alone: as a `GET`, as it would go without batching.
-        Kind::Get | Kind::GetWithTtl if requests.len() == 1 => {
-            put_array(out, 2);
-            put_bulk(out, b"GET");
-            for k in requests.clone().filter_map(key) {
-                put_bulk(out, k);
-            }
-            if let Kind::GetWithTtl = kind {
-                for k in requests.filter_map(key) {
-                    put_array(out, 2);
-                    put_bulk(out, b"PTTL");
-                    put_bulk(out, k);
-                }
-            }
-        }
         Kind::Get | Kind::GetWithTtl => {
             put_array(out, requests.len() + 1);
-            put_bulk(out, b"MGET");
+            // One key alone goes as a `GET`, as it would without batching.
+            put_bulk(
+                out,
+                if requests.len() == 1 {
+                    &b"GET"[..]
+                } else {
+                    b"MGET"
+                },
+            );
             for k in requests.clone().filter_map(key) {
                 put_bulk(out, k);
             }
