@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fusebox::backend::RedisConfig;
+use fusebox::backend::{RedisConfig, RedisConfigBuilder};
 use fusebox::cache::Cache;
 
 use crate::common::{calls, RedisServer};
@@ -17,14 +17,17 @@ use crate::common::{calls, RedisServer};
 /// What each call is given to be answered in.
 const DEADLINE: Duration = Duration::from_secs(1);
 
-fn config(url: String) -> RedisConfig {
+/// One connection of each kind, deadlines that fit a loaded machine.
+fn builder(url: String) -> RedisConfigBuilder {
     RedisConfig::builder(url)
         .connect_timeout(Duration::from_millis(500))
         .checkout_timeout(Duration::from_millis(500))
         .response_timeout(DEADLINE)
         .connections(1)
-        .build()
-        .unwrap()
+}
+
+fn config(url: String) -> RedisConfig {
+    builder(url).build().unwrap()
 }
 
 fn value(i: usize) -> Bytes {
@@ -411,14 +414,7 @@ async fn replies_of_every_size_end_anywhere_in_the_reply_buffer_and_arrive_whole
     // reply buffer, and the replies of the batches in flight end anywhere
     // in it, so one often runs past its end after others were answered
     // from its start (the unread tail is then moved to the front).
-    let config = RedisConfig::builder(redis.url())
-        .connect_timeout(Duration::from_millis(500))
-        .checkout_timeout(Duration::from_millis(500))
-        .response_timeout(DEADLINE)
-        .connections(1)
-        .max_batch(2)
-        .build()
-        .unwrap();
+    let config = builder(redis.url()).max_batch(2).build().unwrap();
     let cache = Cache::builder()
         .name("pipe-sizes")
         .redis(config)

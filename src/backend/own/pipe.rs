@@ -208,7 +208,7 @@ impl Pipe {
     /// Turns the pipe off after Redis refused it a connection (`e`): the
     /// calls queued go over the connection it belongs to instead, as
     /// later ones will (or, without it, are answered `e`).
-    async fn refused(&self, generation: u64, e: RedisError) {
+    async fn hand_back(&self, generation: u64, e: RedisError) {
         let Some((queue, _)) = self.end(generation, Phase::Off) else {
             return;
         };

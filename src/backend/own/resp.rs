@@ -44,9 +44,9 @@ pub(super) fn put_bulk(out: &mut Vec<u8>, arg: &[u8]) {
 }
 
 /// Appends the commands of a batch of `kind`: one `MGET` for `GET`s (a
-/// `GET` for one); a
-/// `SET` each for `SET`s; one `MGET` and a `PTTL` each for `GET`s with TTL.
-/// (Every request is of `kind`: others are not written.)
+/// `GET` for one); a `SET` each for `SET`s; the same `MGET` (or `GET`) and
+/// a `PTTL` each for `GET`s with TTL. (Every request is of `kind`: others
+/// are not written.)
 pub(super) fn put_batch<'a>(
     out: &mut Vec<u8>,
     kind: Kind,

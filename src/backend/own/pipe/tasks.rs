@@ -35,7 +35,7 @@ pub(super) async fn write(pipe: Arc<Pipe>, generation: u64) {
         // Refused a connection of its own (`maxclients`, a login the
         // redis-rs one passed with another handshake): this connection's
         // calls batch over redis-rs instead.
-        Ok(Err(e)) => return pipe.refused(generation, e).await,
+        Ok(Err(e)) => return pipe.hand_back(generation, e).await,
         Err(_) => return pipe.give_up(generation, RedisError::timeout(), Phase::Idle, false),
     };
     {
